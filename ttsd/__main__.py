@@ -1,0 +1,5 @@
+"""`python -m ttsd` is the `ttsd` command."""
+
+from ttsd.cli import main
+
+main()

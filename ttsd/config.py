@@ -1,0 +1,200 @@
+"""One frozen settings object, built once from defaults, an optional `ttsd.toml`, the environment and
+explicit overrides (in rising precedence), validated once, with the source of every value kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ttsd.errors import ConfigError
+
+ENV_PREFIX = "TTS_"
+CONFIG_FILE_NAME = "ttsd.toml"
+
+Device = Literal["auto", "mps", "cuda", "cpu"]
+Dtype = Literal["auto", "float16", "bfloat16", "float32"]
+
+
+def default_state_dir() -> Path:
+    """The per-user state folder (queue database, cache, built models): platformdirs' standard place."""
+    return platformdirs.user_state_path("ttsd", appauthor=False)
+
+
+class Settings(BaseModel):
+    """Every tunable of the daemon and CLI. Env names are `TTS_` plus the field name in capitals."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    inbox: Path = Field(default_factory=lambda: Path("inbox").absolute())
+    outbox: Path = Field(default_factory=lambda: Path("outbox").absolute())
+    state_dir: Path = Field(default_factory=default_state_dir)
+
+    default_model: str = "qwen3-tts-0.6b"
+    models: dict[str, str] = Field(default_factory=dict)
+    preload_models: tuple[str, ...] = ()
+    device: Device = "auto"
+    dtype: Dtype = "auto"
+    hf_mirror: str | None = None
+
+    max_queue_size: int = Field(32, ge=1)
+    max_concurrency_per_model: int = Field(1, ge=1, le=16)
+    max_batch: int = Field(4, ge=1, le=64)
+    max_attempts: int = Field(3, ge=1, le=100)
+    model_idle_s: float = Field(600.0, gt=0)
+    max_loaded_models: int = Field(2, ge=1, le=16)
+
+    enable_cache: bool = True
+    cache_size: int = Field(2048, ge=0)
+    cache_max_bytes: int = Field(2 * 1024**3, ge=0)
+
+    max_text_length: int = Field(600, ge=20, le=10_000)
+    max_job_chars: int = Field(200_000, ge=1)
+    max_job_file_bytes: int = Field(4 * 1024**2, ge=1024)
+    default_sample_rate: int = Field(24_000, ge=8_000, le=192_000)
+
+    lease_s: float = Field(60.0, gt=0)
+    scan_interval_s: float = Field(2.0, gt=0)
+    stable_s: float = Field(0.3, ge=0)
+    shutdown_grace_s: float = Field(20.0, ge=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("inbox", "outbox", "state_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return path.expanduser().absolute()
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, level: object) -> object:
+        return level.upper() if isinstance(level, str) else level
+
+    @property
+    def db_path(self) -> Path:
+        """The queue database inside the state directory."""
+        return self.state_dir / "ttsd.sqlite3"
+
+    @property
+    def lock_path(self) -> Path:
+        """The file whose lock marks the one daemon serving this state directory."""
+        return self.state_dir / "daemon.lock"
+
+    @property
+    def models_dir(self) -> Path:
+        """Where locally built checkpoints (the `tiny` family) live."""
+        return self.state_dir / "models"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where cached audio lives."""
+        return self.state_dir / "cache"
+
+
+class LoadedSettings(BaseModel):
+    """The settings plus, for each field that was not a default, where its value came from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    settings: Settings
+    sources: dict[str, str]
+    config_file: Path | None
+
+
+def _parse_models(raw: str) -> dict[str, str]:
+    """`TTS_MODELS` is a JSON object or `name=dir,name2=dir2`."""
+    raw = raw.strip()
+    if raw.startswith("{"):
+        parsed = json.loads(raw)
+        if not isinstance(parsed, dict):
+            raise ValueError("expected a JSON object of name -> directory or id")
+        return {str(k): str(v) for k, v in parsed.items()}
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, sep, target = item.partition("=")
+        if not sep or not name.strip() or not target.strip():
+            raise ValueError(f"expected name=directory, got {item!r}")
+        pairs[name.strip()] = target.strip()
+    return pairs
+
+
+def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is None or raw == "":
+            continue
+        try:
+            if name == "models":
+                values[name] = _parse_models(raw)
+            elif name == "preload_models":
+                values[name] = tuple(part.strip() for part in raw.split(",") if part.strip())
+            else:
+                values[name] = raw
+        except ValueError as exc:
+            raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {exc}") from exc
+    return values
+
+
+def _file_values(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    section = data.get("ttsd", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: [ttsd] must be a table")
+    unknown = sorted(set(section) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}")
+    return dict(section)
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> LoadedSettings:
+    """Build the settings: defaults < ttsd.toml < TTS_* environment < overrides (CLI flags).
+
+    The config file is `config_file`, else `$TTS_CONFIG`, else `<state_dir>/ttsd.toml` if it exists.
+    """
+    environ = os.environ if environ is None else environ
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    env_values = _env_values(environ)
+
+    if config_file is None and environ.get("TTS_CONFIG"):
+        config_file = Path(environ["TTS_CONFIG"])
+    if config_file is None:
+        state_dir = overrides.get("state_dir") or env_values.get("state_dir") or default_state_dir()
+        candidate = Path(state_dir).expanduser() / CONFIG_FILE_NAME
+        config_file = candidate if candidate.is_file() else None
+    file_values = _file_values(config_file) if config_file is not None else {}
+
+    sources: dict[str, str] = {}
+    merged: dict[str, Any] = {}
+    for layer, label in ((file_values, f"file {config_file}"), (env_values, "env"), (overrides, "flag")):
+        for key, value in layer.items():
+            merged[key] = value
+            sources[key] = label
+    try:
+        settings = Settings(**merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_setting_label(str(err['loc'][0]), sources)}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
+    return LoadedSettings(settings=settings, sources=sources, config_file=config_file)
+
+
+def _setting_label(field: str, sources: Mapping[str, str]) -> str:
+    source = sources.get(field)
+    if source == "env":
+        return ENV_PREFIX + field.upper()
+    return f"{field} ({source})" if source else field

@@ -1,0 +1,70 @@
+"""Where a registry model's weights are on disk: built locally, a local directory, or the Hugging Face
+cache (downloaded on first use when online)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ttsd.engine.registry import ModelEntry
+from ttsd.errors import ModelUnavailable
+
+
+def hf_offline() -> bool:
+    """Whether the Hugging Face hub must not be contacted."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def local_snapshot(repo_id: str) -> Path | None:
+    """The cached snapshot of `repo_id`, without touching the network, or None."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - any failure here just means "not cached"
+        return None
+
+
+def _download(repo_id: str, mirror: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id, endpoint=mirror, token=os.environ.get("HF_TOKEN") or None))
+
+
+def resolve_checkpoint(entry: ModelEntry, models_dir: Path, mirror: str | None = None) -> Path:
+    """The local directory holding `entry`'s weights, fetching them if needed and allowed.
+
+    Loading from a directory rather than a repo id matters: transformers 4.57 can still call the hub
+    for a repo id under HF_HUB_OFFLINE=1.
+    """
+    if entry.tiny:
+        from ttsd.engine.tiny import ensure_tiny_checkpoint
+
+        return ensure_tiny_checkpoint(models_dir / entry.name, entry.kind)
+    if entry.local_dir is not None:
+        if not (entry.local_dir / "config.json").is_file():
+            raise ModelUnavailable(
+                f"model {entry.name!r}: {entry.local_dir} holds no checkpoint (no config.json); "
+                "fix its path in TTS_MODELS or ttsd.toml"
+            )
+        return entry.local_dir
+    assert entry.repo_id is not None
+    cached = local_snapshot(entry.repo_id)
+    if cached is not None:
+        return cached
+    hf_home = os.environ.get("HF_HOME", "~/.cache/huggingface")
+    if hf_offline():
+        raise ModelUnavailable(
+            f"model {entry.name!r} ({entry.repo_id}) is not in the Hugging Face cache ({hf_home}) and "
+            "HF_HUB_OFFLINE is set. Fetch it once while online: "
+            f"`huggingface-cli download {entry.repo_id}`, or point TTS_MODELS at a local copy."
+        )
+    try:
+        return _download(entry.repo_id, mirror)
+    except Exception as exc:
+        raise ModelUnavailable(
+            f"model {entry.name!r} ({entry.repo_id}) is not in the Hugging Face cache ({hf_home}) and "
+            f"could not be downloaded ({type(exc).__name__}: {str(exc)[:200]}). Check the network, "
+            "HF_TOKEN, or TTS_HF_MIRROR; or fetch it with `huggingface-cli download "
+            f"{entry.repo_id}`; or point TTS_MODELS at a local copy."
+        ) from exc

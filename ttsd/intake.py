@@ -1,0 +1,267 @@
+"""Intake: hints and scans -> stable regular files -> parse -> enqueue -> move the file out of the way.
+
+A file is taken once it is complete: it arrived by rename, or it has not changed for `stable_s`.
+Only after its jobs are committed is it moved to `accepted/` (or `rejected/`), so a crash in between
+leaves it in the inbox, and taking it again finds the same jobs (content key) instead of new ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ttsd.errors import JobRejected, TtsdError
+from ttsd.faults import crash_point
+from ttsd.jobs import JOB_SUFFIXES, JobDefaults, ParsedEntry, parse_job_file
+from ttsd.models import JobState
+from ttsd.names import sanitize_name
+from ttsd.outbox import Outbox
+from ttsd.publish import publish
+from ttsd.status import rejection_document
+from ttsd.store import Store
+from ttsd.watcher import Hint
+
+log = logging.getLogger(__name__)
+
+ACCEPTED_DIR = "accepted"
+REJECTED_DIR = "rejected"
+VOICES_DIR = "voices"
+_IGNORED_SUFFIXES = (".tmp", ".part", ".crdownload", ".download", ".swp", ".swx", "~")
+
+
+def is_ignored(name: str) -> bool:
+    """Names that are never jobs: hidden files, partial downloads, editor and temp files."""
+    return name.startswith((".", "~$", "#")) or name.endswith(_IGNORED_SUFFIXES) or name == "4913"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What taking one file did."""
+
+    taken: bool
+    queued: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+
+
+def _unique_destination(folder: Path, name: str) -> Path:
+    target = folder / name
+    if not os.path.lexists(target):
+        return target
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    stem, dot, suffix = name.rpartition(".")
+    return folder / (f"{stem}.{stamp}.{suffix}" if dot and stem else f"{name}.{stamp}")
+
+
+class Intake(threading.Thread):
+    """The single thread that turns inbox files into jobs."""
+
+    def __init__(
+        self,
+        inbox: Path,
+        store: Store,
+        outbox: Outbox,
+        defaults: JobDefaults,
+        hints: queue.Queue[Hint | None],
+        stop: threading.Event,
+        max_queue_size: int,
+        stable_s: float,
+        scan_interval_s: float,
+        on_enqueued: Callable[[str], None] = lambda model: None,
+    ) -> None:
+        super().__init__(name="intake", daemon=True)
+        self.inbox = inbox
+        self.store = store
+        self.outbox = outbox
+        self.defaults = defaults
+        self.hints = hints
+        self.stop = stop
+        self.max_queue_size = max_queue_size
+        self.stable_s = stable_s
+        self.scan_interval_s = scan_interval_s
+        self.on_enqueued = on_enqueued
+        self._pending: dict[Path, bool] = {}
+        for folder in (ACCEPTED_DIR, REJECTED_DIR, VOICES_DIR):
+            (inbox / folder).mkdir(parents=True, exist_ok=True)
+
+    def nudge(self) -> None:
+        """Ask for a scan soon (room may have freed up for files held back by backpressure)."""
+        self.hints.put(None)
+
+    def run(self) -> None:
+        next_scan = 0.0
+        while not self.stop.is_set():
+            now = time.monotonic()
+            if now >= next_scan:
+                self.scan()
+                next_scan = now + self.scan_interval_s
+            timeout = min(next_scan - now, self.stable_s / 2 if self._pending else self.scan_interval_s)
+            self._collect_hints(max(timeout, 0.01))
+            try:
+                self.take_ready()
+            except Exception:
+                log.exception("intake: unexpected error")
+
+    def _collect_hints(self, timeout: float) -> None:
+        try:
+            hint = self.hints.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            if hint is None:
+                self.scan()
+            else:
+                self.consider(hint.path, hint.arrived_by_rename)
+            try:
+                hint = self.hints.get_nowait()
+            except queue.Empty:
+                return
+
+    def scan(self) -> None:
+        """Look at every entry of the inbox: the source of truth, whatever events said."""
+        try:
+            with os.scandir(self.inbox) as entries:
+                for entry in entries:
+                    if entry.name not in (ACCEPTED_DIR, REJECTED_DIR, VOICES_DIR):
+                        self.consider(Path(entry.path), arrived_by_rename=False)
+        except OSError:
+            log.exception("cannot scan the inbox %s", self.inbox)
+
+    def consider(self, path: Path, arrived_by_rename: bool) -> None:
+        """Remember a candidate file until it is ready."""
+        if is_ignored(path.name) or path.parent != self.inbox:
+            return
+        self._pending[path] = self._pending.get(path, False) or arrived_by_rename
+
+    def take_ready(self) -> None:
+        """Take every pending file that is complete; keep the others for later."""
+        now = time.time()
+        for path, renamed in list(self._pending.items()):
+            try:
+                info = path.lstat()
+            except FileNotFoundError:
+                self._pending.pop(path, None)
+                continue
+            regular = stat.S_ISREG(info.st_mode)
+            settled = now - max(info.st_mtime, info.st_ctime) >= self.stable_s
+            if regular and not (renamed or settled):
+                continue
+            self._pending.pop(path, None)
+            try:
+                self.take(path)
+            except TtsdError:
+                log.exception("intake of %s failed; it stays in the inbox", path.name)
+
+    def take(self, path: Path) -> Outcome:
+        """Turn one inbox entry into jobs (or rejections) and move it away."""
+        rejection = self._entry_problem(path)
+        if rejection is not None:
+            entries = [ParsedEntry(name=sanitize_name(Path(path.name).stem), line=None, rejection=rejection)]
+        else:
+            try:
+                data = self._read(path)
+            except JobRejected as problem:
+                entries = [
+                    ParsedEntry(name=sanitize_name(Path(path.name).stem), line=None, rejection=problem)
+                ]
+            except FileNotFoundError:
+                return Outcome(taken=False)
+            else:
+                entries = parse_job_file(path.name, data, self.defaults)
+        if self._held_back(entries):
+            return Outcome(taken=False)
+        outcome = self._record(path, entries)
+        crash_point("before_move", path.name)
+        folder = ACCEPTED_DIR if outcome.queued + outcome.duplicates else REJECTED_DIR
+        self._move(path, folder, entries)
+        return outcome
+
+    def _entry_problem(self, path: Path) -> JobRejected | None:
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            return JobRejected("not_regular", "symbolic links are not accepted: drop the file itself")
+        if stat.S_ISDIR(info.st_mode):
+            return JobRejected("not_regular", "this is a folder, not a job file")
+        if not stat.S_ISREG(info.st_mode):
+            return JobRejected(
+                "not_regular", "only regular files are jobs (this is a FIFO, socket or device)"
+            )
+        if not path.name.lower().endswith(JOB_SUFFIXES):
+            return JobRejected("unsupported_file", f"only {', '.join(JOB_SUFFIXES)} files are jobs")
+        if info.st_size > self.defaults.max_file_bytes:
+            return JobRejected(
+                "too_large", f"the file is {info.st_size} bytes; the limit is {self.defaults.max_file_bytes}"
+            )
+        return None
+
+    def _read(self, path: Path) -> bytes:
+        # O_NONBLOCK: if a FIFO was swapped in after lstat, open must not wait for a writer.
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise JobRejected("unreadable", f"the file cannot be opened: {exc.strerror}") from exc
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise JobRejected("not_regular", "only regular files are jobs")
+            return handle.read(self.defaults.max_file_bytes + 1)
+
+    def _held_back(self, entries: list[ParsedEntry]) -> bool:
+        """Backpressure: a file waits in the inbox while its model's queue is full."""
+        models = {entry.spec.model for entry in entries if entry.spec is not None}
+        return any(self.store.pending_count(model) >= self.max_queue_size for model in models)
+
+    def _record(self, path: Path, entries: list[ParsedEntry]) -> Outcome:
+        queued = duplicates = rejected = 0
+        for entry in entries:
+            if entry.spec is None:
+                assert entry.rejection is not None
+                rejected += 1
+                log.warning("rejected %s: %s", path.name, entry.rejection.message)
+                self.outbox.write_status(
+                    entry.name, rejection_document(entry.name, entry.rejection, path.name)
+                )
+                continue
+            result = self.store.enqueue(entry.spec, source_file=path.name)
+            job = result.job
+            if result.created:
+                queued += 1
+            else:
+                duplicates += 1
+                if job.state == JobState.DONE and not self._audio_exists(job.audio_file):
+                    job = self.store.retry(job.id)
+            publish(self.store, self.outbox, job.id)
+            self.on_enqueued(job.model)
+        return Outcome(taken=True, queued=queued, duplicates=duplicates, rejected=rejected)
+
+    def _audio_exists(self, file_name: str | None) -> bool:
+        return file_name is not None and (self.outbox.root / file_name).is_file()
+
+    def _move(self, path: Path, folder: str, entries: list[ParsedEntry]) -> None:
+        destination = _unique_destination(self.inbox / folder, path.name)
+        try:
+            path.rename(destination)
+        except FileNotFoundError:
+            return
+        except OSError:
+            log.exception("could not move %s to %s/", path.name, folder)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return
+        if folder == REJECTED_DIR:
+            reasons = "\n".join(entry.rejection.message for entry in entries if entry.rejection is not None)
+            with contextlib.suppress(OSError):
+                destination.with_name(destination.name + ".reason.txt").write_text(
+                    reasons + "\n", encoding="utf-8"
+                )

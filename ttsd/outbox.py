@@ -1,0 +1,151 @@
+"""The outbox: every file ttsd delivers, written atomically and only ever inside the outbox.
+
+A reader never sees a partial file: each file is written to a hidden temp name in the same folder
+(created with O_EXCL|O_NOFOLLOW, so a planted symlink is never written through), flushed, fsynced
+and renamed over the target (a rename replaces a symlink at the target rather than following it);
+then the folder itself is fsynced. A crash leaves at most a temp file, which `sweep` removes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from ttsd.errors import TtsdError
+from ttsd.faults import crash_point
+from ttsd.models import AudioInfo
+from ttsd.names import name_problem
+
+TEMP_PREFIX = ".ttsd-"
+TEMP_SUFFIX = ".tmp"
+STATUS_SUFFIX = ".status.json"
+PEAK_TARGET = 0.891  # -1 dBFS: headroom for lossy encoders
+
+_SUBTYPES = {"wav": "PCM_16", "flac": "PCM_16", "ogg": "VORBIS", "mp3": "MPEG_LAYER_III"}
+_CONTAINERS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}
+
+
+class UnsafeOutputPath(TtsdError):
+    """An output name that would leave the outbox (never expected past validation: a last guard)."""
+
+    code = "unsafe_output"
+
+
+def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """High-quality resampling (soxr), a no-op when the rates agree."""
+    if from_rate == to_rate:
+        return audio
+    import soxr
+
+    return np.asarray(soxr.resample(audio, from_rate, to_rate), dtype=np.float32)
+
+
+def peak_normalize(audio: np.ndarray) -> np.ndarray:
+    """Scale so the loudest sample sits at -1 dBFS; silence stays silence."""
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    return audio if peak == 0.0 else (audio * (PEAK_TARGET / peak)).astype(np.float32)
+
+
+def encode(audio: np.ndarray, sample_rate: int, fmt: str) -> bytes:
+    """The bytes of an audio file of format `fmt` holding mono `audio`."""
+    buffer = io.BytesIO()
+    clipped = np.clip(audio, -1.0, 1.0)
+    sf.write(buffer, clipped, sample_rate, format=_CONTAINERS[fmt], subtype=_SUBTYPES[fmt])
+    return buffer.getvalue()
+
+
+class Outbox:
+    """Atomic writes of audio and status files into one folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.absolute()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, name: str, suffix: str) -> Path:
+        """The path of `name + suffix` in the outbox, refused if it could land anywhere else."""
+        problem = name_problem(name)
+        if problem:
+            raise UnsafeOutputPath(f"output name {name!r} {problem}")
+        path = self.root / f"{name}{suffix}"
+        if path.parent != self.root:
+            raise UnsafeOutputPath(f"output name {name!r} leaves the outbox")
+        return path
+
+    def status_path(self, name: str) -> Path:
+        """Where the status file of output `name` lives."""
+        return self.path_for(name, STATUS_SUFFIX)
+
+    def write_audio(
+        self, name: str, fmt: str, audio: np.ndarray, sample_rate: int, normalize: bool = False
+    ) -> AudioInfo:
+        """Encode and atomically deliver `name.fmt`; returns what was written."""
+        if normalize:
+            audio = peak_normalize(audio)
+        data = encode(audio, sample_rate, fmt)
+        path = self.path_for(name, f".{fmt}")
+        self._atomic_write(path, data, fault=("audio_write", name))
+        return AudioInfo(
+            file=path.name,
+            format=fmt,
+            sample_rate=sample_rate,
+            duration_s=round(len(audio) / sample_rate, 3),
+            bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+
+    def write_status(self, name: str, document: dict[str, Any]) -> None:
+        """Atomically replace the status file of output `name`."""
+        data = json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
+        self._atomic_write(self.status_path(name), data)
+
+    def read_status(self, name: str) -> dict[str, Any] | None:
+        """The current status document of `name`, or None if absent or unreadable."""
+        try:
+            document = json.loads(self.status_path(name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return document if isinstance(document, dict) else None
+
+    def sweep(self) -> list[Path]:
+        """Remove temp files a crash left behind; returns what was removed."""
+        removed = []
+        for path in self.root.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+            if path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
+
+    def _atomic_write(self, path: Path, data: bytes, fault: tuple[str, str] | None = None) -> None:
+        temp = self.root / f"{TEMP_PREFIX}{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(temp, flags, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                half = len(data) // 2
+                handle.write(data[:half])
+                if fault is not None:
+                    crash_point(*fault)
+                handle.write(data[half:])
+                handle.flush()
+                os.fsync(handle.fileno())
+            temp.replace(path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.root)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,91 @@
+"""Status documents (`outbox/<name>.status.json`, schema 1), derived from the queue so they can
+always be rebuilt from it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ttsd.errors import JobRejected
+from ttsd.jobs import SCHEMA_VERSION, JobSpec
+from ttsd.models import Job, JobState, utcnow
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 UTC with a Z, or None."""
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    return None if start is None or end is None else round((end - start).total_seconds(), 3)
+
+
+def status_document(job: Job) -> dict[str, Any]:
+    """The status file of a queued job, in whatever state it is."""
+    spec = JobSpec.model_validate_json(job.spec_json)
+    error = None
+    if job.error_code is not None and job.state != JobState.DONE:
+        error = {"code": job.error_code, "message": job.error_message}
+    audio = None
+    if job.state == JobState.DONE and job.audio_file is not None:
+        audio = {
+            "file": job.audio_file,
+            "format": job.audio_format,
+            "sample_rate": job.sample_rate,
+            "duration_s": job.duration_s,
+            "bytes": job.audio_bytes,
+            "sha256": job.audio_sha256,
+        }
+    rtf = None
+    if job.synth_s is not None and job.duration_s:
+        rtf = round(job.synth_s / job.duration_s, 3)
+    return {
+        "schema": SCHEMA_VERSION,
+        "job_id": job.id,
+        "name": job.name,
+        "client_id": job.client_id,
+        "state": job.state,
+        "error": error,
+        "model": job.model,
+        "speaker": spec.speaker,
+        "language": spec.language,
+        "device": job.device,
+        "dtype": job.dtype,
+        "attempts": job.attempts,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "progress": {"chunks_done": job.chunks_done, "chunks_total": job.chunks_total},
+        "audio": audio,
+        "timing": {"queue_s": _seconds(job.created_at, job.started_at), "synth_s": job.synth_s, "rtf": rtf},
+        "cache_hit": job.cache_hit,
+        "seed": job.seed,
+    }
+
+
+def rejection_document(name: str, rejection: JobRejected, source_file: str) -> dict[str, Any]:
+    """The status file of a job file (or line) that never reached the queue."""
+    now = iso(utcnow())
+    return {
+        "schema": SCHEMA_VERSION,
+        "job_id": None,
+        "name": name,
+        "client_id": None,
+        "state": JobState.REJECTED.value,
+        "error": {"code": rejection.code, "message": rejection.message, "field": rejection.field},
+        "source_file": source_file,
+        "model": None,
+        "speaker": None,
+        "language": None,
+        "device": None,
+        "dtype": None,
+        "attempts": 0,
+        "created_at": now,
+        "started_at": None,
+        "finished_at": now,
+        "progress": {"chunks_done": 0, "chunks_total": 0},
+        "audio": None,
+        "timing": {"queue_s": None, "synth_s": None, "rtf": None},
+        "cache_hit": False,
+        "seed": None,
+    }

@@ -1,0 +1,444 @@
+"""The durable queue: the only module with SQL.
+
+SQLite in WAL mode with `synchronous=FULL`, so a committed transaction survives a crash and a power
+loss. pysqlite's own transaction handling is switched off and every write transaction starts with
+`BEGIN IMMEDIATE` (a deferred one that upgrades to a write can fail with SQLITE_BUSY at once,
+whatever the busy timeout says). No transaction is ever held while audio is synthesized: a claim
+is a short write, and the result is recorded by a guarded update that only the lease holder wins.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, update
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session, SQLModel, col, select
+
+from ttsd.errors import JobNotFound, StoreError
+from ttsd.jobs import JobSpec
+from ttsd.models import AudioInfo, DaemonRecord, Job, JobState, RunInfo, utcnow
+
+_LIVE_STATES = (JobState.QUEUED.value, JobState.RUNNING.value, JobState.DONE.value)
+_PENDING_STATES = (JobState.QUEUED.value, JobState.RUNNING.value)
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    """The job a spec landed in, and whether this call created it (False: a duplicate)."""
+
+    job: Job
+    created: bool
+
+
+def new_job_id() -> str:
+    """A short random id; sortable ids are not needed since every job has created_at."""
+    return uuid.uuid4().hex[:12]
+
+
+def _make_engine(db_path: Path, immediate: bool) -> Engine:
+    engine = create_engine(
+        f"sqlite:///{db_path}",
+        connect_args={"check_same_thread": False, "timeout": 30},
+        # One connection per use: a connection must never cross a fork, and threads never share one.
+        poolclass=NullPool,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        if sys.platform == "darwin":
+            # macOS fsync does not reach the platter; F_FULLFSYNC does.
+            cursor.execute("PRAGMA fullfsync=ON")
+            cursor.execute("PRAGMA checkpoint_fullfsync=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Store:
+    """Every read and write of the queue database."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._writer = _make_engine(db_path, immediate=True)
+        self._reader = _make_engine(db_path, immediate=False)
+        with self._write():
+            pass
+        SQLModel.metadata.create_all(self._writer)
+        for suffix in ("", "-wal", "-shm"):
+            path = Path(f"{db_path}{suffix}")
+            if path.exists():
+                path.chmod(0o600)
+
+    def close(self) -> None:
+        """Release the connection pools."""
+        self._writer.dispose()
+        self._reader.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with Session(self._reader, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    # -- intake ---------------------------------------------------------------------------------
+
+    def enqueue(self, spec: JobSpec, source_file: str | None = None) -> EnqueueResult:
+        """Record a job, unless the same resolved job is already queued, running or done."""
+        key = spec.content_key()
+        with self._write() as session:
+            existing = session.exec(
+                select(Job)
+                .where(Job.content_key == key, col(Job.state).in_(_LIVE_STATES))
+                .order_by(col(Job.created_at).desc())
+                .limit(1)
+            ).first()
+            if existing is not None:
+                return EnqueueResult(existing, created=False)
+            job = Job(
+                id=new_job_id(),
+                content_key=key,
+                name=spec.name,
+                client_id=spec.client_id,
+                model=spec.model,
+                batch_key=spec.batch_key(),
+                spec_json=spec.model_dump_json(),
+                source_file=source_file,
+                priority=spec.priority,
+                seed=spec.seed,
+                chunks_total=1,
+            )
+            session.add(job)
+        return EnqueueResult(job, created=True)
+
+    def pending_count(self, model: str) -> int:
+        """Jobs of `model` queued or running: what backpressure measures."""
+        with self._read() as session:
+            return session.exec(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.model == model, col(Job.state).in_(_PENDING_STATES))
+            ).one()
+
+    def models_with_queued_jobs(self) -> list[str]:
+        """Models that have work waiting."""
+        with self._read() as session:
+            rows = session.exec(select(Job.model).where(Job.state == JobState.QUEUED.value).distinct())
+            return list(rows)
+
+    # -- workers --------------------------------------------------------------------------------
+
+    def claim(self, model: str, max_batch: int, now: datetime | None = None) -> tuple[str, list[Job]]:
+        """Lease up to `max_batch` compatible queued jobs of `model`, highest priority then oldest first.
+
+        Returns the lease token (needed for heartbeats and the guarded finish) and the jobs.
+        """
+        now = now or utcnow()
+        token = uuid.uuid4().hex
+        ready = (
+            Job.model == model,
+            Job.state == JobState.QUEUED.value,
+            (col(Job.not_before).is_(None)) | (col(Job.not_before) <= now),
+        )
+        order = (col(Job.priority).desc(), col(Job.created_at), col(Job.id))
+        with self._write() as session:
+            first = session.exec(select(Job).where(*ready).order_by(*order).limit(1)).first()
+            if first is None:
+                return token, []
+            jobs = list(
+                session.exec(
+                    select(Job)
+                    .where(*ready, Job.batch_key == first.batch_key)
+                    .order_by(*order)
+                    .limit(max_batch)
+                )
+            )
+            for job in jobs:
+                job.state = JobState.RUNNING.value
+                job.lease_token = token
+                job.heartbeat_at = now
+                job.started_at = now
+                job.not_before = None
+                session.add(job)
+        return token, jobs
+
+    def heartbeat(self, token: str) -> int:
+        """Renew a lease; returns how many of its jobs are still running under it."""
+        with self._write() as session:
+            result = session.execute(
+                update(Job)
+                .where(col(Job.lease_token) == token, col(Job.state) == JobState.RUNNING.value)
+                .values(heartbeat_at=utcnow())
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def holds_lease(self, job_id: str, token: str) -> bool:
+        """Whether `token` still owns the running job (it was not cancelled or recovered meanwhile)."""
+        with self._read() as session:
+            job = session.get(Job, job_id)
+            return job is not None and job.state == JobState.RUNNING.value and job.lease_token == token
+
+    def finish_done(self, job_id: str, token: str, audio: AudioInfo, run: RunInfo) -> bool:
+        """Mark a job done, only if `token` still holds it. False: the result must be discarded."""
+        values = {
+            "state": JobState.DONE.value,
+            "attempts": Job.attempts + 1,
+            "lease_token": None,
+            "finished_at": utcnow(),
+            "error_code": None,
+            "error_message": None,
+            "audio_file": audio.file,
+            "audio_format": audio.format,
+            "sample_rate": audio.sample_rate,
+            "duration_s": audio.duration_s,
+            "audio_bytes": audio.bytes,
+            "audio_sha256": audio.sha256,
+            "device": run.device,
+            "dtype": run.dtype,
+            "seed": run.seed,
+            "cache_hit": run.cache_hit,
+            "synth_s": run.synth_s,
+            "chunks_done": Job.chunks_total,
+        }
+        return self._guarded_update(job_id, token, values)
+
+    def finish_failed(
+        self, job_id: str, token: str, code: str, message: str, max_attempts: int, retry_after_s: float | None
+    ) -> JobState | None:
+        """Record a failed try. With `retry_after_s` and attempts left, the job is queued again after
+        that delay; otherwise it fails. Returns the new state, or None if the lease was lost."""
+        with self._write() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state != JobState.RUNNING.value or job.lease_token != token:
+                return None
+            job.attempts += 1
+            job.error_code = code
+            job.error_message = message
+            job.lease_token = None
+            if retry_after_s is not None and job.attempts - job.attempt_base < max_attempts:
+                job.state = JobState.QUEUED.value
+                job.not_before = utcnow() + timedelta(seconds=retry_after_s)
+            else:
+                job.state = JobState.FAILED.value
+                job.finished_at = utcnow()
+            session.add(job)
+            return JobState(job.state)
+
+    def release_all_running(self) -> list[str]:
+        """At shutdown, with the daemon lock held: every running job goes back to the queue, uncounted."""
+        with self._write() as session:
+            jobs = list(session.exec(select(Job).where(Job.state == JobState.RUNNING.value)))
+            for job in jobs:
+                job.state = JobState.QUEUED.value
+                job.lease_token = None
+                session.add(job)
+            return [job.id for job in jobs]
+
+    def _guarded_update(self, job_id: str, token: str, values: dict[str, Any]) -> bool:
+        with self._write() as session:
+            result = session.execute(
+                update(Job)
+                .where(
+                    col(Job.id) == job_id,
+                    col(Job.state) == JobState.RUNNING.value,
+                    col(Job.lease_token) == token,
+                )
+                .values(**values)
+            )
+            return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+    # -- recovery -------------------------------------------------------------------------------
+
+    def recover_interrupted(self, max_attempts: int, stale_before: datetime | None = None) -> list[Job]:
+        """Running jobs whose worker is gone: count the interrupted try, then queue or fail them.
+
+        At start every running job is interrupted (`stale_before` None); while running, only those
+        whose heartbeat is older than `stale_before`.
+        """
+        conditions = [col(Job.state) == JobState.RUNNING.value]
+        if stale_before is not None:
+            conditions.append(col(Job.heartbeat_at) < stale_before)
+        with self._write() as session:
+            jobs = list(session.exec(select(Job).where(*conditions)))
+            for job in jobs:
+                job.attempts += 1
+                job.lease_token = None
+                tries = job.attempts - job.attempt_base
+                if tries >= max_attempts:
+                    job.state = JobState.FAILED.value
+                    job.finished_at = utcnow()
+                    job.error_code = "interrupted"
+                    job.error_message = (
+                        f"interrupted {tries} times (the daemon stopped or crashed during synthesis); "
+                        "giving up after TTS_MAX_ATTEMPTS"
+                    )
+                else:
+                    job.state = JobState.QUEUED.value
+                session.add(job)
+            return jobs
+
+    # -- people ---------------------------------------------------------------------------------
+
+    def get(self, ref: str) -> Job:
+        """A job by id, by output name (the newest with that name), or by a unique id prefix."""
+        with self._read() as session:
+            job = session.get(Job, ref)
+            if job is None:
+                job = session.exec(
+                    select(Job).where(Job.name == ref).order_by(col(Job.created_at).desc()).limit(1)
+                ).first()
+            if job is None and len(ref) >= 4:
+                matches = list(session.exec(select(Job).where(col(Job.id).startswith(ref)).limit(2)))
+                job = matches[0] if len(matches) == 1 else None
+        if job is None:
+            raise JobNotFound(f"no job with id or name {ref!r}")
+        return job
+
+    def jobs(
+        self,
+        state: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = 50,
+    ) -> list[Job]:
+        """Jobs, newest first, optionally filtered."""
+        query = select(Job).order_by(col(Job.created_at).desc(), col(Job.id))
+        if state is not None:
+            query = query.where(Job.state == state)
+        if model is not None:
+            query = query.where(Job.model == model)
+        if since is not None:
+            query = query.where(col(Job.created_at) >= since)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as session:
+            return list(session.exec(query))
+
+    def latest_per_name(self) -> list[Job]:
+        """For each output name, its newest job: the one its status file must describe."""
+        newest = (
+            select(Job.name, func.max(Job.created_at).label("created_at")).group_by(col(Job.name)).subquery()
+        )
+        query = select(Job).join(
+            newest, (col(Job.name) == newest.c.name) & (col(Job.created_at) == newest.c.created_at)
+        )
+        with self._read() as session:
+            return list(session.exec(query))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Number of jobs per model and state."""
+        with self._read() as session:
+            rows = session.exec(
+                select(Job.model, Job.state, func.count()).group_by(col(Job.model), col(Job.state))
+            )
+            counts: dict[str, dict[str, int]] = {}
+            for model, state, number in rows:
+                counts.setdefault(model, {})[state] = number
+            return counts
+
+    def cancel(self, ref: str) -> Job:
+        """Cancel a queued or running job (a running job's result will be discarded)."""
+        job = self.get(ref)
+        with self._write() as session:
+            current = session.get(Job, job.id)
+            if current is None or current.state not in _PENDING_STATES:
+                raise StoreError(
+                    f"job {job.id} is {current.state if current else 'gone'}; only queued or "
+                    "running jobs can be cancelled"
+                )
+            current.state = JobState.CANCELLED.value
+            current.lease_token = None
+            current.finished_at = utcnow()
+            current.error_code = "cancelled"
+            current.error_message = "cancelled by request"
+            session.add(current)
+            return current
+
+    def retry(self, ref: str) -> Job:
+        """Queue a failed, cancelled or done job again, with a fresh attempt budget."""
+        job = self.get(ref)
+        with self._write() as session:
+            current = session.get(Job, job.id)
+            if current is None or current.state in _PENDING_STATES:
+                raise StoreError(f"job {job.id} is already {current.state if current else 'gone'}")
+            current.state = JobState.QUEUED.value
+            current.attempt_base = current.attempts
+            current.not_before = None
+            current.finished_at = None
+            current.started_at = None
+            current.error_code = None
+            current.error_message = None
+            current.chunks_done = 0
+            session.add(current)
+            return current
+
+    def failed_job_ids(self) -> list[str]:
+        """Ids of every failed job."""
+        with self._read() as session:
+            return list(session.exec(select(Job.id).where(Job.state == JobState.FAILED.value)))
+
+    # -- the daemon's own row -------------------------------------------------------------------
+
+    def register_daemon(self, inbox: Path, outbox: Path, version: str) -> DaemonRecord:
+        """Record this daemon's start."""
+        record = DaemonRecord(
+            id=uuid.uuid4().hex[:12],
+            pid=os.getpid(),
+            hostname=os.uname().nodename,
+            inbox=str(inbox),
+            outbox=str(outbox),
+            version=version,
+        )
+        with self._write() as session:
+            session.add(record)
+        return record
+
+    def daemon_heartbeat(self, daemon_id: str, device_plan: str, loaded_models: str) -> None:
+        """Show that the daemon is alive, with what it has loaded."""
+        with self._write() as session:
+            session.execute(
+                update(DaemonRecord)
+                .where(col(DaemonRecord.id) == daemon_id)
+                .values(heartbeat_at=utcnow(), device_plan=device_plan, loaded_models=loaded_models)
+            )
+
+    def daemon_stopped(self, daemon_id: str) -> None:
+        """Record a clean stop."""
+        with self._write() as session:
+            session.execute(
+                update(DaemonRecord).where(col(DaemonRecord.id) == daemon_id).values(stopped_at=utcnow())
+            )
+
+    def latest_daemon(self) -> DaemonRecord | None:
+        """The most recently started daemon, running or not."""
+        with self._read() as session:
+            return session.exec(
+                select(DaemonRecord).order_by(col(DaemonRecord.started_at).desc()).limit(1)
+            ).first()
+
+    def integrity_check(self) -> str:
+        """SQLite's own verdict on the database file ("ok" when sound)."""
+        with self._read() as session:
+            return str(session.connection().exec_driver_sql("PRAGMA integrity_check").scalar())

@@ -1,0 +1,65 @@
+"""Filesystem events as hints: the watchdog handler only queues paths; intake does the work.
+
+Events are incomplete by nature (FSEvents coalesces, inotify overflows, nothing fires while the
+daemon is down), so intake also scans the folder; an event just makes a new file be seen sooner.
+"""
+
+from __future__ import annotations
+
+import queue
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+
+@dataclass(frozen=True)
+class Hint:
+    """A path that may be worth a look; `arrived_by_rename` files are complete when they appear."""
+
+    path: Path
+    arrived_by_rename: bool = False
+
+
+class _QueueingHandler(FileSystemEventHandler):
+    def __init__(self, folder: Path, hints: queue.Queue[Hint | None]) -> None:
+        self._folder = folder
+        self._hints = hints
+
+    def _push(self, raw: str | bytes, renamed: bool) -> None:
+        path = Path(raw.decode() if isinstance(raw, bytes) else raw)
+        if path.parent == self._folder:
+            self._hints.put(Hint(path, renamed))
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if isinstance(event, FileMovedEvent | DirMovedEvent):
+            self._push(event.dest_path, renamed=True)
+        elif isinstance(event, FileCreatedEvent | FileModifiedEvent | FileClosedEvent | DirCreatedEvent):
+            self._push(event.src_path, renamed=False)
+
+
+class InboxWatcher:
+    """A watchdog observer on one folder (not recursive) feeding a queue of hints."""
+
+    def __init__(self, folder: Path, hints: queue.Queue[Hint | None]) -> None:
+        self._observer = Observer()
+        self._observer.schedule(_QueueingHandler(folder, hints), str(folder), recursive=False)
+
+    def start(self) -> None:
+        """Begin watching (in watchdog's own thread)."""
+        self._observer.start()
+
+    def stop(self) -> None:
+        """Stop watching and wait for the observer thread."""
+        self._observer.stop()
+        self._observer.join(timeout=5)

@@ -1,0 +1,213 @@
+"""Workers: per model, claim a batch -> synthesize -> deliver -> record, one guarded step at a time.
+
+Order of delivery (so a crash anywhere leaves a state recovery can finish): audio file written
+atomically, then the guarded `done` in the queue, then the status file (which is derived from the
+queue and rebuilt at start when it lags behind).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ttsd.config import Settings
+from ttsd.engine.base import SynthesisRequest
+from ttsd.engine.pool import EnginePool
+from ttsd.errors import EngineError, PermanentEngineError, TtsdError
+from ttsd.faults import crash_point
+from ttsd.jobs import JobSpec
+from ttsd.models import Job, RunInfo
+from ttsd.outbox import Outbox, resample
+from ttsd.publish import publish
+from ttsd.store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 300.0
+
+
+def retry_delay(attempt: int) -> float:
+    """Exponential backoff for transient failures: 2 s, 4 s, 8 s ... capped at five minutes."""
+    return float(min(MAX_BACKOFF_S, 2.0**attempt))
+
+
+@dataclass(frozen=True)
+class WorkContext:
+    """Everything a worker needs, shared by all workers of a daemon."""
+
+    settings: Settings
+    store: Store
+    outbox: Outbox
+    engines: EnginePool
+    voices_dir: Path
+    on_job_finished: Callable[[], None] = lambda: None
+
+
+class _Heartbeat:
+    """Renews a lease in the background while a batch is synthesized."""
+
+    def __init__(self, store: Store, token: str, interval_s: float) -> None:
+        self._store = store
+        self._token = token
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self._store.heartbeat(self._token)
+            except Exception:
+                log.exception("heartbeat failed")
+
+
+def reference_path(voices_dir: Path, ref_audio: str) -> Path:
+    """The reference file inside the voices folder; refused if it would resolve anywhere else."""
+    root = voices_dir.resolve()
+    path = (voices_dir / ref_audio).resolve()
+    if path.parent != root:
+        raise PermanentEngineError(
+            f"ref_audio {ref_audio!r} does not name a file inside {voices_dir}", code="bad_reference"
+        )
+    if not path.is_file():
+        raise PermanentEngineError(
+            f"ref_audio {ref_audio!r} is not in {voices_dir}: put the reference recording there",
+            code="missing_reference",
+        )
+    return path
+
+
+class Worker(threading.Thread):
+    """Serves one model's queue until `stop` is set; `wake` says new work may be there."""
+
+    def __init__(self, model: str, index: int, context: WorkContext, stop: threading.Event) -> None:
+        super().__init__(name=f"worker-{model}-{index}", daemon=True)
+        self.model = model
+        self.context = context
+        self.stop = stop
+        self.wake = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                worked = self.work_once()
+            except Exception:
+                log.exception("worker %s: unexpected error", self.name)
+                worked = False
+            if not worked:
+                self.wake.wait(timeout=1.0)
+                self.wake.clear()
+
+    def work_once(self) -> bool:
+        """Claim and process one batch; False when the queue had nothing ready."""
+        settings = self.context.settings
+        token, jobs = self.context.store.claim(self.model, settings.max_batch)
+        if not jobs:
+            return False
+        for job in jobs:
+            self._publish(job.id)
+        with _Heartbeat(self.context.store, token, max(0.2, settings.lease_s / 4)):
+            self._process(token, jobs)
+        self.context.on_job_finished()
+        return True
+
+    def _process(self, token: str, jobs: Sequence[Job]) -> None:
+        specs = [JobSpec.model_validate_json(job.spec_json) for job in jobs]
+        try:
+            wavs, sample_rate, run = self._synthesize(specs)
+        except EngineError as error:
+            if len(jobs) == 1:
+                self._fail(token, jobs[0], error)
+                return
+            log.warning("batch of %d failed (%s); retrying its jobs one by one", len(jobs), error.message)
+            for job, spec in zip(jobs, specs, strict=True):
+                self._process_single(token, job, spec)
+            return
+        for job, spec, wav in zip(jobs, specs, wavs, strict=True):
+            self._deliver(token, job, spec, wav, sample_rate, run)
+
+    def _process_single(self, token: str, job: Job, spec: JobSpec) -> None:
+        try:
+            wavs, sample_rate, run = self._synthesize([spec])
+        except EngineError as error:
+            self._fail(token, job, error)
+            return
+        self._deliver(token, job, spec, wavs[0], sample_rate, run)
+
+    def _synthesize(self, specs: Sequence[JobSpec]) -> tuple[list[np.ndarray], int, RunInfo]:
+        for spec in specs:
+            crash_point("synthesis", spec.name)
+        requests = [self._request(spec) for spec in specs]
+        first = specs[0]
+        with self.context.engines.use(self.model) as engine:
+            started = time.perf_counter()
+            wavs = engine.synthesize(requests, first.generation.as_kwargs(), first.seed)
+            elapsed = time.perf_counter() - started
+            run = RunInfo(
+                device=engine.plan.device,
+                dtype=engine.plan.dtype,
+                seed=first.seed,
+                cache_hit=False,
+                synth_s=round(elapsed / len(specs), 3),
+            )
+            return wavs, engine.sample_rate, run
+
+    def _request(self, spec: JobSpec) -> SynthesisRequest:
+        ref_audio = reference_path(self.context.voices_dir, spec.ref_audio) if spec.ref_audio else None
+        return SynthesisRequest(
+            text=spec.text,
+            language=spec.language,
+            speaker=spec.speaker,
+            instruct=spec.instruct,
+            ref_audio=ref_audio,
+            ref_text=spec.ref_text,
+        )
+
+    def _deliver(
+        self, token: str, job: Job, spec: JobSpec, wav: np.ndarray, model_rate: int, run: RunInfo
+    ) -> None:
+        store = self.context.store
+        if not store.holds_lease(job.id, token):
+            log.info("job %s was cancelled or reclaimed during synthesis; result discarded", job.id)
+            self._publish(job.id)
+            return
+        audio = resample(wav, model_rate, spec.sample_rate)
+        info = self.context.outbox.write_audio(
+            spec.name, spec.format, audio, spec.sample_rate, spec.normalize
+        )
+        crash_point("after_audio", spec.name)
+        if not store.finish_done(job.id, token, info, run):
+            log.info("job %s lost its lease before it was recorded; result discarded", job.id)
+        crash_point("after_done", spec.name)
+        self._publish(job.id)
+        log.info("job %s (%s) done: %.2fs of audio", job.id, spec.name, info.duration_s)
+
+    def _fail(self, token: str, job: Job, error: EngineError) -> None:
+        settings = self.context.settings
+        transient = not isinstance(error, PermanentEngineError)
+        delay = retry_delay(job.attempts - job.attempt_base + 1) if transient else None
+        state = self.context.store.finish_failed(
+            job.id, token, error.code, error.message, settings.max_attempts, delay
+        )
+        log.warning("job %s (%s): %s [%s] -> %s", job.id, job.name, error.message, error.code, state)
+        self._publish(job.id)
+
+    def _publish(self, job_id: str) -> None:
+        try:
+            publish(self.context.store, self.context.outbox, job_id)
+        except TtsdError:
+            log.exception("could not write the status of job %s", job_id)
