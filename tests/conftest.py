@@ -1,0 +1,34 @@
+"""Shared fixtures: the tiny checkpoint of the real architecture (built once per session) and
+isolated folders for daemon processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# The tests never reach a model hub; the tiny checkpoints are built locally.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+from tests.daemon_harness import DaemonEnv  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding the `tiny` checkpoint, built once for the whole session."""
+    from ttsd.engine.tiny import ensure_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("models")
+    ensure_tiny_checkpoint(root / "tiny", "custom_voice")
+    return root
+
+
+@pytest.fixture
+def daemon_env(tmp_path: Path, tiny_models: Path) -> Iterator[DaemonEnv]:
+    """Fresh inbox, outbox and state folders, with the session's tiny checkpoint linked in."""
+    env = DaemonEnv.create(tmp_path, tiny_models)
+    yield env
+    env.stop_all()
