@@ -95,7 +95,15 @@ json_option = click.option(
 )
 
 
-@click.group()
+class _Group(click.Group):
+    """Every command's typed errors become a message and an exit code, in one place."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with handled_errors():
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Group)
 @click.version_option(__version__, prog_name="ttsd")
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="A ttsd.toml to read.")
 @click.option(
@@ -114,10 +122,9 @@ def main(
     outbox: Path | None,
 ) -> None:
     """ttsd: drop job files in an inbox, get speech in an outbox."""
-    with handled_errors():
-        loaded = load_settings(
-            overrides={"state_dir": state_dir, "inbox": inbox, "outbox": outbox}, config_file=config
-        )
+    loaded = load_settings(
+        overrides={"state_dir": state_dir, "inbox": inbox, "outbox": outbox}, config_file=config
+    )
     click_ctx.obj = Context(loaded=loaded)
     click_ctx.call_on_close(lambda: click_ctx.obj._store and click_ctx.obj._store.close())
 
@@ -137,8 +144,7 @@ def run(ctx: Context) -> None:
         format="%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    with handled_errors():
-        sys.exit(run_daemon(settings))
+    sys.exit(run_daemon(settings))
 
 
 # -- status -------------------------------------------------------------------------------------
