@@ -13,7 +13,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-from tests.daemon_harness import DaemonEnv  # noqa: E402
+from tests.daemon_harness import DaemonEnv
 
 
 @pytest.fixture(scope="session")
