@@ -18,11 +18,13 @@ from tests.daemon_harness import DaemonEnv
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding the `tiny` checkpoint, built once for the whole session."""
+    """A folder holding the tiny checkpoints of all three kinds, built once for the whole session."""
+    from ttsd.engine.registry import TINY_MODELS
     from ttsd.engine.tiny import ensure_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("models")
-    ensure_tiny_checkpoint(root / "tiny", "custom_voice")
+    for name, kind in TINY_MODELS.items():
+        ensure_tiny_checkpoint(root / name, kind)
     return root
 
 

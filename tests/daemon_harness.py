@@ -88,7 +88,10 @@ class DaemonEnv:
         inbox, outbox, state = root / "inbox", root / "outbox", root / "state"
         for folder in (inbox, outbox, state / "models"):
             folder.mkdir(parents=True)
-        (state / "models" / "tiny").symlink_to(tiny_models / "tiny", target_is_directory=True)
+        for built in tiny_models.iterdir():
+            if built.name.startswith("."):
+                continue
+            (state / "models" / built.name).symlink_to(built, target_is_directory=True)
         env = {
             **os.environ,
             "TTS_STATE_DIR": str(state),
@@ -99,6 +102,7 @@ class DaemonEnv:
             "TTS_SCAN_INTERVAL_S": "0.5",
             "TTS_LOG_LEVEL": "INFO",
             "HF_HUB_OFFLINE": "1",
+            "HF_HOME": str(root / "hf-home"),
             "PYTHONUNBUFFERED": "1",
         }
         env.pop("TTS_FAULT", None)

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 SILENCE_PEAK = 1e-4
 _CLONE_PROMPT_CACHE_SIZE = 64
+# transformers' from_pretrained swaps process-wide state (default device, meta-tensor init): two
+# models loading at once in different worker threads corrupt each other ("Cannot copy out of meta
+# tensor"). Loads are rare; they take turns.
+_LOAD_LOCK = threading.Lock()
 
 
 def _supported(values: Any) -> tuple[str, ...]:
@@ -74,12 +78,13 @@ class QwenEngine:
         qwen_tts = import_qwen_tts_quietly()
         started = time.perf_counter()
         try:
-            model = qwen_tts.Qwen3TTSModel.from_pretrained(
-                str(checkpoint),
-                device_map=plan.device,
-                dtype=getattr(torch, plan.dtype),
-                attn_implementation=plan.attention,
-            )
+            with _LOAD_LOCK:
+                model = qwen_tts.Qwen3TTSModel.from_pretrained(
+                    str(checkpoint),
+                    device_map=plan.device,
+                    dtype=getattr(torch, plan.dtype),
+                    attn_implementation=plan.attention,
+                )
         except Exception as exc:
             raise PermanentEngineError(
                 f"model {name!r} could not be loaded from {checkpoint}: "

@@ -25,6 +25,19 @@ def local_snapshot(repo_id: str) -> Path | None:
         return None
 
 
+def locate_checkpoint(entry: ModelEntry, models_dir: Path) -> Path | None:
+    """Where `entry`'s weights already are on this machine, without building or downloading anything."""
+    if entry.tiny:
+        from ttsd.engine.tiny import MARKER_NAME
+
+        built = models_dir / entry.name
+        return built if (built / MARKER_NAME).is_file() else None
+    if entry.local_dir is not None:
+        return entry.local_dir if (entry.local_dir / "config.json").is_file() else None
+    assert entry.repo_id is not None
+    return local_snapshot(entry.repo_id)
+
+
 def _download(repo_id: str, mirror: str | None) -> Path:
     from huggingface_hub import snapshot_download
 
