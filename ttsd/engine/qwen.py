@@ -6,7 +6,8 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from ttsd.errors import EngineError, PermanentEngineError, TransientEngineError
 log = logging.getLogger(__name__)
 
 SILENCE_PEAK = 1e-4
+BROKEN_OUTPUT_CODES = frozenset({"nan_output", "silent_output", "empty_output"})
 _CLONE_PROMPT_CACHE_SIZE = 64
 # transformers' from_pretrained swaps process-wide state (default device, meta-tensor init): two
 # models loading at once in different worker threads corrupt each other ("Cannot copy out of meta
@@ -57,7 +59,14 @@ def _classify(exc: Exception) -> EngineError:
 class QwenEngine:
     """A loaded Qwen3-TTS checkpoint behind the Engine protocol."""
 
-    def __init__(self, name: str, kind: ModelKind, model: Any, plan: DevicePlan) -> None:
+    def __init__(
+        self,
+        name: str,
+        kind: ModelKind,
+        model: Any,
+        plan: DevicePlan,
+        reload: Callable[[DevicePlan], QwenEngine] | None = None,
+    ) -> None:
         self.name = name
         self.kind = kind
         self.plan = plan
@@ -69,6 +78,8 @@ class QwenEngine:
         )
         self._clone_prompts: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._reload = reload
+        self._float32_twin: QwenEngine | None = None
 
     @classmethod
     def load(cls, name: str, kind: ModelKind, checkpoint: Path, plan: DevicePlan) -> QwenEngine:
@@ -105,9 +116,12 @@ class QwenEngine:
             plan.attention,
             time.perf_counter() - started,
         )
-        return cls(
-            name, declared if declared in ("custom_voice", "voice_design", "base") else kind, model, plan
-        )
+        kind = declared if declared in ("custom_voice", "voice_design", "base") else kind
+
+        def reload(other_plan: DevicePlan) -> QwenEngine:
+            return cls.load(name, kind, checkpoint, other_plan)
+
+        return cls(name, kind, model, plan, reload)
 
     def voices(self) -> Voices:
         """The speakers and languages the checkpoint declares."""
@@ -116,7 +130,36 @@ class QwenEngine:
     def synthesize(
         self, requests: Sequence[SynthesisRequest], generation: Mapping[str, Any], seed: int | None
     ) -> list[np.ndarray]:
-        """One generate call for the whole batch; each result checked before it is returned."""
+        """One generate call for the whole batch; each result checked before it is returned.
+
+        Half precision sometimes yields NaN or silence (reported on MPS): such a batch is spoken once
+        more by a float32 copy of the model, and fails for good only if that is broken too.
+        """
+        try:
+            return self._synthesize_checked(requests, generation, seed)
+        except TransientEngineError as bad:
+            if bad.code not in BROKEN_OUTPUT_CODES or self.plan.dtype == "float32" or self._reload is None:
+                raise
+            log.warning("model %s gave %s in %s; retrying in float32", self.name, bad.code, self.plan.dtype)
+            twin = self._float32()
+            try:
+                return twin._synthesize_checked(requests, generation, seed)
+            except TransientEngineError as again:
+                if again.code not in BROKEN_OUTPUT_CODES:
+                    raise
+                raise PermanentEngineError(
+                    f"{again.message}, in {self.plan.dtype} and again in float32", code=again.code
+                ) from again
+
+    def _float32(self) -> QwenEngine:
+        if self._float32_twin is None:
+            assert self._reload is not None
+            self._float32_twin = self._reload(replace(self.plan, dtype="float32"))
+        return self._float32_twin
+
+    def _synthesize_checked(
+        self, requests: Sequence[SynthesisRequest], generation: Mapping[str, Any], seed: int | None
+    ) -> list[np.ndarray]:
         self._validate(requests)
         import torch
 
@@ -209,6 +252,9 @@ class QwenEngine:
 
         self._model = None
         self._clone_prompts.clear()
+        if self._float32_twin is not None:
+            self._float32_twin.close()
+            self._float32_twin = None
         gc.collect()
         if self.plan.device == "cuda":
             torch.cuda.empty_cache()
