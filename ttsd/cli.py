@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 import click
 
 from ttsd import __version__
+from ttsd.cli_launchd import launchd_group
 from ttsd.config import LoadedSettings, Settings, load_settings
 from ttsd.errors import ConfigError, JobNotFound, JobRejected, TtsdError
 from ttsd.models import Job, JobState
@@ -520,3 +521,6 @@ def doctor(ctx: Context) -> None:
     ctx.emit(report.as_dict(), human)
     if report.blocked:
         sys.exit(EXIT_FAILED)
+
+
+main.add_command(launchd_group)
