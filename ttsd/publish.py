@@ -16,7 +16,8 @@ def publish(store: Store, outbox: Outbox, job_id: str) -> Job:
     """Rewrite a job's status file from the queue, unless a newer job has since taken its name
     (reusing an output name replaces that name's status)."""
     job = store.get(job_id)
-    if store.get(job.name).id == job.id:
+    newest = store.newest_named(job.name)  # by name only: a name may look like another job's id
+    if newest is not None and newest.id == job.id:
         outbox.write_status(job.name, status_document(job))
     return job
 

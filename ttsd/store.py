@@ -78,6 +78,9 @@ class Store:
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
         db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Create the file private before SQLite opens it (SQLite gives -wal and -shm the same mode),
+        # so the queue is never readable by others, not even for a moment.
+        os.close(os.open(db_path, os.O_RDWR | os.O_CREAT, 0o600))
         self._writer = _make_engine(db_path, immediate=True)
         self._reader = _make_engine(db_path, immediate=False)
         with self._write():
@@ -306,15 +309,25 @@ class Store:
         with self._read() as session:
             job = session.get(Job, ref)
             if job is None:
-                job = session.exec(
-                    select(Job).where(Job.name == ref).order_by(col(Job.created_at).desc()).limit(1)
-                ).first()
+                job = self._newest_named(session, ref)
             if job is None and len(ref) >= 4:
-                matches = list(session.exec(select(Job).where(col(Job.id).startswith(ref)).limit(2)))
+                # autoescape: a `_` or `%` in what was typed is not a LIKE wildcard.
+                prefixed = select(Job).where(col(Job.id).startswith(ref, autoescape=True)).limit(2)
+                matches = list(session.exec(prefixed))
                 job = matches[0] if len(matches) == 1 else None
         if job is None:
             raise JobNotFound(f"no job with id or name {ref!r}")
         return job
+
+    def newest_named(self, name: str) -> Job | None:
+        """The newest job with output `name`: the one that owns the name's audio and status."""
+        with self._read() as session:
+            return self._newest_named(session, name)
+
+    @staticmethod
+    def _newest_named(session: Session, name: str) -> Job | None:
+        query = select(Job).where(Job.name == name).order_by(col(Job.created_at).desc(), col(Job.id))
+        return session.exec(query.limit(1)).first()
 
     def jobs(
         self,

@@ -19,7 +19,7 @@ import numpy as np
 from ttsd.config import Settings
 from ttsd.engine.base import SynthesisRequest
 from ttsd.engine.pool import EnginePool
-from ttsd.errors import EngineError, PermanentEngineError, TtsdError
+from ttsd.errors import EngineError, PermanentEngineError, TransientEngineError, TtsdError
 from ttsd.faults import crash_point
 from ttsd.jobs import JobSpec
 from ttsd.models import Job, RunInfo
@@ -135,10 +135,13 @@ class Worker(threading.Thread):
                 return
             log.warning("batch of %d failed (%s); retrying its jobs one by one", len(jobs), error.message)
             for job, spec in zip(jobs, specs, strict=True):
-                self._process_single(token, job, spec)
+                if self.context.store.holds_lease(job.id, token):
+                    self._process_single(token, job, spec)
+                else:
+                    self._publish(job.id)
             return
         for job, spec, wav in zip(jobs, specs, wavs, strict=True):
-            self._deliver(token, job, spec, wav, sample_rate, run)
+            self._deliver_or_fail(token, job, spec, wav, sample_rate, run)
 
     def _process_single(self, token: str, job: Job, spec: JobSpec) -> None:
         try:
@@ -146,17 +149,36 @@ class Worker(threading.Thread):
         except EngineError as error:
             self._fail(token, job, error)
             return
-        self._deliver(token, job, spec, wavs[0], sample_rate, run)
+        self._deliver_or_fail(token, job, spec, wavs[0], sample_rate, run)
 
     def _synthesize(self, specs: Sequence[JobSpec]) -> tuple[list[np.ndarray], int, RunInfo]:
+        """Every failure comes out as an EngineError: anything else an engine or loader raises is
+        taken as transient, so the job is counted and retried with backoff instead of sitting in
+        `running` until its lease runs out."""
         for spec in specs:
             crash_point("synthesis", spec.name)
+        try:
+            return self._synthesize_batch(specs)
+        except EngineError:
+            raise
+        except Exception as exc:
+            log.exception("worker %s: the engine raised an unexpected error", self.name)
+            raise TransientEngineError(
+                f"{type(exc).__name__}: {str(exc)[:500]}", code="engine_error"
+            ) from exc
+
+    def _synthesize_batch(self, specs: Sequence[JobSpec]) -> tuple[list[np.ndarray], int, RunInfo]:
         requests = [self._request(spec) for spec in specs]
         first = specs[0]
         with self.context.engines.use(self.model) as engine:
             started = time.perf_counter()
             wavs = engine.synthesize(requests, first.generation.as_kwargs(), first.seed)
             elapsed = time.perf_counter() - started
+            if len(wavs) != len(requests):
+                raise TransientEngineError(
+                    f"the engine returned {len(wavs)} waveform(s) for {len(requests)} text(s)",
+                    code="engine_error",
+                )
             run = RunInfo(
                 device=engine.plan.device,
                 dtype=engine.plan.dtype,
@@ -176,6 +198,17 @@ class Worker(threading.Thread):
             ref_audio=ref_audio,
             ref_text=spec.ref_text,
         )
+
+    def _deliver_or_fail(
+        self, token: str, job: Job, spec: JobSpec, wav: np.ndarray, model_rate: int, run: RunInfo
+    ) -> None:
+        """Deliver one job; a failure to deliver it (disk full, encoder error) fails that job alone
+        rather than stranding the rest of its batch in `running`."""
+        try:
+            self._deliver(token, job, spec, wav, model_rate, run)
+        except Exception as exc:
+            log.exception("job %s (%s): could not deliver its audio", job.id, job.name)
+            self._fail(token, job, delivery_error(exc))
 
     def _deliver(
         self, token: str, job: Job, spec: JobSpec, wav: np.ndarray, model_rate: int, run: RunInfo
@@ -207,7 +240,20 @@ class Worker(threading.Thread):
         self._publish(job.id)
 
     def _publish(self, job_id: str) -> None:
+        # A status file that cannot be written now is rebuilt from the queue at the next start.
         try:
             publish(self.context.store, self.context.outbox, job_id)
-        except TtsdError:
+        except (TtsdError, OSError):
             log.exception("could not write the status of job %s", job_id)
+
+
+def delivery_error(exc: Exception) -> EngineError:
+    """What a failed delivery means for its job: ttsd's own refusals repeat, anything else
+    (disk full, an I/O error) may pass."""
+    if isinstance(exc, EngineError):
+        return exc
+    if isinstance(exc, TtsdError):
+        return PermanentEngineError(exc.message, code=exc.code)
+    return TransientEngineError(
+        f"the audio could not be delivered: {type(exc).__name__}: {str(exc)[:300]}", code="delivery_failed"
+    )

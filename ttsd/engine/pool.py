@@ -63,6 +63,10 @@ class EnginePool:
         if entry is None:
             raise PermanentEngineError(f"unknown model {model!r}", code="unknown_model")
         slot = self._slot(model)
+        if slot.engine is None:
+            # Make room before loading: the cap bounds memory, so a new model must never load
+            # next to a full set (without taking this slot's lock: two loads must not deadlock).
+            self._evict_beyond_cap(keep=model)
         with slot.lock:
             if slot.engine is None:
                 started = self._clock()
@@ -90,10 +94,13 @@ class EnginePool:
         with self._guard:
             return list(self._slots.items())
 
-    def _unload(self, model: str, reason: str) -> bool:
+    def _unload(self, model: str, reason: str, unused_since: float | None = None) -> bool:
+        """Unload `model` unless it is in use (or, with `unused_since`, was used after that time)."""
         slot = self._slot(model)
         with slot.lock:
             if slot.engine is None or slot.busy:
+                return False
+            if unused_since is not None and slot.last_used > unused_since:
                 return False
             engine, slot.engine = slot.engine, None
         engine.close()
@@ -102,11 +109,11 @@ class EnginePool:
 
     def unload_idle(self) -> list[str]:
         """Unload every model unused for longer than the idle time; returns their names."""
-        now = self._clock()
-        idle = [
-            name for name, s in self._snapshot() if s.engine is not None and now - s.last_used >= self._idle_s
-        ]
-        return [name for name in idle if self._unload(name, reason=f"idle for {self._idle_s:g}s")]
+        cutoff = self._clock() - self._idle_s
+        idle = [name for name, s in self._snapshot() if s.engine is not None and s.last_used <= cutoff]
+        # The cutoff is checked again under the slot's lock: a model used since the snapshot stays.
+        reason = f"idle for {self._idle_s:g}s"
+        return [name for name in idle if self._unload(name, reason=reason, unused_since=cutoff)]
 
     def loaded(self) -> list[dict[str, Any]]:
         """What is in memory now, for `ttsd status`."""
