@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -28,7 +28,10 @@ from ttsd.errors import ConfigError, JobNotFound, JobRejected, TtsdError
 from ttsd.models import Job, JobState
 from ttsd.names import sanitize_name
 from ttsd.status import iso, status_document
-from ttsd.store import Store
+from ttsd.store import CacheStats, Store
+
+if TYPE_CHECKING:
+    from ttsd.cache import AudioCache
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -193,7 +196,14 @@ def status(ctx: Context) -> None:
     daemon = _daemon_view(ctx)
     counts = ctx.store.counts()
     running = [_job_row(job) for job in ctx.store.jobs(state=JobState.RUNNING.value, limit=None)]
-    data = {"daemon": daemon, "queue": counts, "running": running, "state_dir": str(ctx.settings.state_dir)}
+    cache_view = _cache_view(ctx.store.cache_stats(), ctx.settings)
+    data = {
+        "daemon": daemon,
+        "queue": counts,
+        "running": running,
+        "cache": cache_view,
+        "state_dir": str(ctx.settings.state_dir),
+    }
 
     def human() -> None:
         if daemon["running"]:
@@ -521,6 +531,61 @@ def doctor(ctx: Context) -> None:
     ctx.emit(report.as_dict(), human)
     if report.blocked:
         sys.exit(EXIT_FAILED)
+
+
+# -- cache --------------------------------------------------------------------------------------
+
+
+@main.group()
+def cache() -> None:
+    """The persistent audio cache."""
+
+
+def _audio_cache(ctx: Context) -> AudioCache:
+    from ttsd.cache import AudioCache
+
+    settings = ctx.settings
+    return AudioCache(settings.cache_dir, ctx.store, settings.cache_size, settings.cache_max_bytes)
+
+
+def _cache_view(stats: CacheStats, settings: Settings) -> dict[str, Any]:
+    return {
+        "entries": stats.entries,
+        "bytes": stats.bytes,
+        "hits": stats.hits,
+        "misses": stats.misses,
+        "hit_rate": stats.hit_rate,
+        "max_entries": settings.cache_size,
+        "max_bytes": settings.cache_max_bytes,
+        "enabled": settings.enable_cache,
+    }
+
+
+@cache.command("stats")
+@json_option
+@pass_context
+def cache_stats(ctx: Context) -> None:
+    """Entries, size, hits, misses and hit rate."""
+    view = _cache_view(_audio_cache(ctx).stats(), ctx.settings)
+
+    def human() -> None:
+        rate = "n/a" if view["hit_rate"] is None else f"{view['hit_rate']:.1%}"
+        click.echo(f"entries  {view['entries']} (max {view['max_entries']})")
+        click.echo(f"size     {view['bytes'] / 1024**2:.1f} MiB (max {view['max_bytes'] / 1024**2:.0f} MiB)")
+        click.echo(f"lookups  {view['hits']} hits, {view['misses']} misses, hit rate {rate}")
+        if not view["enabled"]:
+            click.echo("(the cache is off: TTS_ENABLE_CACHE=false)")
+
+    ctx.emit(view, human)
+
+
+@cache.command("clear")
+@json_option
+@pass_context
+def cache_clear(ctx: Context) -> None:
+    """Delete every cached take (jobs and outputs are untouched)."""
+    removed = _audio_cache(ctx).clear()
+    ctx.emit({"removed": removed}, lambda: click.echo(f"removed {removed} cached take(s)"))
 
 
 main.add_command(launchd_group)

@@ -17,10 +17,12 @@ from types import FrameType
 from typing import IO
 
 from ttsd import __version__
+from ttsd.cache import AudioCache
 from ttsd.config import Settings
 from ttsd.engine.pool import EngineLoader, EnginePool, qwen_loader
 from ttsd.engine.qwen_import import import_qwen_tts_quietly
 from ttsd.engine.registry import build_registry
+from ttsd.engine.weights import revision_resolver
 from ttsd.errors import DaemonAlreadyRunning
 from ttsd.intake import VOICES_DIR, Intake
 from ttsd.jobs import JobDefaults
@@ -119,12 +121,19 @@ class Daemon:
         self._recover(store, outbox)
 
         engines = EnginePool(self.registry, self._loader, settings.model_idle_s, settings.max_loaded_models)
+        cache = (
+            AudioCache(settings.cache_dir, store, settings.cache_size, settings.cache_max_bytes)
+            if settings.enable_cache
+            else None
+        )
         self._context = WorkContext(
             settings=settings,
             store=store,
             outbox=outbox,
             engines=engines,
             voices_dir=settings.inbox / VOICES_DIR,
+            cache=cache,
+            revision=revision_resolver(self.registry, settings.models_dir),
             on_job_finished=lambda: intake.nudge(),
         )
         hints: queue.Queue[Hint | None] = queue.Queue()

@@ -121,8 +121,25 @@ class AudioInfo:
 class RunInfo:
     """How a job's audio was made."""
 
-    device: str
-    dtype: str
+    device: str | None
+    dtype: str | None
     seed: int | None
     cache_hit: bool
     synth_s: float
+
+
+class CacheEntry(SQLModel, table=True):
+    """One cached take: its file's size and when it was last used (for LRU eviction)."""
+
+    key: str = Field(primary_key=True)
+    bytes: int
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_used_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    hits: int = 0
+
+
+class Counter(SQLModel, table=True):
+    """Named running totals (cache hits and misses) that outlive restarts."""
+
+    name: str = Field(primary_key=True)
+    value: int = 0

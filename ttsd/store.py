@@ -25,10 +25,26 @@ from sqlmodel import Session, SQLModel, col, select
 
 from ttsd.errors import JobNotFound, StoreError
 from ttsd.jobs import JobSpec
-from ttsd.models import AudioInfo, DaemonRecord, Job, JobState, RunInfo, utcnow
+from ttsd.models import AudioInfo, CacheEntry, Counter, DaemonRecord, Job, JobState, RunInfo, utcnow
 
 _LIVE_STATES = (JobState.QUEUED.value, JobState.RUNNING.value, JobState.DONE.value)
 _PENDING_STATES = (JobState.QUEUED.value, JobState.RUNNING.value)
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """The audio cache at a glance."""
+
+    entries: int
+    bytes: int
+    hits: int
+    misses: int
+
+    @property
+    def hit_rate(self) -> float | None:
+        """Hits over lookups, or None before the first lookup."""
+        lookups = self.hits + self.misses
+        return None if lookups == 0 else round(self.hits / lookups, 4)
 
 
 @dataclass(frozen=True)
@@ -455,3 +471,88 @@ class Store:
         """SQLite's own verdict on the database file ("ok" when sound)."""
         with self._read() as session:
             return str(session.connection().exec_driver_sql("PRAGMA integrity_check").scalar())
+
+    # -- the audio cache's index ----------------------------------------------------------------
+
+    @staticmethod
+    def _bump(session: Session, name: str) -> None:
+        counter = session.get(Counter, name) or Counter(name=name)
+        counter.value += 1
+        session.add(counter)
+
+    def cache_lookup(self, key: str) -> bool:
+        """Whether `key` is cached; counts a hit (and marks the entry used) or a miss."""
+        with self._write() as session:
+            entry = session.get(CacheEntry, key)
+            if entry is None:
+                self._bump(session, "cache_misses")
+                return False
+            entry.hits += 1
+            entry.last_used_at = utcnow()
+            session.add(entry)
+            self._bump(session, "cache_hits")
+            return True
+
+    def cache_record(self, key: str, size: int) -> None:
+        """Index a cached file (replacing an older entry of the same key)."""
+        with self._write() as session:
+            entry = session.get(CacheEntry, key) or CacheEntry(key=key, bytes=size)
+            entry.bytes = size
+            entry.last_used_at = utcnow()
+            session.add(entry)
+
+    def cache_forget(self, key: str, count_miss: bool = False) -> None:
+        """Drop an entry whose file is unusable; its lookup becomes a miss instead of a hit."""
+        with self._write() as session:
+            entry = session.get(CacheEntry, key)
+            if entry is not None:
+                session.delete(entry)
+            if count_miss:
+                hits = session.get(Counter, "cache_hits")
+                if hits is not None and hits.value > 0:
+                    hits.value -= 1
+                    session.add(hits)
+                self._bump(session, "cache_misses")
+
+    def cache_evict(self, max_entries: int, max_bytes: int) -> list[str]:
+        """Remove least recently used entries until both limits hold; returns their keys."""
+        with self._write() as session:
+            rows = session.exec(
+                select(CacheEntry.key, CacheEntry.bytes).order_by(col(CacheEntry.last_used_at).desc())
+            ).all()
+            kept = total = 0
+            victims = []
+            for key, size in rows:
+                if kept < max_entries and total + size <= max_bytes:
+                    kept += 1
+                    total += size
+                else:
+                    victims.append(key)
+            for key in victims:
+                entry = session.get(CacheEntry, key)
+                if entry is not None:
+                    session.delete(entry)
+            return victims
+
+    def cache_stats(self) -> CacheStats:
+        """Entries, bytes and the lifetime hit and miss counts."""
+        with self._read() as session:
+            entries, size = session.exec(
+                select(func.count(), func.coalesce(func.sum(CacheEntry.bytes), 0)).select_from(CacheEntry)
+            ).one()
+            hits = session.get(Counter, "cache_hits")
+            misses = session.get(Counter, "cache_misses")
+            return CacheStats(
+                entries=int(entries),
+                bytes=int(size),
+                hits=hits.value if hits else 0,
+                misses=misses.value if misses else 0,
+            )
+
+    def cache_clear(self) -> list[str]:
+        """Forget every entry and reset the counters; returns the keys that were cached."""
+        with self._write() as session:
+            keys = list(session.exec(select(CacheEntry.key)))
+            session.execute(CacheEntry.__table__.delete())  # type: ignore[attr-defined]
+            session.execute(Counter.__table__.delete())  # type: ignore[attr-defined]
+            return keys

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ttsd.cache import AudioCache, cache_key, file_sha256
 from ttsd.config import Settings
 from ttsd.engine.base import SynthesisRequest
 from ttsd.engine.pool import EnginePool
@@ -46,6 +47,8 @@ class WorkContext:
     outbox: Outbox
     engines: EnginePool
     voices_dir: Path
+    cache: AudioCache | None = None
+    revision: Callable[[str], str | None] = lambda model: None
     on_job_finished: Callable[[], None] = lambda: None
 
 
@@ -127,32 +130,81 @@ class Worker(threading.Thread):
 
     def _process(self, token: str, jobs: Sequence[Job]) -> None:
         specs = [JobSpec.model_validate_json(job.spec_json) for job in jobs]
+        todo: list[tuple[Job, JobSpec, str | None]] = []
+        for job, spec in zip(jobs, specs, strict=True):
+            try:
+                key = self._cache_key(spec)
+            except EngineError as error:
+                self._fail(token, job, error)
+                continue
+            cached = self._cached(spec, key)
+            if cached is None:
+                todo.append((job, spec, key))
+            else:
+                hit = RunInfo(device=None, dtype=None, seed=spec.seed, cache_hit=True, synth_s=0.0)
+                self._deliver_or_fail(token, job, spec, cached, hit)
+        if not todo:
+            return
         try:
-            wavs, sample_rate, run = self._synthesize(specs)
+            wavs, run = self._synthesize([spec for _job, spec, _key in todo])
         except EngineError as error:
-            if len(jobs) == 1:
-                self._fail(token, jobs[0], error)
+            if len(todo) == 1:
+                self._fail(token, todo[0][0], error)
                 return
-            log.warning("batch of %d failed (%s); retrying its jobs one by one", len(jobs), error.message)
-            for job, spec in zip(jobs, specs, strict=True):
+            log.warning("batch of %d failed (%s); retrying its jobs one by one", len(todo), error.message)
+            for job, spec, key in todo:
                 if self.context.store.holds_lease(job.id, token):
-                    self._process_single(token, job, spec)
+                    self._process_single(token, job, spec, key)
                 else:
                     self._publish(job.id)
             return
-        for job, spec, wav in zip(jobs, specs, wavs, strict=True):
-            self._deliver_or_fail(token, job, spec, wav, sample_rate, run)
+        for (job, spec, key), wav in zip(todo, wavs, strict=True):
+            self._remember(spec, key, wav)
+            self._deliver_or_fail(token, job, spec, wav, run)
 
-    def _process_single(self, token: str, job: Job, spec: JobSpec) -> None:
+    def _cache_key(self, spec: JobSpec) -> str | None:
+        """The job's cache address, or None when caching is off or the weights are not yet known."""
+        cache = self.context.cache
+        if cache is None:
+            return None
+        revision = self.context.revision(spec.model)
+        if revision is None:
+            return None
+        reference = None
+        if spec.ref_audio:
+            reference = file_sha256(reference_path(self.context.voices_dir, spec.ref_audio))
+        return cache_key(spec, spec.text, revision, reference)
+
+    def _cached(self, spec: JobSpec, key: str | None) -> np.ndarray | None:
+        if key is None or not spec.cache or self.context.cache is None:
+            return None
+        return self.context.cache.get(key)
+
+    def _remember(self, spec: JobSpec, key: str | None, wav: np.ndarray) -> None:
+        cache = self.context.cache
+        if cache is None:
+            return
+        key = key or self._cache_key(spec)
+        if key is None:
+            return
         try:
-            wavs, sample_rate, run = self._synthesize([spec])
+            cache.put(key, wav)
+        except OSError:
+            log.exception("could not cache the audio of %s", spec.name)
+
+    def _process_single(self, token: str, job: Job, spec: JobSpec, key: str | None) -> None:
+        try:
+            wavs, run = self._synthesize([spec])
         except EngineError as error:
             self._fail(token, job, error)
             return
-        self._deliver_or_fail(token, job, spec, wavs[0], sample_rate, run)
+        self._remember(spec, key, wavs[0])
+        self._deliver_or_fail(token, job, spec, wavs[0], run)
 
-    def _synthesize(self, specs: Sequence[JobSpec]) -> tuple[list[np.ndarray], int, RunInfo]:
-        """Every failure comes out as an EngineError: anything else an engine or loader raises is
+    def _synthesize(self, specs: Sequence[JobSpec]) -> tuple[list[np.ndarray], RunInfo]:
+        """Speak a batch; each waveform comes back at its job's sample rate.
+
+        Every failure comes out as an EngineError: anything else an engine or loader raises is
         taken as transient, so the job is counted and retried with backoff instead of sitting in
         `running` until its lease runs out."""
         for spec in specs:
@@ -167,7 +219,7 @@ class Worker(threading.Thread):
                 f"{type(exc).__name__}: {str(exc)[:500]}", code="engine_error"
             ) from exc
 
-    def _synthesize_batch(self, specs: Sequence[JobSpec]) -> tuple[list[np.ndarray], int, RunInfo]:
+    def _synthesize_batch(self, specs: Sequence[JobSpec]) -> tuple[list[np.ndarray], RunInfo]:
         requests = [self._request(spec) for spec in specs]
         first = specs[0]
         with self.context.engines.use(self.model) as engine:
@@ -186,7 +238,8 @@ class Worker(threading.Thread):
                 cache_hit=False,
                 synth_s=round(elapsed / len(specs), 3),
             )
-            return wavs, engine.sample_rate, run
+            rate = engine.sample_rate
+        return [resample(wav, rate, spec.sample_rate) for wav, spec in zip(wavs, specs, strict=True)], run
 
     def _request(self, spec: JobSpec) -> SynthesisRequest:
         ref_audio = reference_path(self.context.voices_dir, spec.ref_audio) if spec.ref_audio else None
@@ -199,26 +252,21 @@ class Worker(threading.Thread):
             ref_text=spec.ref_text,
         )
 
-    def _deliver_or_fail(
-        self, token: str, job: Job, spec: JobSpec, wav: np.ndarray, model_rate: int, run: RunInfo
-    ) -> None:
+    def _deliver_or_fail(self, token: str, job: Job, spec: JobSpec, audio: np.ndarray, run: RunInfo) -> None:
         """Deliver one job; a failure to deliver it (disk full, encoder error) fails that job alone
         rather than stranding the rest of its batch in `running`."""
         try:
-            self._deliver(token, job, spec, wav, model_rate, run)
+            self._deliver(token, job, spec, audio, run)
         except Exception as exc:
             log.exception("job %s (%s): could not deliver its audio", job.id, job.name)
             self._fail(token, job, delivery_error(exc))
 
-    def _deliver(
-        self, token: str, job: Job, spec: JobSpec, wav: np.ndarray, model_rate: int, run: RunInfo
-    ) -> None:
+    def _deliver(self, token: str, job: Job, spec: JobSpec, audio: np.ndarray, run: RunInfo) -> None:
         store = self.context.store
         if not store.holds_lease(job.id, token):
             log.info("job %s was cancelled or reclaimed during synthesis; result discarded", job.id)
             self._publish(job.id)
             return
-        audio = resample(wav, model_rate, spec.sample_rate)
         info = self.context.outbox.write_audio(
             spec.name, spec.format, audio, spec.sample_rate, spec.normalize
         )

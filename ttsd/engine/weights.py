@@ -3,7 +3,9 @@ cache (downloaded on first use when online)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ttsd.engine.registry import ModelEntry
@@ -36,6 +38,34 @@ def locate_checkpoint(entry: ModelEntry, models_dir: Path) -> Path | None:
         return entry.local_dir if (entry.local_dir / "config.json").is_file() else None
     assert entry.repo_id is not None
     return local_snapshot(entry.repo_id)
+
+
+def checkpoint_revision(checkpoint: Path) -> str:
+    """An identity of the weights in `checkpoint`: the commit of a Hugging Face snapshot, else a
+    digest of its config and of its weight files' names, sizes and modification times."""
+    if checkpoint.parent.name == "snapshots":
+        return checkpoint.name
+    digest = hashlib.sha256((checkpoint / "config.json").read_bytes())
+    for weights in sorted(checkpoint.rglob("*.safetensors")):
+        info = weights.stat()
+        digest.update(f"{weights.relative_to(checkpoint)}:{info.st_size}:{info.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def revision_resolver(registry: Mapping[str, ModelEntry], models_dir: Path) -> Callable[[str], str | None]:
+    """Model name -> weights revision, remembered once known (None while the weights are not here)."""
+    known: dict[str, str] = {}
+
+    def revision(model: str) -> str | None:
+        if model not in known:
+            entry = registry.get(model)
+            checkpoint = locate_checkpoint(entry, models_dir) if entry is not None else None
+            if checkpoint is None:
+                return None
+            known[model] = checkpoint_revision(checkpoint)
+        return known[model]
+
+    return revision
 
 
 def _download(repo_id: str, mirror: str | None) -> Path:
