@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ttsd.errors import ConfigError
 
@@ -68,7 +68,16 @@ class Settings(BaseModel):
     @field_validator("inbox", "outbox", "state_dir")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
-        return path.expanduser().absolute()
+        # normpath folds "x/../y", so two spellings of one folder compare (and display) equal.
+        return Path(os.path.normpath(path.expanduser().absolute()))
+
+    @field_validator("outbox")
+    @classmethod
+    def _apart_from_inbox(cls, outbox: Path, info: ValidationInfo) -> Path:
+        # Status files end in .json: written into the inbox they would be taken as job files.
+        if outbox == info.data.get("inbox"):
+            raise ValueError("must not be the inbox folder")
+        return outbox
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -111,9 +120,12 @@ def _parse_models(raw: str) -> dict[str, str]:
     raw = raw.strip()
     if raw.startswith("{"):
         parsed = json.loads(raw)
-        if not isinstance(parsed, dict):
-            raise ValueError("expected a JSON object of name -> directory or id")
-        return {str(k): str(v) for k, v in parsed.items()}
+        # str() would turn a null or a number into a plausible-looking but bogus model path.
+        if not isinstance(parsed, dict) or not all(
+            isinstance(v, str) and v.strip() and k.strip() for k, v in parsed.items()
+        ):
+            raise ValueError("expected a JSON object of name -> directory or id (non-empty strings)")
+        return dict(parsed)
     pairs: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in raw.split(","))):
         name, sep, target = item.partition("=")
@@ -150,6 +162,10 @@ def _file_values(path: Path) -> dict[str, Any]:
     section = data.get("ttsd", data)
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: [ttsd] must be a table")
+    if section is not data and len(data) > 1:
+        # Keys above a [ttsd] table would otherwise be ignored without a word.
+        stray = ", ".join(sorted(set(data) - {"ttsd"}))
+        raise ConfigError(f"{path}: settings belong inside the [ttsd] table, not beside it: {stray}")
     unknown = sorted(set(section) - set(Settings.model_fields))
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}")

@@ -7,13 +7,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from ttsd.engine.registry import KIND_FIELDS, ModelEntry
 from ttsd.errors import JobRejected
@@ -21,11 +32,22 @@ from ttsd.names import name_problem, sanitize_name
 
 SCHEMA_VERSION = 1
 JOB_SUFFIXES = (".json", ".jsonl", ".txt")
+# Each line of a .jsonl file costs a parse, a queue row and a status file: a cap keeps one dropped
+# file from stalling intake for minutes (4 MiB of "1\n" would otherwise be two million rejections).
+MAX_JOBS_PER_FILE = 10_000
 AudioFormat = Literal["wav", "flac", "ogg", "mp3"]
 
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _MAX_ID_CHARS = 200
 _MAX_SHORT_FIELD_CHARS = 2_000
+# No field takes a number near this long; the cap keeps int() linear and below Python's digit limit
+# (which would raise a plain ValueError out of json.loads).
+_MAX_INT_DIGITS = 100
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Prose may hold tabs, line and page breaks; names and identifiers hold no control character at all.
+_PROSE_FIELDS = ("text", "instruct", "ref_text")
+_IDENTIFIER_FIELDS = ("model", "speaker", "language", "ref_audio", "id")
 
 
 def _digest(value: Any) -> str:
@@ -38,10 +60,11 @@ class Generation(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    temperature: float | None = Field(None, gt=0, le=5)
+    # Strict: "0.7" or true must not pass for a number (a JSON int still does).
+    temperature: StrictFloat | None = Field(None, gt=0, le=5)
     top_k: StrictInt | None = Field(None, ge=0, le=10_000)
-    top_p: float | None = Field(None, gt=0, le=1)
-    repetition_penalty: float | None = Field(None, gt=0, le=10)
+    top_p: StrictFloat | None = Field(None, gt=0, le=1)
+    repetition_penalty: StrictFloat | None = Field(None, gt=0, le=10)
     max_new_tokens: StrictInt | None = Field(None, ge=1, le=16_384)
     do_sample: StrictBool | None = None
 
@@ -148,17 +171,37 @@ def _reject(code: str, message: str, field: str | None = None) -> JobRejected:
     return JobRejected(code, prefix + message, field)
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _checked_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A JSON escape can smuggle in a lone UTF-16 surrogate, which no UTF-8 writer (status file,
+    # SQLite, the content key) can encode later: refuse it here, where every key and value passes.
     result: dict[str, Any] = {}
     for key, value in pairs:
+        if _SURROGATE.search(key):
+            raise _reject("encoding", "a key holds an unpaired UTF-16 surrogate escape")
         if key in result:
             raise _reject("duplicate_key", f"the key {key!r} appears twice")
+        if isinstance(value, str) and _SURROGATE.search(value):
+            raise _reject("encoding", "holds an unpaired UTF-16 surrogate escape", key)
         result[key] = value
     return result
 
 
 def _no_constants(token: str) -> Any:
     raise _reject("invalid_number", f"{token} is not a valid JSON number")
+
+
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise _reject("invalid_number", f"{token} is out of range for a number")
+    return value
+
+
+def _short_int(token: str) -> int:
+    digits = len(token.lstrip("-"))
+    if digits > _MAX_INT_DIGITS:
+        raise _reject("invalid_number", f"a {digits}-digit integer is out of range")
+    return int(token)
 
 
 def decode_text(data: bytes, max_bytes: int) -> str:
@@ -176,7 +219,13 @@ def decode_text(data: bytes, max_bytes: int) -> str:
 def decode_json(text: str) -> Any:
     """JSON with duplicate keys, NaN/Infinity and absurd nesting refused."""
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+        return json.loads(
+            text,
+            object_pairs_hook=_checked_object,
+            parse_constant=_no_constants,
+            parse_float=_finite_float,
+            parse_int=_short_int,
+        )
     except RecursionError as exc:
         raise _reject("too_deep", "the JSON is nested too deeply") from exc
     except json.JSONDecodeError as exc:
@@ -185,11 +234,16 @@ def decode_json(text: str) -> Any:
         ) from exc
 
 
+_NESTED: dict[str, type[BaseModel]] = {"generation": Generation, "chunking": Chunking}
+
+
 def _validation_rejection(exc: ValidationError) -> JobRejected:
     first = exc.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or None
     if first["type"] == "extra_forbidden":
-        allowed = ", ".join(JobFile.model_fields)
+        # The allowed keys of the object the stray key sits in, not always the top level's.
+        parent = _NESTED.get(str(first["loc"][0])) if len(first["loc"]) > 1 else None
+        allowed = ", ".join((parent or JobFile).model_fields)
         return _reject("unknown_field", f"unknown field (allowed: {allowed})", field)
     if first["type"] == "missing":
         return _reject("missing_field", "is required", field)
@@ -197,17 +251,24 @@ def _validation_rejection(exc: ValidationError) -> JobRejected:
 
 
 def _check_safe_strings(job: JobFile) -> None:
-    for field in ("model", "speaker", "language", "instruct", "ref_audio", "ref_text", "id"):
+    for field in (*_PROSE_FIELDS, *_IDENTIFIER_FIELDS):
         value = getattr(job, field)
-        if isinstance(value, str) and _URL.match(value.strip()):
+        if value is None:
+            continue
+        # The text itself may well read a URL out loud; every other string names or steers something.
+        if field != "text" and _URL.match(value.strip()):
             raise _reject(
                 "url_refused", "URLs are not accepted: ttsd never fetches anything a job names", field
             )
+        bad = _CONTROL.search(value) if field in _IDENTIFIER_FIELDS else None
+        if "\x00" in value or bad:
+            char = "\x00" if bad is None else bad.group()
+            raise _reject("invalid_field", f"must not contain the control character {char!r}", field)
 
 
 def _check_ref_audio(ref_audio: str) -> None:
-    path = PurePosixPath(ref_audio)
-    if "\\" in ref_audio or len(path.parts) != 1 or ref_audio in (".", "..") or ref_audio.startswith("."):
+    # Checked on the string itself: PurePosixPath would quietly drop a trailing "/" or "/.".
+    if "/" in ref_audio or "\\" in ref_audio or not ref_audio or ref_audio.startswith("."):
         raise _reject(
             "invalid_field", "must be the plain name of a file in the inbox's voices/ folder", "ref_audio"
         )
@@ -292,11 +353,17 @@ def parse_object(obj: Any, name: str, defaults: JobDefaults) -> JobSpec:
     return resolve(job, name, defaults)
 
 
-def _entry(name: str, line: int | None, build: Any) -> ParsedEntry:
+def _parse_json(text: str, name: str, defaults: JobDefaults) -> JobSpec:
+    return parse_object(decode_json(text), name, defaults)
+
+
+def _entry(name: str, line: int | None, build: Callable[[], JobSpec]) -> ParsedEntry:
     try:
-        return ParsedEntry(name=name, line=line, spec=build())
+        spec = build()
     except JobRejected as rejection:
         return ParsedEntry(name=name, line=line, rejection=rejection)
+    # An accepted job is known by its own name, which its `output` field may have set.
+    return ParsedEntry(name=spec.name, line=line, spec=spec)
 
 
 def parse_job_file(file_name: str, data: bytes, defaults: JobDefaults) -> list[ParsedEntry]:
@@ -318,23 +385,25 @@ def parse_job_file(file_name: str, data: bytes, defaults: JobDefaults) -> list[P
     if suffix == ".txt":
         return [_entry(stem_name, None, lambda: resolve(JobFile(text=text), stem_name, defaults))]
     if suffix == ".json":
-        return [_entry(stem_name, None, lambda: parse_object(decode_json(text), stem_name, defaults))]
+        return [_entry(stem_name, None, partial(_parse_json, text, stem_name, defaults))]
     return _parse_lines(text, stem_name, defaults)
 
 
 def _parse_lines(text: str, stem_name: str, defaults: JobDefaults) -> list[ParsedEntry]:
-    entries: list[ParsedEntry] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        line_name = sanitize_name(f"{stem_name}-{number}")
-        entries.append(
-            _entry(
-                line_name, number, lambda line=line, n=line_name: parse_object(decode_json(line), n, defaults)
-            )
-        )
-    if not entries:
+    # Only "\n" ends a line: str.splitlines() would also cut at U+2028, U+0085 and friends, which JSON
+    # allows raw inside a string. A "\r" left over from CRLF is whitespace to the JSON decoder.
+    lines = [(number, line) for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
+    if not lines:
         return [
             ParsedEntry(name=stem_name, line=None, rejection=_reject("empty", "the file holds no job lines"))
         ]
+    if len(lines) > MAX_JOBS_PER_FILE:
+        rejection = _reject(
+            "too_many_jobs", f"the file holds {len(lines)} job lines; the limit is {MAX_JOBS_PER_FILE}"
+        )
+        return [ParsedEntry(name=stem_name, line=None, rejection=rejection)]
+    entries = []
+    for number, line in lines:
+        line_name = sanitize_name(stem_name, f"-{number}")
+        entries.append(_entry(line_name, number, partial(_parse_json, line, line_name, defaults)))
     return entries

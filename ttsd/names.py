@@ -5,6 +5,10 @@ from __future__ import annotations
 import unicodedata
 
 MAX_NAME_CHARS = 100
+# File systems cap a name at 255 bytes (ext4) or 255 UTF-8 bytes / UTF-16 units (APFS, HFS+). 100
+# CJK characters are 300 bytes, so the byte cap is what keeps `<name>.status.json` creatable; 200
+# leaves room for every suffix ttsd adds, and for the NFD expansion HFS+ applies to Hangul.
+MAX_NAME_BYTES = 200
 _PUNCTUATION = frozenset(" ._-")
 
 
@@ -35,12 +39,27 @@ def name_problem(name: str) -> str | None:
             )
     if name.endswith((" ", ".")):
         return "must not end with a space or a dot"
+    size = len(name.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        return f"must be at most {MAX_NAME_BYTES} bytes in UTF-8 (got {size})"
     return None
 
 
-def sanitize_name(stem: str) -> str:
-    """A valid output name derived from a file stem: bad characters become `_`, never empty."""
-    stem = unicodedata.normalize("NFC", stem)[:MAX_NAME_CHARS]
+def _fit(name: str, room_chars: int, room_bytes: int) -> str:
+    name = name[:room_chars]
+    while len(name.encode("utf-8")) > room_bytes:
+        name = name[:-1]
+    return name
+
+
+def sanitize_name(stem: str, suffix: str = "") -> str:
+    """A valid output name derived from a file stem: bad characters become `_`, never empty.
+
+    `suffix` (a valid tail such as `-3` for the third line of a .jsonl file) is kept whole: the stem
+    is shortened to make room, so two suffixes never truncate into the same name.
+    """
+    stem = unicodedata.normalize("NFC", stem)
     chars = [char if _allowed(char, index == 0) else "_" for index, char in enumerate(stem)]
-    cleaned = "".join(chars).rstrip(" .")
-    return cleaned or "job"
+    room_bytes = MAX_NAME_BYTES - len(suffix.encode("utf-8"))
+    cleaned = _fit("".join(chars), MAX_NAME_CHARS - len(suffix), room_bytes).rstrip(" .")
+    return (cleaned or "job") + suffix
