@@ -257,3 +257,27 @@ def test_ensure_refuses_a_foreign_directory(tmp_path: Path, build_calls: list[Pa
     with pytest.raises(FileExistsError):
         ensure_tiny_checkpoint(out_dir, "custom_voice")
     assert build_calls == []
+
+
+def test_scale_grows_the_talker_and_still_generates(tmp_path: Path) -> None:
+    report = build_tiny_checkpoint(tmp_path / "scaled", "custom_voice", scale=2)
+    model = _load(report.out_dir)
+    config = model.model.config
+    talker = config.talker_config
+    predictor = talker.code_predictor_config
+    assert (talker.hidden_size, talker.intermediate_size, talker.num_hidden_layers) == (64, 128, 4)
+    assert talker.num_attention_heads * talker.head_dim == talker.hidden_size
+    assert (predictor.hidden_size, predictor.intermediate_size, predictor.num_hidden_layers) == (48, 96, 2)
+    assert config.speaker_encoder_config.enc_dim == talker.hidden_size
+    weights = (report.out_dir / "model.safetensors").stat().st_size
+    assert weights > 12_000_000  # about 16 MB; at scale=1 it is about 8 MB
+
+    wavs, sample_rate = model.generate_custom_voice(
+        text="Hello world.", speaker="Ryan", language="English", max_new_tokens=MAX_NEW_TOKENS
+    )
+    _assert_tiny_audio(wavs, sample_rate)
+
+
+def test_scale_below_one_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="scale must be a positive integer"):
+        build_tiny_checkpoint(tmp_path, "custom_voice", scale=0)

@@ -100,6 +100,7 @@ class Daemon:
         self._warm_up_engine = loader is None
         self._loader = loader or qwen_loader(settings)
         self._workers: dict[str, list[Worker]] = {}
+        self.abandoned_work = False
         self._workers_lock = threading.Lock()
 
     def request_stop(self, signum: int = 0, _frame: FrameType | None = None) -> None:
@@ -249,18 +250,18 @@ class Daemon:
         self.stop_event.set()
         watcher.stop()
         intake.join(timeout=5)
-        deadline = self.settings.shutdown_grace_s
+        deadline = time.monotonic() + self.settings.shutdown_grace_s
         for worker in self._all_workers():
             worker.wake.set()
-        waited = 0.0
         for worker in self._all_workers():
-            started = time.monotonic()
-            worker.join(timeout=max(0.0, deadline - waited))
-            waited += time.monotonic() - started
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        self.abandoned_work = any(worker.is_alive() for worker in self._all_workers())
         for job_id in store.release_all_running():
             log.warning("job %s did not finish within the grace period: back to the queue", job_id)
             publish(store, self._context.outbox, job_id)
-        engines.close()
+        if not self.abandoned_work:
+            # A model still inside a generate call is not unloaded: the process exit frees it.
+            engines.close()
         store.daemon_stopped(daemon_id)
         store.close()
         log.info("stopped")
@@ -276,4 +277,11 @@ def run_daemon(settings: Settings, loader: EngineLoader | None = None) -> int:
     """Run a daemon in the foreground until SIGTERM/SIGINT; the `ttsd run` entry point."""
     daemon = Daemon(settings, loader)
     install_signal_handlers(daemon)
-    return daemon.run()
+    status = daemon.run()
+    if daemon.abandoned_work:
+        # A worker is still inside torch after the grace period. Its jobs are already back in the
+        # queue; letting the interpreter finalize under a running native thread aborts the
+        # process (SIGABRT) instead of exiting cleanly, so leave at once.
+        logging.shutdown()
+        os._exit(status)
+    return status

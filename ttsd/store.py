@@ -172,6 +172,8 @@ class Store:
     def claim(self, model: str, max_batch: int, now: datetime | None = None) -> tuple[str, list[Job]]:
         """Lease up to `max_batch` compatible queued jobs of `model`, highest priority then oldest first.
 
+        A job that was tried before without finishing runs alone: if it is what crashes the process,
+        it must not take fresh neighbours down with it (and use up their attempts) every time.
         Returns the lease token (needed for heartbeats and the guarded finish) and the jobs.
         """
         now = now or utcnow()
@@ -186,14 +188,15 @@ class Store:
             first = session.exec(select(Job).where(*ready).order_by(*order).limit(1)).first()
             if first is None:
                 return token, []
-            jobs = list(
-                session.exec(
+            fresh = col(Job.attempts) == col(Job.attempt_base)
+            jobs = [first]
+            if first.attempts == first.attempt_base and max_batch > 1:
+                jobs += session.exec(
                     select(Job)
-                    .where(*ready, Job.batch_key == first.batch_key)
+                    .where(*ready, fresh, Job.batch_key == first.batch_key, col(Job.id) != first.id)
                     .order_by(*order)
-                    .limit(max_batch)
+                    .limit(max_batch - 1)
                 )
-            )
             for job in jobs:
                 job.state = JobState.RUNNING.value
                 job.lease_token = token

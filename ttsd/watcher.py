@@ -6,6 +6,7 @@ daemon is down), so intake also scans the folder; an event just makes a new file
 
 from __future__ import annotations
 
+import logging
 import queue
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,5 +62,7 @@ class InboxWatcher:
 
     def stop(self) -> None:
         """Stop watching and wait for the observer thread."""
+        # Stopping interrupts inotify's reader mid-read, which watchdog logs as an error.
+        logging.getLogger("watchdog.observers.inotify").setLevel(logging.CRITICAL)
         self._observer.stop()
         self._observer.join(timeout=5)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -256,7 +258,19 @@ class QwenEngine:
             self._float32_twin.close()
             self._float32_twin = None
         gc.collect()
+        _return_freed_heap()
         if self.plan.device == "cuda":
             torch.cuda.empty_cache()
         elif self.plan.device == "mps":
             torch.mps.empty_cache()
+
+
+def _return_freed_heap() -> None:
+    """glibc keeps freed heap for reuse; after unloading a model that is tens of MiB (more in half
+    precision, where weights are converted copies) that the process no longer needs."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return

@@ -3,6 +3,7 @@
 `build_tiny_checkpoint` writes the *real* architecture (same classes and code paths as the Hub
 models, 16 code groups, codebook 2048, 24 kHz, 1920 samples per 12.5 Hz frame) at tiny widths,
 about 12 MB, so tests exercise `qwen_tts.Qwen3TTSModel` end to end without network or GPU.
+`scale` grows the talker and its code predictor (for memory measurements on a bigger model).
 The layout uses the Hub repositories' file names:
 
     out_dir/
@@ -44,6 +45,10 @@ _DEFAULT_SEED: Final = 0
 _NUM_CODE_GROUPS: Final = 16
 _CODEBOOK_SIZE: Final = 2048
 _TEXT_HIDDEN_SIZE: Final = 32
+# Per-head widths stay fixed whatever the scale: the talker's multimodal RoPE sections are tied to its
+# head_dim, and scaling widths through the head count keeps heads * head_dim == hidden_size.
+_TALKER_HEAD_DIM: Final = 16
+_CODE_PREDICTOR_HEAD_DIM: Final = 12
 # "1b7" rather than "0b6": the 0.6B code path drops `instruct`, and ttsd passes it through.
 _MODEL_SIZE: Final = "1b7"
 # qwen_tts loads the text tokenizer with fix_mistral_regex=True, which in transformers 4.57.3 can swap
@@ -116,6 +121,7 @@ def build_tiny_checkpoint(
     *,
     seed: int = _DEFAULT_SEED,
     max_new_tokens: int = 24,
+    scale: int = 1,
 ) -> TinyBuildReport:
     """Write a tiny random Qwen3-TTS checkpoint of model type `kind` into `out_dir`.
 
@@ -123,9 +129,17 @@ def build_tiny_checkpoint(
     `max_new_tokens` becomes the default generation cap in generation_config.json. Files already in
     `out_dir` with the same names are overwritten; for a build that is atomic and shared between
     processes use `ensure_tiny_checkpoint`. `build_seconds` excludes the one-off qwen_tts import.
+
+    `scale` multiplies the talker's and the code predictor's hidden and intermediate sizes, attention
+    head counts (head_dim stays fixed) and layer counts, and with them the speaker encoder's output
+    width, which must equal the talker's hidden size. Their parameters grow about as scale**3: scale=8
+    writes about 115 MB, scale=12 about 260 MB. The text and speech tokenizers do not change. scale=1,
+    the default, writes the tiny checkpoint byte for byte.
     """
     if kind not in get_args(TinyKind):
         raise ValueError(f"unknown tiny checkpoint kind {kind!r}; expected one of {get_args(TinyKind)}")
+    if scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale!r}")
     import torch
 
     import_qwen_tts_quietly()
@@ -140,9 +154,10 @@ def build_tiny_checkpoint(
         text_tokenizer = _train_text_tokenizer()
         text_tokenizer.save_pretrained(str(out_dir))
         token_id = text_tokenizer.convert_tokens_to_ids
+        talker_config = _talker_config(_round_up(len(text_tokenizer), 64), kind, scale)
         config = Qwen3TTSConfig(
-            talker_config=_talker_config(_round_up(len(text_tokenizer), 64), kind),
-            speaker_encoder_config=_speaker_encoder_config(),
+            talker_config=talker_config,
+            speaker_encoder_config=_speaker_encoder_config(enc_dim=talker_config["hidden_size"]),
             tokenizer_type="qwen3_tts_tokenizer_12hz",
             tts_model_size=_MODEL_SIZE,
             tts_model_type=kind,
@@ -290,7 +305,7 @@ def _train_text_tokenizer(vocab_size: int = 1024) -> Any:
     return wrapped
 
 
-def _talker_config(text_vocab_size: int, kind: TinyKind) -> dict[str, Any]:
+def _talker_config(text_vocab_size: int, kind: TinyKind, scale: int) -> dict[str, Any]:
     # Special codec ids live above the codebook, in the 1024 extra slots the real models have.
     special = _CODEBOOK_SIZE
     language_ids = {
@@ -310,17 +325,17 @@ def _talker_config(text_vocab_size: int, kind: TinyKind) -> dict[str, Any]:
     speakers = _CUSTOM_VOICE_SPEAKERS if kind == "custom_voice" else ()
     return {
         "vocab_size": _CODEBOOK_SIZE + 1024,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 1,
-        "head_dim": 16,
+        "hidden_size": 2 * scale * _TALKER_HEAD_DIM,
+        "intermediate_size": 64 * scale,
+        "num_hidden_layers": 2 * scale,
+        "num_attention_heads": 2 * scale,
+        "num_key_value_heads": scale,
+        "head_dim": _TALKER_HEAD_DIM,
         "hidden_act": "silu",
         "max_position_embeddings": 4096,
         "rms_norm_eps": 1e-6,
         "rope_theta": 1000000.0,
-        # The talker uses 3-section multimodal RoPE; the sections must sum to head_dim / 2.
+        # The talker uses 3-section multimodal RoPE; the sections must sum to head_dim / 2 (8).
         "rope_scaling": {"rope_type": "default", "mrope_section": [4, 2, 2], "interleaved": True},
         "attention_bias": False,
         "use_sliding_window": False,
@@ -340,12 +355,12 @@ def _talker_config(text_vocab_size: int, kind: TinyKind) -> dict[str, Any]:
         "code_predictor_config": {
             "vocab_size": _CODEBOOK_SIZE,
             # Differs from the talker's width so small_to_mtp_projection is exercised, as in 1.7B.
-            "hidden_size": 24,
-            "intermediate_size": 48,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "head_dim": 12,
+            "hidden_size": 2 * scale * _CODE_PREDICTOR_HEAD_DIM,
+            "intermediate_size": 48 * scale,
+            "num_hidden_layers": scale,
+            "num_attention_heads": 2 * scale,
+            "num_key_value_heads": scale,
+            "head_dim": _CODE_PREDICTOR_HEAD_DIM,
             "hidden_act": "silu",
             "max_position_embeddings": 256,
             "rms_norm_eps": 1e-6,
@@ -355,10 +370,10 @@ def _talker_config(text_vocab_size: int, kind: TinyKind) -> dict[str, Any]:
     }
 
 
-def _speaker_encoder_config() -> dict[str, Any]:
+def _speaker_encoder_config(enc_dim: int) -> dict[str, Any]:
     return {
         "mel_dim": 128,
-        "enc_dim": 32,  # must equal the talker's hidden_size
+        "enc_dim": enc_dim,  # must equal the talker's hidden_size
         "enc_channels": [16, 16, 16, 16, 48],
         "enc_kernel_sizes": [5, 3, 3, 3, 1],
         "enc_dilations": [1, 2, 3, 4, 1],
