@@ -17,9 +17,7 @@ from pathlib import Path
 
 def torchaudio_import_error() -> str | None:
     """The error text of a fresh `import torchaudio`, or None when it imports."""
-    probe = subprocess.run(
-        [sys.executable, "-c", "import torchaudio"], capture_output=True, text=True, check=False
-    )
+    probe = subprocess.run([sys.executable, "-c", "import torchaudio"], capture_output=True, text=True, check=False)
     return None if probe.returncode == 0 else probe.stderr.strip().splitlines()[-1]
 
 

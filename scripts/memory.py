@@ -271,9 +271,7 @@ def build(root: Path, scale: int) -> Measurement:
     return Measurement(label=label, scale=scale, bytes_on_disk=report.bytes_on_disk, parameters=parameters)
 
 
-def run(
-    scales: list[int], cycles: int, max_new_tokens: int, device: Device, dtype: Dtype
-) -> list[Measurement]:
+def run(scales: list[int], cycles: int, max_new_tokens: int, device: Device, dtype: Dtype) -> list[Measurement]:
     """Build every scale, then measure each in a fresh spawned process."""
     results = []
     spawn = multiprocessing.get_context("spawn")
@@ -330,10 +328,7 @@ def format_table(results: list[Measurement]) -> str:
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         for r in rows:
             lines.append(
-                "  ".join(
-                    c.ljust(w) if i == 0 else c.rjust(w)
-                    for i, (c, w) in enumerate(zip(r, widths, strict=True))
-                )
+                "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
             )
     lines.append("")
     lines.extend(verdict(m) for m in results)

@@ -44,10 +44,7 @@ def test_key_ignores_key_order_whitespace_and_delivery_options() -> None:
     assert base == key_of_file('{\n  "language": "english",\n "speaker":"ryan",  "text":"Hello  there. "\n}')
     # Delivery options shape the file, not the take: one entry serves them all.
     for delivery in ('"format": "flac"', '"normalize": true', '"priority": 9', '"output": "x"', '"id": "r1"'):
-        assert (
-            key_of_file(f'{{"text": "Hello there.", "speaker": "Ryan", "language": "English", {delivery}}}')
-            == base
-        )
+        assert key_of_file(f'{{"text": "Hello there.", "speaker": "Ryan", "language": "English", {delivery}}}') == base
 
 
 VARIATIONS: dict[str, Any] = {

@@ -24,9 +24,7 @@ def folders(tmp_path: Path) -> dict[str, Path]:
 
 def invoke(folders: dict[str, Path], *args: str, stdin: str | None = None) -> Result:
     options = [f"--{name}-dir" if name == "state" else f"--{name}" for name in folders]
-    prefix = [
-        item for option, path in zip(options, folders.values(), strict=True) for item in (option, str(path))
-    ]
+    prefix = [item for option, path in zip(options, folders.values(), strict=True) for item in (option, str(path))]
     return CliRunner().invoke(main, [*prefix, *args], input=stdin, catch_exceptions=False)
 
 
@@ -155,3 +153,17 @@ def test_bad_settings_are_a_usage_error(folders: dict[str, Path], monkeypatch: p
     result = invoke(folders, "status")
     assert result.exit_code == 2
     assert "TTS_MAX_BATCH" in result.output
+
+
+def test_jobs_since_filter_and_wait(folders: dict[str, Path]) -> None:
+    job = enqueue(folders)
+    assert len(json.loads(invoke(folders, "jobs", "--since", "1h", "--json").output)) == 1
+    assert json.loads(invoke(folders, "jobs", "--since", "2999-01-01", "--json").output) == []
+    assert invoke(folders, "jobs", "--since", "yesterday").exit_code == 2
+
+    timed_out = invoke(folders, "wait", job.id, "--timeout", "0.2")
+    assert timed_out.exit_code == 1 and "still unfinished: hello (queued)" in timed_out.output
+    invoke(folders, "cancel", job.id)
+    finished = invoke(folders, "wait", "hello", "--json")
+    assert finished.exit_code == 1 and json.loads(finished.output)[0]["state"] == "cancelled"
+    assert invoke(folders, "wait", "nope").exit_code == 3

@@ -190,9 +190,7 @@ def test_paths_become_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert Settings(state_dir=Path("s")).state_dir == tmp_path / "s"
 
 
-def test_relative_state_dir_from_env_finds_its_config_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_relative_state_dir_from_env_finds_its_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "state").mkdir()
     write_toml(tmp_path / "state", "max_batch = 8\n")
@@ -200,9 +198,7 @@ def test_relative_state_dir_from_env_finds_its_config_file(
 
 
 @pytest.mark.parametrize("outbox", ["box", "./box", "box/", "other/../box"])
-def test_the_outbox_must_not_be_the_inbox(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outbox: str
-) -> None:
+def test_the_outbox_must_not_be_the_inbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outbox: str) -> None:
     monkeypatch.chdir(tmp_path)
     environ = {"TTS_STATE_DIR": str(tmp_path), "TTS_INBOX": "box", "TTS_OUTBOX": outbox}
     with pytest.raises(ConfigError, match="TTS_OUTBOX: Value error, must not be the inbox"):

@@ -31,9 +31,7 @@ def test_job_files_in_speech_out(daemon_env: DaemonEnv) -> None:
 
     daemon_env.drop("hello.json", json.dumps({"text": "Hello there.", "speaker": "Ryan"}))
     daemon_env.drop("note.txt", "A short note, read aloud.")
-    daemon_env.drop_json(
-        "renamed.json", {"text": "Arrived by rename.", "speaker": "Vivian", "language": "English"}
-    )
+    daemon_env.drop_json("renamed.json", {"text": "Arrived by rename.", "speaker": "Vivian", "language": "English"})
     daemon_env.drop("typo.json", json.dumps({"text": "Oops.", "spekaer": "Ryan"}))
 
     # A slow writer: the file exists, incomplete, for longer than one pause between pieces.
@@ -95,9 +93,7 @@ def test_cli_round_trip_against_a_running_daemon(daemon_env: DaemonEnv) -> None:
     daemon = daemon_env.start()
     daemon.wait_ready()
 
-    submitted = daemon_env.cli(
-        "submit", "Submitted from the command line.", "--speaker", "Ryan", "--wait", "--json"
-    )
+    submitted = daemon_env.cli("submit", "Submitted from the command line.", "--speaker", "Ryan", "--wait", "--json")
     assert submitted.returncode == 0, submitted.stderr
     document = json.loads(submitted.stdout)
     assert document["state"] == "done"

@@ -63,9 +63,7 @@ def accepted(job: Job | str | bytes, file_name: str = "job.json") -> JobSpec:
     return entry.spec
 
 
-def rejected(
-    job: Job | str | bytes, code: str, field: str | None = None, file_name: str = "job.json"
-) -> JobRejected:
+def rejected(job: Job | str | bytes, code: str, field: str | None = None, file_name: str = "job.json") -> JobRejected:
     entry = one(job, file_name)
     assert entry.spec is None
     assert entry.rejection is not None
@@ -226,9 +224,7 @@ def test_output_field_overrides_the_stem() -> None:
     assert entry.name == entry.spec.name == "Chapter 1 - intro"
 
 
-@pytest.mark.parametrize(
-    "output", ["第一章", "第1話 はじめに", "Глава_1", "नमस्ते दुनिया", "مرحبا", "v1.2-final_take"]
-)
+@pytest.mark.parametrize("output", ["第一章", "第1話 はじめに", "Глава_1", "नमस्ते दुनिया", "مرحبا", "v1.2-final_take"])
 def test_outputs_in_any_script_are_accepted(output: str) -> None:
     assert accepted({"text": "x", "output": output}).name == output
 
@@ -423,9 +419,7 @@ def test_ref_audio_must_be_a_plain_file_name(ref_audio: str) -> None:
 @pytest.mark.parametrize("field", ["model", "speaker", "language", "ref_audio", "id"])
 @pytest.mark.parametrize("char", ["\x00", "\n", "\x1b", "\x7f", "\x85"])
 def test_identifiers_hold_no_control_characters(field: str, char: str) -> None:
-    rejected(
-        {"text": "x", "model": "tiny-base", "ref_audio": "v.wav", field: f"a{char}b"}, "invalid_field", field
-    )
+    rejected({"text": "x", "model": "tiny-base", "ref_audio": "v.wav", field: f"a{char}b"}, "invalid_field", field)
 
 
 @pytest.mark.parametrize("field", ["text", "instruct", "ref_text"])

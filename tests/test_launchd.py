@@ -89,9 +89,7 @@ def on_linux(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "platform", "linux")
 
 
-def render(
-    settings: Settings, home: Path, environ: dict[str, str] | None = None, **kw: Any
-) -> dict[str, Any]:
+def render(settings: Settings, home: Path, environ: dict[str, str] | None = None, **kw: Any) -> dict[str, Any]:
     document = plistlib.loads(launchd.render_plist(settings, PYTHON, home, environ or {}, **kw))
     assert isinstance(document, dict)
     return document

@@ -45,9 +45,7 @@ def test_device_plan(hardware: Hardware, device: str, dtype: str, expected: tupl
         (CPU_ONLY, "cpu", "float16", "float16 is not supported on the CPU"),
     ],
 )
-def test_impossible_device_plans_are_config_errors(
-    hardware: Hardware, device: str, dtype: str, message: str
-) -> None:
+def test_impossible_device_plans_are_config_errors(hardware: Hardware, device: str, dtype: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         plan_device(device, dtype, probe=lambda: hardware)
 
@@ -101,8 +99,6 @@ def test_voices_from_checkpoint_and_static_table(tmp_path: Path, tiny_models: Pa
     assert rows["qwen3-tts-0.6b"]["source"].startswith("static table")
     assert rows["qwen3-tts-1.7b-design"]["speakers"] == []
 
-    only = runner.invoke(
-        main, ["--state-dir", str(state), "voices", "--model", "tiny", "--refresh", "--json"]
-    )
+    only = runner.invoke(main, ["--state-dir", str(state), "voices", "--model", "tiny", "--refresh", "--json"])
     assert [row["model"] for row in json.loads(only.output)] == ["tiny"]
     assert runner.invoke(main, ["--state-dir", str(state), "voices", "--model", "nope"]).exit_code == 3

@@ -31,9 +31,7 @@ def test_a_job_that_kills_the_daemon_every_time_fails_alone(daemon_env: DaemonEn
     names = ("good-1", "poison", "good-2", "good-3")
 
     def settled() -> bool:
-        states = {
-            name: (document or {}).get("state") for name in names for document in [daemon_env.status(name)]
-        }
+        states = {name: (document or {}).get("state") for name in names for document in [daemon_env.status(name)]}
         return states.pop("poison") == "failed" and set(states.values()) == {"done"}
 
     restarts = 0
@@ -91,9 +89,7 @@ def test_backpressure_keeps_files_in_the_inbox_until_there_is_room(daemon_env: D
     daemon.wait_ready()
     names = [f"wave-{i}" for i in range(6)]
     for name in names:
-        daemon_env.drop_json(
-            f"{name}.json", {"text": f"Number {name}.", "speaker": "Ryan", "generation": SLOW}
-        )
+        daemon_env.drop_json(f"{name}.json", {"text": f"Number {name}.", "speaker": "Ryan", "generation": SLOW})
 
     def pending() -> int:
         return sum(1 for state, _, _ in queue_rows(daemon_env).values() if state in ("queued", "running"))

@@ -219,15 +219,11 @@ def test_concurrent_ensure_calls_share_one_build(tmp_path: Path, build_calls: li
     assert _leftovers(tmp_path) == []
 
 
-def test_ensure_uses_the_winner_when_the_rename_loses(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_ensure_uses_the_winner_when_the_rename_loses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out_dir = tmp_path / "tiny-vd"
     real_build = tiny.build_tiny_checkpoint
 
-    def build_then_lose_race(
-        staging: Path, kind: TinyKind = "custom_voice", **kwargs: Any
-    ) -> TinyBuildReport:
+    def build_then_lose_race(staging: Path, kind: TinyKind = "custom_voice", **kwargs: Any) -> TinyBuildReport:
         report = real_build(staging, kind, **kwargs)
         # A builder that ignores the lock finishes first.
         shutil.copytree(staging, out_dir)

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -110,13 +111,9 @@ class _Group(click.Group):
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="ttsd")
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="A ttsd.toml to read.")
-@click.option(
-    "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Queue, cache and models."
-)
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Queue, cache and models.")
 @click.option("--inbox", type=click.Path(path_type=Path, file_okay=False), help="Folder watched for jobs.")
-@click.option(
-    "--outbox", type=click.Path(path_type=Path, file_okay=False), help="Folder audio is written to."
-)
+@click.option("--outbox", type=click.Path(path_type=Path, file_okay=False), help="Folder audio is written to.")
 @click.pass_context
 def main(
     click_ctx: click.Context,
@@ -126,9 +123,7 @@ def main(
     outbox: Path | None,
 ) -> None:
     """ttsd: drop job files in an inbox, get speech in an outbox."""
-    loaded = load_settings(
-        overrides={"state_dir": state_dir, "inbox": inbox, "outbox": outbox}, config_file=config
-    )
+    loaded = load_settings(overrides={"state_dir": state_dir, "inbox": inbox, "outbox": outbox}, config_file=config)
     click_ctx.obj = Context(loaded=loaded)
     click_ctx.call_on_close(lambda: click_ctx.obj._store and click_ctx.obj._store.close())
 
@@ -197,10 +192,12 @@ def status(ctx: Context) -> None:
     counts = ctx.store.counts()
     running = [_job_row(job) for job in ctx.store.jobs(state=JobState.RUNNING.value, limit=None)]
     cache_view = _cache_view(ctx.store.cache_stats(), ctx.settings)
+    failures = [_job_row(job) for job in ctx.store.jobs(state=JobState.FAILED.value, limit=3)]
     data = {
         "daemon": daemon,
         "queue": counts,
         "running": running,
+        "recent_failures": failures,
         "cache": cache_view,
         "state_dir": str(ctx.settings.state_dir),
     }
@@ -209,9 +206,7 @@ def status(ctx: Context) -> None:
         if daemon["running"]:
             click.echo(f"daemon   running, pid {daemon['pid']}, since {daemon['started_at']}")
         elif daemon.get("started_at"):
-            click.echo(
-                f"daemon   not running (last started {daemon['started_at']}, stopped {daemon['stopped_at']})"
-            )
+            click.echo(f"daemon   not running (last started {daemon['started_at']}, stopped {daemon['stopped_at']})")
         else:
             click.echo("daemon   never started on this state directory")
         for model in daemon.get("loaded_models") or []:
@@ -230,9 +225,7 @@ def status(ctx: Context) -> None:
         if not counts:
             click.echo("(no jobs yet)")
         for row in running:
-            click.echo(
-                f"running  {row['id']}  {row['name']}  ({row['model']}, attempt {row['attempts'] + 1})"
-            )
+            click.echo(f"running  {row['id']}  {row['name']}  ({row['model']}, attempt {row['attempts'] + 1})")
 
     ctx.emit(data, human)
 
@@ -240,24 +233,82 @@ def status(ctx: Context) -> None:
 # -- jobs / show --------------------------------------------------------------------------------
 
 
+STATE_COLOURS = {
+    "done": "green",
+    "failed": "red",
+    "running": "cyan",
+    "queued": "yellow",
+    "cancelled": "magenta",
+}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def styled_state(state: str) -> str:
+    """The state, coloured (click drops the colour when stdout is not a terminal)."""
+    return click.style(f"{state:<9}", fg=STATE_COLOURS.get(state))
+
+
+def parse_since(value: str) -> datetime:
+    """`30m`, `2h`, `1d` ago, or an ISO date/time (UTC when no zone is given)."""
+    match = _DURATION.match(value.strip())
+    if match:
+        return datetime.now(UTC) - timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter("use a duration like 30m, 2h, 1d or an ISO date like 2026-11-24T08:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 @main.command()
 @click.option("--state", type=click.Choice([s.value for s in JobState if s is not JobState.REJECTED]))
 @click.option("--model", help="Only jobs of this model.")
+@click.option("--since", help="Only jobs created since: 30m, 2h, 1d, or an ISO date/time.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @json_option
 @pass_context
-def jobs(ctx: Context, state: str | None, model: str | None, limit: int) -> None:
+def jobs(ctx: Context, state: str | None, model: str | None, since: str | None, limit: int) -> None:
     """List jobs, newest first."""
-    rows = [_job_row(job) for job in ctx.store.jobs(state=state, model=model, limit=limit)]
+    after = parse_since(since) if since else None
+    rows = [_job_row(job) for job in ctx.store.jobs(state=state, model=model, since=after, limit=limit)]
 
     def human() -> None:
         if not rows:
             click.echo("no jobs")
         for row in rows:
             extra = f"{row['duration_s']}s" if row["duration_s"] else (row["error"] or "")
-            click.echo(f"{row['id']}  {row['state']:<9} {row['model']:<20} {row['name']:<30} {extra}")
+            click.echo(f"{row['id']}  {styled_state(row['state'])} {row['model']:<20} {row['name']:<30} {extra}")
 
     ctx.emit(rows, human)
+
+
+@main.command()
+@click.argument("refs", nargs=-1, required=True, metavar="JOB...")
+@click.option("--timeout", type=float, help="Give up after this many seconds (exit 1).")
+@json_option
+@pass_context
+def wait(ctx: Context, refs: tuple[str, ...], timeout: float | None) -> None:
+    """Block until every JOB is finished; exit 0 only if all are done."""
+    ids = [ctx.store.get(ref).id for ref in refs]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        found = [ctx.store.get(job_id) for job_id in ids]
+        if all(JobState(job.state).terminal for job in found):
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            pending = ", ".join(f"{job.name} ({job.state})" for job in found if not JobState(job.state).terminal)
+            fail(f"gave up after {timeout:g}s; still unfinished: {pending}")
+        time.sleep(WAIT_POLL_S)
+    rows = [_job_row(job) for job in found]
+
+    def human() -> None:
+        for row in rows:
+            click.echo(f"{row['id']}  {styled_state(row['state'])} {row['name']}")
+
+    ctx.emit(rows, human)
+    if any(job.state != JobState.DONE for job in found):
+        sys.exit(EXIT_FAILED)
 
 
 @main.command()
@@ -485,9 +536,7 @@ def voices(ctx: Context, model: str | None, refresh: bool) -> None:
         raise JobNotFound(f"no model named {model!r} (known: {', '.join(sorted(registry))})")
     cache_file = ctx.settings.state_dir / "voices.json"
     listing = [
-        v
-        for v in list_voices(registry, ctx.settings.models_dir, cache_file, refresh)
-        if model in (None, v.model)
+        v for v in list_voices(registry, ctx.settings.models_dir, cache_file, refresh) if model in (None, v.model)
     ]
 
     def human() -> None:
@@ -518,11 +567,7 @@ def doctor(ctx: Context) -> None:
             click.echo(f"{mark}  {check.name}: {check.detail}")
         click.echo("models")
         for row in report.facts["models"]:
-            where = (
-                f"{row['path']} ({row['bytes'] / 1024**2:.0f} MiB)"
-                if row["present"]
-                else "not on this machine"
-            )
+            where = f"{row['path']} ({row['bytes'] / 1024**2:.0f} MiB)" if row["present"] else "not on this machine"
             click.echo(f"  {row['model']:<24} {row['kind']:<13} {where}")
         click.echo("settings")
         for name, item in report.facts["settings"].items():

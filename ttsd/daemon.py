@@ -244,9 +244,7 @@ class Daemon:
     def _shutdown(
         self, store: Store, engines: EnginePool, watcher: InboxWatcher, intake: Intake, daemon_id: str
     ) -> None:
-        log.info(
-            "stopping: no new claims; waiting up to %.0fs for running work", self.settings.shutdown_grace_s
-        )
+        log.info("stopping: no new claims; waiting up to %.0fs for running work", self.settings.shutdown_grace_s)
         self.stop_event.set()
         watcher.stop()
         intake.join(timeout=5)

@@ -69,9 +69,7 @@ def _folder_check(name: str, path: Path) -> Check:
     if not path.exists():
         parent = next((p for p in path.parents if p.exists()), None)
         writable = parent is not None and os.access(parent, os.W_OK)
-        return Check(
-            name, writable, f"{path} (does not exist yet; {'can' if writable else 'cannot'} be created)"
-        )
+        return Check(name, writable, f"{path} (does not exist yet; {'can' if writable else 'cannot'} be created)")
     if not path.is_dir():
         return Check(name, False, f"{path} is not a folder")
     writable = os.access(path, os.W_OK | os.X_OK)
@@ -126,9 +124,7 @@ def diagnose(
     report.facts["models"] = models
     default = next((m for m in models if m["model"] == settings.default_model), None)
     if default is None:
-        report.checks.append(
-            Check("default model", False, f"{settings.default_model!r} is not a registry name")
-        )
+        report.checks.append(Check("default model", False, f"{settings.default_model!r} is not a registry name"))
     elif default["present"] or registry[settings.default_model].tiny:
         report.checks.append(Check("default model", True, f"{settings.default_model} ready"))
     else:

@@ -229,9 +229,7 @@ def decode_json(text: str) -> Any:
     except RecursionError as exc:
         raise _reject("too_deep", "the JSON is nested too deeply") from exc
     except json.JSONDecodeError as exc:
-        raise _reject(
-            "invalid_json", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from exc
+        raise _reject("invalid_json", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
 
 
 _NESTED: dict[str, type[BaseModel]] = {"generation": Generation, "chunking": Chunking}
@@ -257,9 +255,7 @@ def _check_safe_strings(job: JobFile) -> None:
             continue
         # The text itself may well read a URL out loud; every other string names or steers something.
         if field != "text" and _URL.match(value.strip()):
-            raise _reject(
-                "url_refused", "URLs are not accepted: ttsd never fetches anything a job names", field
-            )
+            raise _reject("url_refused", "URLs are not accepted: ttsd never fetches anything a job names", field)
         bad = _CONTROL.search(value) if field in _IDENTIFIER_FIELDS else None
         if "\x00" in value or bad:
             char = "\x00" if bad is None else bad.group()
@@ -269,9 +265,7 @@ def _check_safe_strings(job: JobFile) -> None:
 def _check_ref_audio(ref_audio: str) -> None:
     # Checked on the string itself: PurePosixPath would quietly drop a trailing "/" or "/.".
     if "/" in ref_audio or "\\" in ref_audio or not ref_audio or ref_audio.startswith("."):
-        raise _reject(
-            "invalid_field", "must be the plain name of a file in the inbox's voices/ folder", "ref_audio"
-        )
+        raise _reject("invalid_field", "must be the plain name of a file in the inbox's voices/ folder", "ref_audio")
 
 
 def _check_kind_fields(job: JobFile, entry: ModelEntry) -> None:
@@ -285,13 +279,9 @@ def _check_kind_fields(job: JobFile, entry: ModelEntry) -> None:
                 field,
             )
     if entry.kind == "voice_design" and not (job.instruct or "").strip():
-        raise _reject(
-            "missing_field", f"model {entry.name!r} (voice_design) needs a voice description", "instruct"
-        )
+        raise _reject("missing_field", f"model {entry.name!r} (voice_design) needs a voice description", "instruct")
     if entry.kind == "base" and not job.ref_audio:
-        raise _reject(
-            "missing_field", f"model {entry.name!r} (voice clone) needs a reference voice", "ref_audio"
-        )
+        raise _reject("missing_field", f"model {entry.name!r} (voice clone) needs a reference voice", "ref_audio")
 
 
 def resolve(job: JobFile, name: str, defaults: JobDefaults) -> JobSpec:
@@ -299,9 +289,7 @@ def resolve(job: JobFile, name: str, defaults: JobDefaults) -> JobSpec:
     if not job.text.strip():
         raise _reject("blank_text", "must not be blank", "text")
     if len(job.text) > defaults.max_job_chars:
-        raise _reject(
-            "text_too_long", f"is {len(job.text)} characters; the limit is {defaults.max_job_chars}", "text"
-        )
+        raise _reject("text_too_long", f"is {len(job.text)} characters; the limit is {defaults.max_job_chars}", "text")
     _check_safe_strings(job)
     model = job.model or defaults.default_model
     entry = defaults.registry.get(model)
@@ -394,13 +382,9 @@ def _parse_lines(text: str, stem_name: str, defaults: JobDefaults) -> list[Parse
     # allows raw inside a string. A "\r" left over from CRLF is whitespace to the JSON decoder.
     lines = [(number, line) for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
     if not lines:
-        return [
-            ParsedEntry(name=stem_name, line=None, rejection=_reject("empty", "the file holds no job lines"))
-        ]
+        return [ParsedEntry(name=stem_name, line=None, rejection=_reject("empty", "the file holds no job lines"))]
     if len(lines) > MAX_JOBS_PER_FILE:
-        rejection = _reject(
-            "too_many_jobs", f"the file holds {len(lines)} job lines; the limit is {MAX_JOBS_PER_FILE}"
-        )
+        rejection = _reject("too_many_jobs", f"the file holds {len(lines)} job lines; the limit is {MAX_JOBS_PER_FILE}")
         return [ParsedEntry(name=stem_name, line=None, rejection=rejection)]
     entries = []
     for number, line in lines:

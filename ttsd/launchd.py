@@ -48,9 +48,7 @@ BOOTSTRAP_EIO = 5
 BOOTSTRAP_RETRY_S = 15.0
 # The installer's variables the daemon reads: its settings (not every TTS_* name: TTS_FAULT, the crash
 # tests' fault injection, must never reach a LaunchAgent) and the Hugging Face cache and offline mode.
-PASS_THROUGH = frozenset(
-    [ENV_PREFIX + name.upper() for name in Settings.model_fields] + ["HF_HOME", "HF_HUB_OFFLINE"]
-)
+PASS_THROUGH = frozenset([ENV_PREFIX + name.upper() for name in Settings.model_fields] + ["HF_HOME", "HF_HUB_OFFLINE"])
 # Never in PASS_THROUGH, since the plist is world readable; an install that sees one set says where it
 # belongs instead.
 SECRETS = ("HF_TOKEN",)
@@ -389,9 +387,7 @@ def _stop(agent: Agent, runner: Runner, timeout_s: int, sleep: Callable[[float],
     raise LaunchdError(f"{agent.service} is still loaded {timeout_s}s after `launchctl bootout`")
 
 
-def install(
-    plan: InstallPlan, runner: Runner = run_command, sleep: Callable[[float], None] = time.sleep
-) -> None:
+def install(plan: InstallPlan, runner: Runner = run_command, sleep: Callable[[float], None] = time.sleep) -> None:
     """Write the plist and (re)load the agent. A loaded agent is booted out first (its daemon gets its
     whole ExitTimeOut to finish), so installing again applies changed settings."""
     require_macos()
@@ -417,9 +413,7 @@ def install(
         )
 
 
-def uninstall(
-    plan: UninstallPlan, runner: Runner = run_command, sleep: Callable[[float], None] = time.sleep
-) -> bool:
+def uninstall(plan: UninstallPlan, runner: Runner = run_command, sleep: Callable[[float], None] = time.sleep) -> bool:
     """Stop and unload the agent, then remove its plist. True if there was anything to remove."""
     require_macos()
     timeout_s = _stop_timeout(plan.agent, plan.exit_timeout_s)

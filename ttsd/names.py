@@ -34,8 +34,7 @@ def name_problem(name: str) -> str | None:
         if not _allowed(char, index == 0):
             where = "start with" if index == 0 else "contain"
             return (
-                f"must not {where} {char!r} (allowed: letters and digits of any script, "
-                "then also space, '.', '_', '-')"
+                f"must not {where} {char!r} (allowed: letters and digits of any script, then also space, '.', '_', '-')"
             )
     if name.endswith((" ", ".")):
         return "must not end with a space or a dot"

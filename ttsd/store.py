@@ -156,9 +156,7 @@ class Store:
         """Jobs of `model` queued or running: what backpressure measures."""
         with self._read() as session:
             return session.exec(
-                select(func.count())
-                .select_from(Job)
-                .where(Job.model == model, col(Job.state).in_(_PENDING_STATES))
+                select(func.count()).select_from(Job).where(Job.model == model, col(Job.state).in_(_PENDING_STATES))
             ).one()
 
     def models_with_queued_jobs(self) -> list[str]:
@@ -370,9 +368,7 @@ class Store:
 
     def latest_per_name(self) -> list[Job]:
         """For each output name, its newest job: the one its status file must describe."""
-        newest = (
-            select(Job.name, func.max(Job.created_at).label("created_at")).group_by(col(Job.name)).subquery()
-        )
+        newest = select(Job.name, func.max(Job.created_at).label("created_at")).group_by(col(Job.name)).subquery()
         query = select(Job).join(
             newest, (col(Job.name) == newest.c.name) & (col(Job.created_at) == newest.c.created_at)
         )
@@ -382,9 +378,7 @@ class Store:
     def counts(self) -> dict[str, dict[str, int]]:
         """Number of jobs per model and state."""
         with self._read() as session:
-            rows = session.exec(
-                select(Job.model, Job.state, func.count()).group_by(col(Job.model), col(Job.state))
-            )
+            rows = session.exec(select(Job.model, Job.state, func.count()).group_by(col(Job.model), col(Job.state)))
             counts: dict[str, dict[str, int]] = {}
             for model, state, number in rows:
                 counts.setdefault(model, {})[state] = number
@@ -459,16 +453,12 @@ class Store:
     def daemon_stopped(self, daemon_id: str) -> None:
         """Record a clean stop."""
         with self._write() as session:
-            session.execute(
-                update(DaemonRecord).where(col(DaemonRecord.id) == daemon_id).values(stopped_at=utcnow())
-            )
+            session.execute(update(DaemonRecord).where(col(DaemonRecord.id) == daemon_id).values(stopped_at=utcnow()))
 
     def latest_daemon(self) -> DaemonRecord | None:
         """The most recently started daemon, running or not."""
         with self._read() as session:
-            return session.exec(
-                select(DaemonRecord).order_by(col(DaemonRecord.started_at).desc()).limit(1)
-            ).first()
+            return session.exec(select(DaemonRecord).order_by(col(DaemonRecord.started_at).desc()).limit(1)).first()
 
     def integrity_check(self) -> str:
         """SQLite's own verdict on the database file ("ok" when sound)."""

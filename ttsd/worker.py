@@ -215,9 +215,7 @@ class Worker(threading.Thread):
             raise
         except Exception as exc:
             log.exception("worker %s: the engine raised an unexpected error", self.name)
-            raise TransientEngineError(
-                f"{type(exc).__name__}: {str(exc)[:500]}", code="engine_error"
-            ) from exc
+            raise TransientEngineError(f"{type(exc).__name__}: {str(exc)[:500]}", code="engine_error") from exc
 
     def _synthesize_batch(self, specs: Sequence[JobSpec]) -> tuple[list[np.ndarray], RunInfo]:
         requests = [self._request(spec) for spec in specs]
@@ -267,9 +265,7 @@ class Worker(threading.Thread):
             log.info("job %s was cancelled or reclaimed during synthesis; result discarded", job.id)
             self._publish(job.id)
             return
-        info = self.context.outbox.write_audio(
-            spec.name, spec.format, audio, spec.sample_rate, spec.normalize
-        )
+        info = self.context.outbox.write_audio(spec.name, spec.format, audio, spec.sample_rate, spec.normalize)
         crash_point("after_audio", spec.name)
         if not store.finish_done(job.id, token, info, run):
             log.info("job %s lost its lease before it was recorded; result discarded", job.id)
@@ -281,9 +277,7 @@ class Worker(threading.Thread):
         settings = self.context.settings
         transient = not isinstance(error, PermanentEngineError)
         delay = retry_delay(job.attempts - job.attempt_base + 1) if transient else None
-        state = self.context.store.finish_failed(
-            job.id, token, error.code, error.message, settings.max_attempts, delay
-        )
+        state = self.context.store.finish_failed(job.id, token, error.code, error.message, settings.max_attempts, delay)
         log.warning("job %s (%s): %s [%s] -> %s", job.id, job.name, error.message, error.code, state)
         self._publish(job.id)
 

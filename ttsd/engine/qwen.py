@@ -100,14 +100,11 @@ class QwenEngine:
                 )
         except Exception as exc:
             raise PermanentEngineError(
-                f"model {name!r} could not be loaded from {checkpoint}: "
-                f"{type(exc).__name__}: {str(exc)[:300]}",
+                f"model {name!r} could not be loaded from {checkpoint}: {type(exc).__name__}: {str(exc)[:300]}",
                 code="model_load_failed",
             ) from exc
         # Otherwise every generate call logs "Setting pad_token_id to eos_token_id".
-        model.model.talker.generation_config.pad_token_id = (
-            model.model.config.talker_config.codec_eos_token_id
-        )
+        model.model.talker.generation_config.pad_token_id = model.model.config.talker_config.codec_eos_token_id
         declared = getattr(model.model, "tts_model_type", kind)
         log.info(
             "loaded model %s (%s) on %s/%s with %s attention in %.2fs",

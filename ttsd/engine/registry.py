@@ -77,8 +77,7 @@ def _guess_kind_from_id(repo_id: str) -> ModelKind:
 def build_registry(extra: Mapping[str, str]) -> dict[str, ModelEntry]:
     """The official names, the tiny family, then `TTS_MODELS` entries (a local directory or a repo id)."""
     registry: dict[str, ModelEntry] = {
-        name: ModelEntry(name=name, kind=kind, repo_id=repo_id)
-        for name, (repo_id, kind) in OFFICIAL_MODELS.items()
+        name: ModelEntry(name=name, kind=kind, repo_id=repo_id) for name, (repo_id, kind) in OFFICIAL_MODELS.items()
     }
     registry.update({name: ModelEntry(name=name, kind=kind, tiny=True) for name, kind in TINY_MODELS.items()})
     for name, target in extra.items():

@@ -270,9 +270,7 @@ def _train_text_tokenizer(vocab_size: int = 1024) -> Any:
         ]
     )
     tokenizer.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
-    tokenizer.post_processor = processors.ByteLevel(
-        add_prefix_space=False, trim_offsets=False, use_regex=False
-    )
+    tokenizer.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=2,
@@ -299,9 +297,7 @@ def _train_text_tokenizer(vocab_size: int = 1024) -> Any:
     tokens = wrapped.convert_ids_to_tokens(ids)
     frame_open = ["<|im_start|>", "assistant", "Ċ"]
     if tokens[:3] != frame_open or tokens[-5:] != ["<|im_end|>", "Ċ", *frame_open]:
-        raise RuntimeError(
-            f"tiny tokenizer splits the chat frame differently than qwen_tts slices it: {tokens}"
-        )
+        raise RuntimeError(f"tiny tokenizer splits the chat frame differently than qwen_tts slices it: {tokens}")
     return wrapped
 
 
