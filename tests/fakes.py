@@ -25,7 +25,7 @@ from ttsd.jobs import JobDefaults, JobSpec, parse_object
 FAKE_MODEL = "fake"
 OTHER_MODEL = "fake-b"
 FAKE_RATE = 24_000
-SAMPLES_PER_CHAR = 240  # 10 ms of audio per character at 24 kHz
+SAMPLES_PER_CHAR = 1680  # 70 ms of audio per character at 24 kHz: a natural reading pace
 
 REGISTRY: dict[str, ModelEntry] = {
     name: ModelEntry(name=name, kind="custom_voice", repo_id=f"test/{name}")

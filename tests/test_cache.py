@@ -20,6 +20,7 @@ from ttsd.engine.base import Engine
 from ttsd.engine.pool import EnginePool
 from ttsd.engine.registry import ModelEntry
 from ttsd.jobs import parse_job_file
+from ttsd.longform import ChunkFiles
 from ttsd.outbox import Outbox
 from ttsd.store import Store
 from ttsd.worker import WorkContext, Worker
@@ -144,6 +145,7 @@ def test_a_hit_is_delivered_without_loading_the_model(tmp_path: Path) -> None:
                 outbox=Outbox(config.outbox),
                 engines=EnginePool(REGISTRY, load, idle_s=600),
                 voices_dir=config.inbox / "voices",
+                chunks=ChunkFiles(config.state_dir / "chunks"),
                 cache=AudioCache(config.cache_dir, store, 100, 10**9),
                 revision=lambda model: "rev1" if model == FAKE_MODEL else None,
             )

@@ -36,6 +36,7 @@ from ttsd.engine.base import Engine, SynthesisRequest
 from ttsd.engine.pool import EnginePool
 from ttsd.engine.registry import ModelEntry
 from ttsd.errors import EngineError, PermanentEngineError, TransientEngineError
+from ttsd.longform import ChunkFiles
 from ttsd.models import Job, JobState, utcnow
 from ttsd.outbox import Outbox
 from ttsd.publish import publish
@@ -67,7 +68,7 @@ STATUS_FIELDS = {
 }
 NESTED_FIELDS = {
     "error": {"code", "message"},
-    "progress": {"chunks_done", "chunks_total"},
+    "progress": {"chunks_done", "chunks_total", "audio_s", "eta_s"},
     "audio": {"file", "format", "sample_rate", "duration_s", "bytes", "sha256"},
     "timing": {"queue_s", "synth_s", "rtf"},
 }
@@ -127,7 +128,12 @@ def make_rig(tmp_path: Path) -> Iterator[MakeRig]:
 
         pool = EnginePool(REGISTRY, load, idle_s=600)
         context = WorkContext(
-            settings=config, store=store, outbox=outbox, engines=pool, voices_dir=config.inbox / "voices"
+            settings=config,
+            store=store,
+            outbox=outbox,
+            engines=pool,
+            voices_dir=config.inbox / "voices",
+            chunks=ChunkFiles(config.state_dir / "chunks"),
         )
         return Rig(config, store, outbox, engine, Worker(FAKE_MODEL, 0, context, threading.Event()))
 
@@ -169,7 +175,8 @@ def test_a_batch_of_compatible_jobs_is_one_call(make_rig: MakeRig) -> None:
         status = assert_delivered(rig, job, text)
         assert status["attempts"] == 1
         assert (status["device"], status["dtype"]) == ("cpu", "float32")
-        assert status["progress"] == {"chunks_done": 1, "chunks_total": 1}
+        audio_s = status["audio"]["duration_s"]
+        assert status["progress"] == {"chunks_done": 1, "chunks_total": 1, "audio_s": audio_s, "eta_s": None}
         assert status["timing"]["synth_s"] is not None
     assert not rig.worker.work_once()
     assert rig.store.counts() == {FAKE_MODEL: {"done": 3}}

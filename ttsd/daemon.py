@@ -26,7 +26,8 @@ from ttsd.engine.weights import revision_resolver
 from ttsd.errors import DaemonAlreadyRunning
 from ttsd.intake import VOICES_DIR, Intake
 from ttsd.jobs import JobDefaults
-from ttsd.models import utcnow
+from ttsd.longform import ChunkFiles
+from ttsd.models import JobState, utcnow
 from ttsd.outbox import Outbox
 from ttsd.publish import publish, rebuild_status_files
 from ttsd.store import Store
@@ -90,6 +91,17 @@ def job_defaults(settings: Settings) -> JobDefaults:
     )
 
 
+def sweep_chunks(store: Store, files: ChunkFiles) -> None:
+    """At start: chunks of jobs that finished (or vanished) are no longer needed."""
+    states = store.jobs_with_chunks()
+    for job_id, state in states.items():
+        if JobState(state).terminal:
+            store.drop_chunks(job_id)
+    for job_id in files.job_ids():
+        if job_id not in states or JobState(states[job_id]).terminal:
+            files.discard(job_id)
+
+
 class Daemon:
     """One running ttsd: owns the store, the engines, the intake thread and the workers."""
 
@@ -120,6 +132,7 @@ class Daemon:
         outbox = Outbox(settings.outbox)
         record = store.register_daemon(settings.inbox, settings.outbox, __version__)
         self._recover(store, outbox)
+        sweep_chunks(store, ChunkFiles(settings.state_dir / "chunks"))
 
         engines = EnginePool(self.registry, self._loader, settings.model_idle_s, settings.max_loaded_models)
         cache = (
@@ -133,6 +146,8 @@ class Daemon:
             outbox=outbox,
             engines=engines,
             voices_dir=settings.inbox / VOICES_DIR,
+            chunks=ChunkFiles(settings.state_dir / "chunks"),
+            registry=self.registry,
             cache=cache,
             revision=revision_resolver(self.registry, settings.models_dir),
             on_job_finished=lambda: intake.nudge(),

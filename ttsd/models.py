@@ -80,6 +80,7 @@ class Job(SQLModel, table=True):
     synth_s: float | None = None
     chunks_done: int = 0
     chunks_total: int = 1
+    audio_s_done: float = 0.0
 
     audio_file: str | None = None
     audio_format: str | None = None
@@ -87,6 +88,20 @@ class Job(SQLModel, table=True):
     duration_s: float | None = None
     audio_bytes: int | None = None
     audio_sha256: str | None = None
+
+
+class ChunkRow(SQLModel, table=True):
+    """One piece of a job's text. Finished pieces survive a crash, so the job resumes after them."""
+
+    __tablename__ = "chunk"
+
+    job_id: str = Field(primary_key=True)
+    index: int = Field(primary_key=True)
+    text: str
+    pause_after_ms: int
+    done: bool = False
+    cache_hit: bool = False
+    duration_s: float | None = None
 
 
 class DaemonRecord(SQLModel, table=True):

@@ -20,6 +20,20 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     return None if start is None or end is None else round((end - start).total_seconds(), 3)
 
 
+def progress(job: Job) -> dict[str, Any]:
+    """Chunks done, audio made so far, and an ETA from the time the finished chunks took."""
+    eta = None
+    remaining = job.chunks_total - job.chunks_done
+    if job.state == JobState.RUNNING and job.chunks_done and job.synth_s:
+        eta = round(job.synth_s / job.chunks_done * remaining, 1)
+    return {
+        "chunks_done": job.chunks_done,
+        "chunks_total": job.chunks_total,
+        "audio_s": round(job.duration_s if job.state == JobState.DONE and job.duration_s else job.audio_s_done, 3),
+        "eta_s": eta,
+    }
+
+
 def status_document(job: Job) -> dict[str, Any]:
     """The status file of a queued job, in whatever state it is."""
     spec = JobSpec.model_validate_json(job.spec_json)
@@ -55,7 +69,7 @@ def status_document(job: Job) -> dict[str, Any]:
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
-        "progress": {"chunks_done": job.chunks_done, "chunks_total": job.chunks_total},
+        "progress": progress(job),
         "audio": audio,
         "timing": {"queue_s": _seconds(job.created_at, job.started_at), "synth_s": job.synth_s, "rtf": rtf},
         "cache_hit": job.cache_hit,

@@ -25,7 +25,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from ttsd.errors import JobNotFound, StoreError
 from ttsd.jobs import JobSpec
-from ttsd.models import AudioInfo, CacheEntry, Counter, DaemonRecord, Job, JobState, RunInfo, utcnow
+from ttsd.models import AudioInfo, CacheEntry, ChunkRow, Counter, DaemonRecord, Job, JobState, RunInfo, utcnow
 
 _LIVE_STATES = (JobState.QUEUED.value, JobState.RUNNING.value, JobState.DONE.value)
 _PENDING_STATES = (JobState.QUEUED.value, JobState.RUNNING.value)
@@ -244,6 +244,66 @@ class Store:
         }
         return self._guarded_update(job_id, token, values)
 
+    # -- chunks of long jobs ---------------------------------------------------------------------
+
+    def chunks(self, job_id: str) -> list[ChunkRow]:
+        """A job's chunks in order (empty before its first claim)."""
+        with self._read() as session:
+            return list(session.exec(select(ChunkRow).where(ChunkRow.job_id == job_id).order_by(col(ChunkRow.index))))
+
+    def plan_chunks(self, job_id: str, token: str, pieces: list[tuple[str, int]]) -> list[ChunkRow] | None:
+        """The job's chunks: the ones recorded earlier (a resumed job), else `pieces` (text, pause
+        after in ms) recorded now. None if `token` no longer holds the job."""
+        with self._write() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state != JobState.RUNNING.value or job.lease_token != token:
+                return None
+            rows = list(session.exec(select(ChunkRow).where(ChunkRow.job_id == job_id).order_by(col(ChunkRow.index))))
+            if rows:
+                return rows
+            rows = [
+                ChunkRow(job_id=job_id, index=index, text=text, pause_after_ms=pause)
+                for index, (text, pause) in enumerate(pieces)
+            ]
+            session.add_all(rows)
+            job.chunks_total = len(rows)
+            job.chunks_done = 0
+            job.audio_s_done = 0.0
+            job.synth_s = 0.0
+            session.add(job)
+            return rows
+
+    def chunk_done(
+        self, job_id: str, token: str, index: int, duration_s: float, synth_s: float, cache_hit: bool
+    ) -> bool:
+        """Record a finished chunk and the job's progress, only while `token` holds the job."""
+        with self._write() as session:
+            job = session.get(Job, job_id)
+            chunk = session.get(ChunkRow, (job_id, index))
+            if job is None or chunk is None or job.state != JobState.RUNNING.value or job.lease_token != token:
+                return False
+            if not chunk.done:
+                chunk.done = True
+                chunk.cache_hit = cache_hit
+                chunk.duration_s = duration_s
+                job.chunks_done += 1
+                job.audio_s_done = round(job.audio_s_done + duration_s, 3)
+                job.synth_s = round((job.synth_s or 0.0) + synth_s, 3)
+                session.add_all([chunk, job])
+            return True
+
+    def drop_chunks(self, job_id: str) -> None:
+        """Forget a finished job's chunks (their audio is in the delivered file now)."""
+        with self._write() as session:
+            for chunk in session.exec(select(ChunkRow).where(ChunkRow.job_id == job_id)):
+                session.delete(chunk)
+
+    def jobs_with_chunks(self) -> dict[str, str]:
+        """Job id -> state, for every job that still has chunk rows."""
+        with self._read() as session:
+            rows = session.exec(select(Job.id, Job.state).where(col(Job.id).in_(select(ChunkRow.job_id).distinct())))
+            return {str(job_id): str(state) for job_id, state in rows.all()}
+
     def finish_failed(
         self, job_id: str, token: str, code: str, message: str, max_attempts: int, retry_after_s: float | None
     ) -> JobState | None:
@@ -417,7 +477,10 @@ class Store:
             current.error_code = None
             current.error_message = None
             current.chunks_done = 0
+            current.audio_s_done = 0.0
             session.add(current)
+            for chunk in session.exec(select(ChunkRow).where(ChunkRow.job_id == current.id)):
+                session.delete(chunk)
             return current
 
     def failed_job_ids(self) -> list[str]:

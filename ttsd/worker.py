@@ -1,4 +1,6 @@
-"""Workers: per model, claim a batch -> synthesize -> deliver -> record, one guarded step at a time.
+"""Workers: per model, claim a batch -> speak its chunks -> join -> deliver -> record, one guarded
+step at a time. Every finished chunk is kept (file + row) before the next, so a job interrupted
+halfway resumes where it stopped.
 
 Order of delivery (so a crash anywhere leaves a state recovery can finish): audio file written
 atomically, then the guarded `done` in the queue, then the status file (which is derived from the
@@ -10,27 +12,32 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ttsd.cache import AudioCache, cache_key, file_sha256
+from ttsd.chunking import split_text
 from ttsd.config import Settings
-from ttsd.engine.base import SynthesisRequest
+from ttsd.engine.base import DevicePlan, SynthesisRequest
 from ttsd.engine.pool import EnginePool
+from ttsd.engine.registry import ModelEntry
 from ttsd.errors import EngineError, PermanentEngineError, TransientEngineError, TtsdError
 from ttsd.faults import crash_point
 from ttsd.jobs import JobSpec
-from ttsd.models import Job, RunInfo
+from ttsd.longform import ChunkFiles, join_chunks
+from ttsd.models import ChunkRow, Job, JobState, RunInfo
 from ttsd.outbox import Outbox, resample
 from ttsd.publish import publish
+from ttsd.quality import quality_problem
 from ttsd.store import Store
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 300.0
+QUALITY_RERENDERS = 2
 
 
 def retry_delay(attempt: int) -> float:
@@ -47,6 +54,8 @@ class WorkContext:
     outbox: Outbox
     engines: EnginePool
     voices_dir: Path
+    chunks: ChunkFiles
+    registry: Mapping[str, ModelEntry] = field(default_factory=dict)
     cache: AudioCache | None = None
     revision: Callable[[str], str | None] = lambda model: None
     on_job_finished: Callable[[], None] = lambda: None
@@ -94,6 +103,16 @@ def reference_path(voices_dir: Path, ref_audio: str) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class _Unit:
+    """One chunk of one job, waiting to be spoken."""
+
+    job: Job
+    spec: JobSpec
+    chunk: ChunkRow
+    key: str | None
+
+
 class Worker(threading.Thread):
     """Serves one model's queue until `stop` is set; `wake` says new work may be there."""
 
@@ -103,6 +122,7 @@ class Worker(threading.Thread):
         self.context = context
         self.stop = stop
         self.wake = threading.Event()
+        self._last_plan: DevicePlan | None = None
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -129,41 +149,155 @@ class Worker(threading.Thread):
         return True
 
     def _process(self, token: str, jobs: Sequence[Job]) -> None:
-        specs = [JobSpec.model_validate_json(job.spec_json) for job in jobs]
-        todo: list[tuple[Job, JobSpec, str | None]] = []
-        for job, spec in zip(jobs, specs, strict=True):
+        """Plan each job's chunks, answer what the cache can, speak the rest in batches across the
+        claimed jobs, then join and deliver every job whose chunks are all done."""
+        plans: list[tuple[Job, JobSpec]] = []
+        units: list[_Unit] = []
+        for job in jobs:
+            spec = JobSpec.model_validate_json(job.spec_json)
             try:
-                key = self._cache_key(spec)
+                pending = self._pending_units(token, job, spec)
             except EngineError as error:
                 self._fail(token, job, error)
                 continue
+            if pending is None:
+                self._discard(job.id, "it was cancelled or reclaimed")
+                continue
+            plans.append((job, spec))
+            units += pending
+        failed: set[str] = set()
+        for group in self._groups(units):
+            self._render(token, [unit for unit in group if unit.job.id not in failed], failed)
+        for job, spec in plans:
+            if job.id not in failed:
+                self._finish(token, job, spec)
+
+    def _pending_units(self, token: str, job: Job, spec: JobSpec) -> list[_Unit] | None:
+        """The chunks still to speak; cached ones are recorded at once. None: the lease is gone."""
+        pieces = [
+            (chunk.text, chunk.pause_after_ms) for chunk in split_text(spec.text, spec.chunk_max_chars, spec.gap_ms)
+        ]
+        chunks = self.context.store.plan_chunks(job.id, token, pieces)
+        if chunks is None:
+            return None
+        pending = []
+        for chunk in chunks:
+            if chunk.done and self.context.chunks.load(job.id, chunk.index) is not None:
+                continue
+            key = self._cache_key(spec, chunk.text)
             cached = self._cached(spec, key)
             if cached is None:
-                todo.append((job, spec, key))
-            else:
-                hit = RunInfo(device=None, dtype=None, seed=spec.seed, cache_hit=True, synth_s=0.0)
-                self._deliver_or_fail(token, job, spec, cached, hit)
-        if not todo:
+                pending.append(_Unit(job, spec, chunk, key))
+            elif not self._record_chunk(token, job, chunk, cached, synth_s=0.0, cache_hit=True):
+                return None
+        return pending
+
+    def _groups(self, units: Sequence[_Unit]) -> list[list[_Unit]]:
+        """Batches for the engine: up to max_batch chunks, from one job or several. A seeded job's
+        chunks go one at a time, each with its own derived seed, so its take never depends on
+        how its chunks happened to be grouped (a resumed job sounds like an uninterrupted one)."""
+        size = self.context.settings.max_batch
+        groups: list[list[_Unit]] = []
+        unseeded = [unit for unit in units if unit.spec.seed is None]
+        groups += [unseeded[i : i + size] for i in range(0, len(unseeded), size)]
+        groups += [[unit] for unit in units if unit.spec.seed is not None]
+        return groups
+
+    def _render(self, token: str, group: list[_Unit], failed: set[str]) -> None:
+        if not group:
             return
         try:
-            wavs, run = self._synthesize([spec for _job, spec, _key in todo])
+            wavs, seconds = self._synthesize(group)
         except EngineError as error:
-            if len(todo) == 1:
-                self._fail(token, todo[0][0], error)
+            if len(group) == 1:
+                self._fail(token, group[0].job, error)
+                failed.add(group[0].job.id)
                 return
-            log.warning("batch of %d failed (%s); retrying its jobs one by one", len(todo), error.message)
-            for job, spec, key in todo:
-                if self.context.store.holds_lease(job.id, token):
-                    self._process_single(token, job, spec, key)
-                else:
-                    self._publish(job.id)
+            log.warning("batch of %d chunks failed (%s); retrying them one by one", len(group), error.message)
+            for unit in group:
+                if unit.job.id not in failed:
+                    self._render(token, [unit], failed)
             return
-        for (job, spec, key), wav in zip(todo, wavs, strict=True):
-            self._remember(spec, key, wav)
-            self._deliver_or_fail(token, job, spec, wav, run)
+        for unit, wav in zip(group, wavs, strict=True):
+            if unit.job.id in failed:
+                continue
+            try:
+                wav = self._guarded(unit, wav)
+            except EngineError as error:
+                self._fail(token, unit.job, error)
+                failed.add(unit.job.id)
+                continue
+            self._remember(unit, wav)
+            if not self._record_chunk(token, unit.job, unit.chunk, wav, seconds / len(group), cache_hit=False):
+                failed.add(unit.job.id)
+                self._discard(unit.job.id, "it was cancelled or reclaimed")
 
-    def _cache_key(self, spec: JobSpec) -> str | None:
-        """The job's cache address, or None when caching is off or the weights are not yet known."""
+    def _guarded(self, unit: _Unit, wav: np.ndarray) -> np.ndarray:
+        """The take, or a re-render with another seed when a quality guard refuses it."""
+        entry = self.context.registry.get(self.model)
+        check_length = entry is None or not entry.tiny  # tiny random weights never stop by themselves
+        rate = unit.spec.sample_rate
+        for attempt in range(1, QUALITY_RERENDERS + 1):
+            problem = quality_problem(wav, rate, unit.chunk.text, check_length)
+            if problem is None:
+                return wav
+            log.warning("job %s chunk %d: %s; re-rendering (%d/%d)", unit.job.id, unit.chunk.index, problem,
+                        attempt, QUALITY_RERENDERS)  # fmt: skip
+            wavs, _seconds = self._synthesize([unit], seed=(unit.spec.seed or 0) + 7919 * attempt + unit.chunk.index)
+            wav = wavs[0]
+        problem = quality_problem(wav, rate, unit.chunk.text, check_length)
+        if problem is None:
+            return wav
+        raise PermanentEngineError(
+            f"chunk {unit.chunk.index + 1} failed its quality check {QUALITY_RERENDERS + 1} times: {problem}",
+            code="quality",
+        )
+
+    def _record_chunk(
+        self, token: str, job: Job, chunk: ChunkRow, audio: np.ndarray, synth_s: float, cache_hit: bool
+    ) -> bool:
+        self.context.chunks.save(job.id, chunk.index, audio)
+        duration = len(audio) / JobSpec.model_validate_json(job.spec_json).sample_rate
+        if not self.context.store.chunk_done(job.id, token, chunk.index, round(duration, 3), synth_s, cache_hit):
+            return False
+        crash_point("chunk_done", f"{job.name}#{chunk.index}")
+        self._publish(job.id)
+        return True
+
+    def _finish(self, token: str, job: Job, spec: JobSpec) -> None:
+        chunks = self.context.store.chunks(job.id)
+        audios = [self.context.chunks.load(job.id, chunk.index) for chunk in chunks]
+        if not chunks or any(audio is None for audio in audios) or not all(chunk.done for chunk in chunks):
+            self.context.store.drop_chunks(job.id)
+            self.context.chunks.discard(job.id)
+            error = TransientEngineError("finished chunks were missing; rendering the job again", code="chunks_lost")
+            self._fail(token, job, error)
+            return
+        joined = join_chunks([a for a in audios if a is not None], [c.pause_after_ms for c in chunks], spec.sample_rate)
+        current = self.context.store.get(job.id)
+        plan = self._last_plan
+        run = RunInfo(
+            device=plan.device if plan and not all(c.cache_hit for c in chunks) else None,
+            dtype=plan.dtype if plan and not all(c.cache_hit for c in chunks) else None,
+            seed=spec.seed,
+            cache_hit=all(chunk.cache_hit for chunk in chunks),
+            synth_s=round(current.synth_s or 0.0, 3),
+        )
+        self._deliver_or_fail(token, job, spec, joined, run)
+        if JobState(self.context.store.get(job.id).state).terminal:
+            self._discard(job.id, None)
+
+    def _discard(self, job_id: str, reason: str | None) -> None:
+        """Forget a job's chunks once it is finished (or no longer ours)."""
+        if reason:
+            log.info("job %s: result discarded because %s", job_id, reason)
+            self._publish(job_id)
+        self.context.chunks.discard(job_id)
+        if JobState(self.context.store.get(job_id).state).terminal:
+            self.context.store.drop_chunks(job_id)
+
+    def _cache_key(self, spec: JobSpec, text: str) -> str | None:
+        """A chunk's cache address, or None when caching is off or the weights are not yet known."""
         cache = self.context.cache
         if cache is None:
             return None
@@ -173,76 +307,63 @@ class Worker(threading.Thread):
         reference = None
         if spec.ref_audio:
             reference = file_sha256(reference_path(self.context.voices_dir, spec.ref_audio))
-        return cache_key(spec, spec.text, revision, reference)
+        return cache_key(spec, text, revision, reference)
 
     def _cached(self, spec: JobSpec, key: str | None) -> np.ndarray | None:
         if key is None or not spec.cache or self.context.cache is None:
             return None
         return self.context.cache.get(key)
 
-    def _remember(self, spec: JobSpec, key: str | None, wav: np.ndarray) -> None:
+    def _remember(self, unit: _Unit, wav: np.ndarray) -> None:
         cache = self.context.cache
-        if cache is None:
-            return
-        key = key or self._cache_key(spec)
-        if key is None:
+        key = unit.key or self._cache_key(unit.spec, unit.chunk.text)
+        if cache is None or key is None:
             return
         try:
             cache.put(key, wav)
         except OSError:
-            log.exception("could not cache the audio of %s", spec.name)
+            log.exception("could not cache a chunk of %s", unit.spec.name)
 
-    def _process_single(self, token: str, job: Job, spec: JobSpec, key: str | None) -> None:
-        try:
-            wavs, run = self._synthesize([spec])
-        except EngineError as error:
-            self._fail(token, job, error)
-            return
-        self._remember(spec, key, wavs[0])
-        self._deliver_or_fail(token, job, spec, wavs[0], run)
-
-    def _synthesize(self, specs: Sequence[JobSpec]) -> tuple[list[np.ndarray], RunInfo]:
-        """Speak a batch; each waveform comes back at its job's sample rate.
+    def _synthesize(self, group: Sequence[_Unit], seed: int | None = None) -> tuple[list[np.ndarray], float]:
+        """Speak a group of chunks in one call; each waveform comes back at its job's sample rate,
+        with the seconds the call took.
 
         Every failure comes out as an EngineError: anything else an engine or loader raises is
         taken as transient, so the job is counted and retried with backoff instead of sitting in
         `running` until its lease runs out."""
-        for spec in specs:
-            crash_point("synthesis", spec.name)
+        for unit in group:
+            crash_point("synthesis", unit.spec.name)
         try:
-            return self._synthesize_batch(specs)
+            return self._synthesize_group(group, seed)
         except EngineError:
             raise
         except Exception as exc:
             log.exception("worker %s: the engine raised an unexpected error", self.name)
             raise TransientEngineError(f"{type(exc).__name__}: {str(exc)[:500]}", code="engine_error") from exc
 
-    def _synthesize_batch(self, specs: Sequence[JobSpec]) -> tuple[list[np.ndarray], RunInfo]:
-        requests = [self._request(spec) for spec in specs]
-        first = specs[0]
+    def _synthesize_group(self, group: Sequence[_Unit], seed: int | None) -> tuple[list[np.ndarray], float]:
+        requests = [self._request(unit.spec, unit.chunk.text) for unit in group]
+        first = group[0]
+        if seed is None and first.spec.seed is not None:
+            seed = first.spec.seed + first.chunk.index
         with self.context.engines.use(self.model) as engine:
             started = time.perf_counter()
-            wavs = engine.synthesize(requests, first.generation.as_kwargs(), first.seed)
+            wavs = engine.synthesize(requests, first.spec.generation.as_kwargs(), seed)
             elapsed = time.perf_counter() - started
             if len(wavs) != len(requests):
                 raise TransientEngineError(
-                    f"the engine returned {len(wavs)} waveform(s) for {len(requests)} text(s)",
-                    code="engine_error",
+                    f"the engine returned {len(wavs)} waveform(s) for {len(requests)} text(s)", code="engine_error"
                 )
-            run = RunInfo(
-                device=engine.plan.device,
-                dtype=engine.plan.dtype,
-                seed=first.seed,
-                cache_hit=False,
-                synth_s=round(elapsed / len(specs), 3),
-            )
+            self._last_plan = engine.plan
             rate = engine.sample_rate
-        return [resample(wav, rate, spec.sample_rate) for wav, spec in zip(wavs, specs, strict=True)], run
+        log.info("synthesized %d chunk(s) in %.2fs: %s", len(group), elapsed,
+                 ", ".join(f"{u.job.name}#{u.chunk.index}" for u in group))  # fmt: skip
+        return [resample(wav, rate, unit.spec.sample_rate) for wav, unit in zip(wavs, group, strict=True)], elapsed
 
-    def _request(self, spec: JobSpec) -> SynthesisRequest:
+    def _request(self, spec: JobSpec, text: str) -> SynthesisRequest:
         ref_audio = reference_path(self.context.voices_dir, spec.ref_audio) if spec.ref_audio else None
         return SynthesisRequest(
-            text=spec.text,
+            text=text,
             language=spec.language,
             speaker=spec.speaker,
             instruct=spec.instruct,
