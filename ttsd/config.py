@@ -14,6 +14,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ttsd.errors import ConfigError
+from ttsd.hooks import DRAIN_PLACEHOLDERS, JOB_PLACEHOLDERS, parse_template
 
 ENV_PREFIX = "TTS_"
 CONFIG_FILE_NAME = "ttsd.toml"
@@ -64,6 +65,18 @@ class Settings(BaseModel):
     stable_s: float = Field(0.3, ge=0)
     shutdown_grace_s: float = Field(20.0, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # None: <state_dir>/logs/ttsd.log (ttsd.logs.log_file_path).
+    log_file: Path | None = None
+    log_max_bytes: int = Field(10 * 1024**2, ge=1024)
+    # At least one: with none, RotatingFileHandler never rolls over and the file grows without end.
+    log_backups: int = Field(5, ge=1, le=100)
+
+    # Completion hooks (ttsd.hooks): command templates run without a shell. Only the settings can
+    # name a command; a job file never can.
+    on_job_done: str | None = None
+    on_queue_drained: str | None = None
+    hook_timeout_s: float = Field(30.0, gt=0, le=3600)
+    notify: bool = False
 
     @field_validator("inbox", "outbox", "state_dir")
     @classmethod
@@ -83,6 +96,22 @@ class Settings(BaseModel):
     @classmethod
     def _upper(cls, level: object) -> object:
         return level.upper() if isinstance(level, str) else level
+
+    @field_validator("log_file")
+    @classmethod
+    def _absolute_log_file(cls, path: Path | None) -> Path | None:
+        return None if path is None else Path(os.path.normpath(path.expanduser().absolute()))
+
+    @field_validator("on_job_done", "on_queue_drained")
+    @classmethod
+    def _hook_template(cls, template: str | None, info: ValidationInfo) -> str | None:
+        # Checked here, once, so a typo in a placeholder stops the daemon at start rather than
+        # failing every job's hook later.
+        if template is None or not template.strip():
+            return None
+        placeholders = JOB_PLACEHOLDERS if info.field_name == "on_job_done" else DRAIN_PLACEHOLDERS
+        parse_template(template, placeholders)
+        return template
 
     @property
     def db_path(self) -> Path:
@@ -202,9 +231,7 @@ def load_settings(
     try:
         settings = Settings(**merged)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{_setting_label(str(err['loc'][0]), sources)}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{_setting_label(str(err['loc'][0]), sources)}: {err['msg']}" for err in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from exc
     return LoadedSettings(settings=settings, sources=sources, config_file=config_file)
 
