@@ -24,7 +24,7 @@ PARAGRAPH = (
 
 
 def long_text(chars: int) -> str:
-    paragraphs = []
+    paragraphs: list[str] = []
     while sum(len(p) for p in paragraphs) < chars:
         paragraphs.append(PARAGRAPH * 3)
     return "\n\n".join(paragraphs)[:chars].rsplit(" ", 1)[0] + "."
