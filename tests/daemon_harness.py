@@ -36,10 +36,12 @@ class DaemonProcess:
 
     process: subprocess.Popen[bytes]
     log_path: Path
+    json_log: Path
 
     def log(self) -> str:
-        """Everything the daemon wrote so far."""
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
+        """Everything the daemon wrote so far: its own log file (JSON lines) and its stdout/stderr."""
+        paths = [path for path in (self.json_log, self.log_path) if path.exists()]
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace") for path in paths)
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Wait until the daemon says it is serving (or fail with its log)."""
@@ -111,15 +113,16 @@ class DaemonEnv:
     def start(self, **settings: str) -> DaemonProcess:
         """Start `ttsd run` with extra environment (e.g. TTS_FAULT="synthesis:victim")."""
         log_path = self.root / f"daemon-{len(self.processes)}.log"
+        json_log = self.root / f"daemon-{len(self.processes)}.jsonl"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "ttsd", "run"],
-                env={**self.env, **settings},
+                env={**self.env, "TTS_LOG_FILE": str(json_log), **settings},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.root,
             )
-        daemon = DaemonProcess(process, log_path)
+        daemon = DaemonProcess(process, log_path, json_log)
         self.processes.append(daemon)
         return daemon
 

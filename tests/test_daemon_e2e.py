@@ -4,6 +4,8 @@ checkpoint. Nothing here is mocked."""
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -90,7 +92,13 @@ def test_same_job_twice_is_one_job(daemon_env: DaemonEnv) -> None:
 
 
 def test_cli_round_trip_against_a_running_daemon(daemon_env: DaemonEnv) -> None:
-    daemon = daemon_env.start()
+    hook_log = daemon_env.root / "hooks.log"
+    record = f"import os; open({str(hook_log)!r}, 'a').write(os.environ['TTSD_EVENT'] + ' ' + '{{name}}' + ' ' + "
+    record += "os.environ.get('TTSD_JOB_STATE', os.environ.get('TTSD_DONE', '')) + '\\n')"
+    daemon = daemon_env.start(
+        TTS_ON_JOB_DONE=f"{sys.executable} -c {shlex.quote(record)}",
+        TTS_ON_QUEUE_DRAINED=f"{sys.executable} -c {shlex.quote(record.replace('{name}', 'all'))}",
+    )
     daemon.wait_ready()
 
     submitted = daemon_env.cli("submit", "Submitted from the command line.", "--speaker", "Ryan", "--wait", "--json")
@@ -111,9 +119,14 @@ def test_cli_round_trip_against_a_running_daemon(daemon_env: DaemonEnv) -> None:
     assert unknown_speaker.returncode == 1
     assert "Nobody" in unknown_speaker.stdout and "voices:" in unknown_speaker.stdout
 
+    wait_for(lambda: hook_log.exists() and hook_log.read_text().count("queue_drained") == 2, 30, "two drains")
     assert daemon.terminate() == 0
     status = json.loads(daemon_env.cli("status", "--json").stdout)
     assert status["daemon"]["running"] is False
+    events = hook_log.read_text().splitlines()
+    assert f"job_done {document['name']} done" in events
+    assert any(line.startswith("job_done who-is-this") and line.endswith("failed") for line in events)
+    assert events[-1].startswith("queue_drained all")
 
 
 def test_second_daemon_on_the_same_state_refuses(daemon_env: DaemonEnv) -> None:

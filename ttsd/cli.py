@@ -5,9 +5,9 @@ Exit codes: 0 ok, 1 failed (a job failed, the daemon could not start), 2 usage, 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import logging
 import os
 import re
 import sys
@@ -136,14 +136,28 @@ def main(
 def run(ctx: Context) -> None:
     """Run the daemon in the foreground (what the LaunchAgent starts)."""
     from ttsd.daemon import run_daemon
+    from ttsd.logs import log_file_path, setup_logging
 
-    settings = ctx.settings
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    sys.exit(run_daemon(settings))
+    setup_logging(ctx.settings, log_file_path(ctx.settings))
+    sys.exit(run_daemon(ctx.settings))
+
+
+@main.command()
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=40, show_default=True, help="Lines of history.")
+@click.option("-f", "--follow", "keep_following", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
+@json_option
+@pass_context
+def logs(ctx: Context, lines: int, keep_following: bool) -> None:
+    """The daemon's log: human lines on a terminal, the JSON lines themselves with --json or in a pipe."""
+    from ttsd.logs import follow, human_line, log_file_path
+
+    path = log_file_path(ctx.settings)
+    if not path.exists() and not keep_following:
+        fail(f"no log yet at {path} (the daemon writes it once it runs)", EXIT_NOT_FOUND)
+    readable = sys.stdout.isatty() and not ctx.as_json
+    with contextlib.suppress(KeyboardInterrupt):
+        for line in follow(path, lines, (lambda: False) if keep_following else (lambda: True)):
+            click.echo(human_line(line) if readable else line)
 
 
 # -- status -------------------------------------------------------------------------------------

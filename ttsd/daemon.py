@@ -24,10 +24,11 @@ from ttsd.engine.qwen_import import import_qwen_tts_quietly
 from ttsd.engine.registry import build_registry
 from ttsd.engine.weights import revision_resolver
 from ttsd.errors import DaemonAlreadyRunning
+from ttsd.hooks import DrainTracker, HookRunner
 from ttsd.intake import VOICES_DIR, Intake
 from ttsd.jobs import JobDefaults
 from ttsd.longform import ChunkFiles
-from ttsd.models import JobState, utcnow
+from ttsd.models import Job, JobState, utcnow
 from ttsd.outbox import Outbox
 from ttsd.publish import publish, rebuild_status_files
 from ttsd.store import Store
@@ -134,6 +135,10 @@ class Daemon:
         self._recover(store, outbox)
         sweep_chunks(store, ChunkFiles(settings.state_dir / "chunks"))
 
+        self._hooks = HookRunner(settings)
+        self._hooks.start()
+        self._drain = DrainTracker(pending=store.pending_total, settle_s=settings.scan_interval_s)
+        self._outbox = outbox
         engines = EnginePool(self.registry, self._loader, settings.model_idle_s, settings.max_loaded_models)
         cache = (
             AudioCache(settings.cache_dir, store, settings.cache_size, settings.cache_max_bytes)
@@ -151,6 +156,7 @@ class Daemon:
             cache=cache,
             revision=revision_resolver(self.registry, settings.models_dir),
             on_job_finished=lambda: intake.nudge(),
+            on_job_over=self._job_over,
         )
         hints: queue.Queue[Hint | None] = queue.Queue()
         intake = Intake(
@@ -235,8 +241,19 @@ class Daemon:
         with self._workers_lock:
             return [worker for workers in self._workers.values() for worker in workers]
 
+    def _job_over(self, job: Job) -> None:
+        """A job reached its final state: run the completion hook, and the drain hook once the queue
+        is empty."""
+        self._hooks.job_finished(job, self._outbox)
+        summary = self._drain.job_finished(job)
+        if summary is not None:
+            self._hooks.queue_drained(summary)
+
     def _housekeeping(self, store: Store, outbox: Outbox, engines: EnginePool, daemon_id: str) -> None:
         try:
+            summary = self._drain.poll()
+            if summary is not None:
+                self._hooks.queue_drained(summary)
             stale_before = utcnow() - timedelta(seconds=self.settings.lease_s)
             for job in store.recover_interrupted(self.settings.max_attempts, stale_before=stale_before):
                 log.warning(
@@ -275,6 +292,7 @@ class Daemon:
         if not self.abandoned_work:
             # A model still inside a generate call is not unloaded: the process exit frees it.
             engines.close()
+        self._hooks.stop(timeout=5)
         store.daemon_stopped(daemon_id)
         store.close()
         log.info("stopped")

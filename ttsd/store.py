@@ -159,6 +159,11 @@ class Store:
                 select(func.count()).select_from(Job).where(Job.model == model, col(Job.state).in_(_PENDING_STATES))
             ).one()
 
+    def pending_total(self) -> int:
+        """Jobs queued or running, across every model."""
+        with self._read() as session:
+            return session.exec(select(func.count()).select_from(Job).where(col(Job.state).in_(_PENDING_STATES))).one()
+
     def models_with_queued_jobs(self) -> list[str]:
         """Models that have work waiting."""
         with self._read() as session:

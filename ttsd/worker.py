@@ -59,6 +59,7 @@ class WorkContext:
     cache: AudioCache | None = None
     revision: Callable[[str], str | None] = lambda model: None
     on_job_finished: Callable[[], None] = lambda: None
+    on_job_over: Callable[[Job], None] = lambda job: None
 
 
 class _Heartbeat:
@@ -405,9 +406,12 @@ class Worker(threading.Thread):
     def _publish(self, job_id: str) -> None:
         # A status file that cannot be written now is rebuilt from the queue at the next start.
         try:
-            publish(self.context.store, self.context.outbox, job_id)
+            job = publish(self.context.store, self.context.outbox, job_id)
         except (TtsdError, OSError):
             log.exception("could not write the status of job %s", job_id)
+            return
+        if JobState(job.state).terminal:
+            self.context.on_job_over(job)
 
 
 def delivery_error(exc: Exception) -> EngineError:
