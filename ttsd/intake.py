@@ -1,8 +1,14 @@
 """Intake: hints and scans -> stable regular files -> parse -> enqueue -> move the file out of the way.
 
-A file is taken once it is complete: it arrived by rename, or it has not changed for `stable_s`.
-Only after its jobs are committed is it moved to `accepted/` (or `rejected/`), so a crash in between
-leaves it in the inbox, and taking it again finds the same jobs (content key) instead of new ones.
+A file is taken once it is complete: it arrived by rename, or intake has watched it stay unchanged
+(size, mtime, ctime, inode) for `stable_s` of its own monotonic clock. File timestamps are only
+compared with each other, never with the wall clock: a file with a future mtime (copied with its
+times kept, or after the clock stepped back) is not held until that time, and a file system with
+coarse timestamps cannot make a file that is still growing look old.
+
+Only after its jobs are committed is a file moved to `accepted/` (or `rejected/`), so a crash in
+between leaves it in the inbox, and taking it again finds the same jobs (content key) instead of new
+ones.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from ttsd.errors import JobRejected, TtsdError
@@ -26,7 +33,7 @@ from ttsd.models import JobState
 from ttsd.names import sanitize_name
 from ttsd.outbox import Outbox
 from ttsd.publish import publish
-from ttsd.status import rejection_document
+from ttsd.status import rejection_document, status_document
 from ttsd.store import Store
 from ttsd.watcher import Hint
 
@@ -36,11 +43,20 @@ ACCEPTED_DIR = "accepted"
 REJECTED_DIR = "rejected"
 VOICES_DIR = "voices"
 _IGNORED_SUFFIXES = (".tmp", ".part", ".crdownload", ".download", ".swp", ".swx", "~")
+# vim's write test file, and the folder decorations Finder and Explorer drop into any folder.
+_IGNORED_NAMES = frozenset({"4913", "Icon\r", "Thumbs.db", "desktop.ini"})
+REASON_SUFFIX = ".reason.txt"
 
 
 def is_ignored(name: str) -> bool:
     """Names that are never jobs: hidden files, partial downloads, editor and temp files."""
-    return name.startswith((".", "~$", "#")) or name.endswith(_IGNORED_SUFFIXES) or name == "4913"
+    return name.startswith((".", "~$", "#")) or name.endswith(_IGNORED_SUFFIXES) or name in _IGNORED_NAMES
+
+
+def display_name(name: str) -> str:
+    """A file name as text that can be stored and written anywhere: a Linux name that is not valid
+    UTF-8 comes from os.scandir with lone surrogates, which SQLite and UTF-8 writers refuse."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 @dataclass(frozen=True)
@@ -51,6 +67,25 @@ class Outcome:
     queued: int = 0
     duplicates: int = 0
     rejected: int = 0
+
+
+@dataclass
+class _Candidate:
+    """A file waiting to be complete: how it arrived, and what it looked like since when."""
+
+    renamed: bool
+    signature: tuple[int, int, int, int] | None = None
+    since: float = 0.0
+
+
+def _write_private_new(path: Path, data: bytes) -> None:
+    """Create `path` afresh (never through a symlink planted there) and write `data` into it."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a stale file or a planted link: unlink removes the link, not its target
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
 
 
 def _unique_destination(folder: Path, name: str) -> Path:
@@ -89,9 +124,13 @@ class Intake(threading.Thread):
         self.stable_s = stable_s
         self.scan_interval_s = scan_interval_s
         self.on_enqueued = on_enqueued
-        self._pending: dict[Path, bool] = {}
+        self._pending: dict[Path, _Candidate] = {}
+        # Room left in each model's queue, counted once per take_ready pass rather than once per
+        # file (a burst of thousands of files would otherwise ask the database thousands of times).
+        self._room: dict[str, int] | None = None
         for folder in (ACCEPTED_DIR, REJECTED_DIR, VOICES_DIR):
-            (inbox / folder).mkdir(parents=True, exist_ok=True)
+            # Not group/world writable whatever the umask (a planted voice or link has no business there).
+            (inbox / folder).mkdir(parents=True, exist_ok=True, mode=0o755)
 
     def nudge(self) -> None:
         """Ask for a scan soon (room may have freed up for files held back by backpressure)."""
@@ -140,39 +179,57 @@ class Intake(threading.Thread):
         """Remember a candidate file until it is ready."""
         if is_ignored(path.name) or path.parent != self.inbox:
             return
-        self._pending[path] = self._pending.get(path, False) or arrived_by_rename
+        candidate = self._pending.get(path)
+        if candidate is None:
+            self._pending[path] = _Candidate(renamed=arrived_by_rename)
+        elif arrived_by_rename:
+            candidate.renamed = True
 
     def take_ready(self) -> None:
-        """Take every pending file that is complete; keep the others for later."""
-        now = time.time()
-        for path, renamed in list(self._pending.items()):
-            try:
-                info = path.lstat()
-            except FileNotFoundError:
+        """Take every pending file that is complete; keep the others for later.
+
+        One file that cannot be taken (it vanished, a disk error) never stops the others."""
+        now = time.monotonic()
+        self._room = {}
+        try:
+            for path, candidate in list(self._pending.items()):
+                try:
+                    info = path.lstat()
+                except OSError:
+                    self._pending.pop(path, None)  # gone; the next scan brings it back if it is not
+                    continue
+                if stat.S_ISREG(info.st_mode) and not candidate.renamed and not self._settled(candidate, info, now):
+                    continue
                 self._pending.pop(path, None)
-                continue
-            regular = stat.S_ISREG(info.st_mode)
-            settled = now - max(info.st_mtime, info.st_ctime) >= self.stable_s
-            if regular and not (renamed or settled):
-                continue
-            self._pending.pop(path, None)
-            try:
-                self.take(path)
-            except TtsdError:
-                log.exception("intake of %s failed; it stays in the inbox", path.name)
+                try:
+                    self.take(path)
+                except (TtsdError, OSError):
+                    log.exception("intake of %s failed; it stays in the inbox", display_name(path.name))
+        finally:
+            self._room = None
+
+    def _settled(self, candidate: _Candidate, info: os.stat_result, now: float) -> bool:
+        """Whether the file has looked the same for `stable_s` (intake's own clock, not its mtime)."""
+        signature = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+        if signature != candidate.signature:
+            candidate.signature = signature
+            candidate.since = now
+            return self.stable_s <= 0
+        return now - candidate.since >= self.stable_s
 
     def take(self, path: Path) -> Outcome:
         """Turn one inbox entry into jobs (or rejections) and move it away."""
-        rejection = self._entry_problem(path)
+        try:
+            rejection = self._entry_problem(path)
+        except FileNotFoundError:
+            return Outcome(taken=False)
         if rejection is not None:
             entries = [ParsedEntry(name=sanitize_name(Path(path.name).stem), line=None, rejection=rejection)]
         else:
             try:
                 data = self._read(path)
             except JobRejected as problem:
-                entries = [
-                    ParsedEntry(name=sanitize_name(Path(path.name).stem), line=None, rejection=problem)
-                ]
+                entries = [ParsedEntry(name=sanitize_name(Path(path.name).stem), line=None, rejection=problem)]
             except FileNotFoundError:
                 return Outcome(taken=False)
             else:
@@ -192,9 +249,7 @@ class Intake(threading.Thread):
         if stat.S_ISDIR(info.st_mode):
             return JobRejected("not_regular", "this is a folder, not a job file")
         if not stat.S_ISREG(info.st_mode):
-            return JobRejected(
-                "not_regular", "only regular files are jobs (this is a FIFO, socket or device)"
-            )
+            return JobRejected("not_regular", "only regular files are jobs (this is a FIFO, socket or device)")
         if not path.name.lower().endswith(JOB_SUFFIXES):
             return JobRejected("unsupported_file", f"only {', '.join(JOB_SUFFIXES)} files are jobs")
         if info.st_size > self.defaults.max_file_bytes:
@@ -220,30 +275,56 @@ class Intake(threading.Thread):
     def _held_back(self, entries: list[ParsedEntry]) -> bool:
         """Backpressure: a file waits in the inbox while its model's queue is full."""
         models = {entry.spec.model for entry in entries if entry.spec is not None}
-        return any(self.store.pending_count(model) >= self.max_queue_size for model in models)
+        return any(self._room_for(model) <= 0 for model in models)
+
+    def _room_for(self, model: str) -> int:
+        # Within a pass the count only errs low (workers may finish jobs meanwhile): a file held
+        # back by it is taken at the next scan, and the queue limit is never overshot.
+        room = None if self._room is None else self._room.get(model)
+        if room is None:
+            room = self.max_queue_size - self.store.pending_count(model)
+            if self._room is not None:
+                self._room[model] = room
+        return room
 
     def _record(self, path: Path, entries: list[ParsedEntry]) -> Outcome:
         queued = duplicates = rejected = 0
+        source = display_name(path.name)
         for entry in entries:
             if entry.spec is None:
                 assert entry.rejection is not None
                 rejected += 1
-                log.warning("rejected %s: %s", path.name, entry.rejection.message)
-                self.outbox.write_status(
-                    entry.name, rejection_document(entry.name, entry.rejection, path.name)
-                )
+                log.warning("rejected %s: %s", source, entry.rejection.message)
+                document = rejection_document(entry.name, entry.rejection, source)
+                self._write_status(entry.name, partial(self.outbox.write_status, entry.name, document))
                 continue
-            result = self.store.enqueue(entry.spec, source_file=path.name)
+            result = self.store.enqueue(entry.spec, source_file=source)
             job = result.job
             if result.created:
                 queued += 1
+                if self._room is not None and job.model in self._room:
+                    self._room[job.model] -= 1
+                # Just created by the only thread that creates jobs: it is its name's newest job, so
+                # its status is written from the row in hand (publish would read it back first).
+                document = status_document(job)
+                self._write_status(entry.name, partial(self.outbox.write_status, job.name, document))
             else:
                 duplicates += 1
                 if job.state == JobState.DONE and not self._audio_exists(job.audio_file):
                     job = self.store.retry(job.id)
-            publish(self.store, self.outbox, job.id)
+                self._write_status(entry.name, partial(publish, self.store, self.outbox, job.id))
             self.on_enqueued(job.model)
         return Outcome(taken=True, queued=queued, duplicates=duplicates, rejected=rejected)
+
+    @staticmethod
+    def _write_status(name: str, write: Callable[[], object]) -> None:
+        # The queue is the truth and status files are rebuilt from it at start: a status file that
+        # cannot be written now (a folder squatting its name, a full disk) must not keep the job
+        # file in the inbox, to be taken again and fail again at every scan.
+        try:
+            write()
+        except (TtsdError, OSError):
+            log.exception("could not write the status file of %s", name)
 
     def _audio_exists(self, file_name: str | None) -> bool:
         return file_name is not None and (self.outbox.root / file_name).is_file()
@@ -255,13 +336,20 @@ class Intake(threading.Thread):
         except FileNotFoundError:
             return
         except OSError:
-            log.exception("could not move %s to %s/", path.name, folder)
+            log.exception("could not move %s to %s/", display_name(path.name), folder)
             with contextlib.suppress(OSError):
                 path.unlink()
             return
         if folder == REJECTED_DIR:
-            reasons = "\n".join(entry.rejection.message for entry in entries if entry.rejection is not None)
-            with contextlib.suppress(OSError):
-                destination.with_name(destination.name + ".reason.txt").write_text(
-                    reasons + "\n", encoding="utf-8"
+            reasons = "\n".join(
+                ("" if entry.line is None else f"line {entry.line}: ")
+                + f"{entry.rejection.code}: {entry.rejection.message}"
+                for entry in entries
+                if entry.rejection is not None
+            )
+            try:
+                _write_private_new(
+                    destination.with_name(destination.name + REASON_SUFFIX), (reasons + "\n").encode("utf-8", "replace")
                 )
+            except OSError:
+                log.exception("could not write the reason file of %s", display_name(path.name))

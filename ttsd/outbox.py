@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from ttsd.names import name_problem
 TEMP_PREFIX = ".ttsd-"
 TEMP_SUFFIX = ".tmp"
 STATUS_SUFFIX = ".status.json"
+MAX_STATUS_BYTES = 1024**2  # a status document is a few KiB; anything bigger is not one of ours
 PEAK_TARGET = 0.891  # -1 dBFS: headroom for lossy encoders
 
 _SUBTYPES = {"wav": "PCM_16", "flac": "PCM_16", "ogg": "VORBIS", "mp3": "MPEG_LAYER_III"}
@@ -67,7 +69,8 @@ class Outbox:
 
     def __init__(self, root: Path) -> None:
         self.root = root.absolute()
-        self.root.mkdir(parents=True, exist_ok=True)
+        # Not group/world writable whatever the umask: whoever may write here may replace outputs.
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o755)
 
     def path_for(self, name: str, suffix: str) -> Path:
         """The path of `name + suffix` in the outbox, refused if it could land anywhere else."""
@@ -107,10 +110,18 @@ class Outbox:
         self._atomic_write(self.status_path(name), data)
 
     def read_status(self, name: str) -> dict[str, Any] | None:
-        """The current status document of `name`, or None if absent or unreadable."""
+        """The current status document of `name`, or None if absent or unreadable.
+
+        Only a regular file counts: a symlink planted at the name is not read through, and a FIFO
+        there must not block the daemon's start (status files are read while rebuilding them)."""
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
-            document = json.loads(self.status_path(name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            fd = os.open(self.status_path(name), flags)
+            with os.fdopen(fd, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    return None
+                document = json.loads(handle.read(MAX_STATUS_BYTES).decode("utf-8"))
+        except (OSError, ValueError, RecursionError):
             return None
         return document if isinstance(document, dict) else None
 

@@ -7,6 +7,7 @@ daemon is down), so intake also scans the folder; an event just makes a new file
 from __future__ import annotations
 
 import logging
+import os
 import queue
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +36,17 @@ class Hint:
 class _QueueingHandler(FileSystemEventHandler):
     def __init__(self, folder: Path, hints: queue.Queue[Hint | None]) -> None:
         self._folder = folder
+        # FSEvents reports real paths: an inbox reached through a symlink (/tmp is /private/tmp on
+        # macOS) would otherwise see every event dropped as "elsewhere".
+        self._parents = {folder, folder.resolve()}
         self._hints = hints
 
     def _push(self, raw: str | bytes, renamed: bool) -> None:
-        path = Path(raw.decode() if isinstance(raw, bytes) else raw)
-        if path.parent == self._folder:
-            self._hints.put(Hint(path, renamed))
+        # fsdecode, not decode(): a name that is not UTF-8 must not raise inside watchdog's thread.
+        path = Path(os.fsdecode(raw))
+        if path.parent in self._parents:
+            # Named the way intake knows the folder, whatever spelling the event used.
+            self._hints.put(Hint(self._folder / path.name, renamed))
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if isinstance(event, FileMovedEvent | DirMovedEvent):
