@@ -351,6 +351,28 @@ def test_a_job_cancelled_during_synthesis_is_not_done(make_rig: MakeRig) -> None
     assert_delivered(rig, keep, "keep me")
 
 
+def test_a_lease_lost_just_before_delivery_never_replaces_the_audio(
+    make_rig: MakeRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease check and the rename happen in one transaction: even when a worker passes its
+    early check and only then loses the job, the file under the job's name is left alone."""
+    rig = make_rig()
+    job = rig.add("contested", name="contested")
+    (rig.outbox.root / "contested.wav").write_bytes(b"the newer result")
+    real_stage = rig.outbox.stage_audio
+
+    def stage_then_lose_the_lease(*args: Any, **kwargs: Any) -> Any:
+        staged = real_stage(*args, **kwargs)
+        rig.store.cancel("contested")
+        return staged
+
+    monkeypatch.setattr(rig.outbox, "stage_audio", stage_then_lose_the_lease)
+    assert rig.worker.work_once()
+    assert (rig.outbox.root / "contested.wav").read_bytes() == b"the newer result"
+    assert rig.job(job).state == JobState.CANCELLED
+    assert not list(rig.outbox.root.glob(".ttsd-*.tmp")), "the staged file was not cleaned up"
+
+
 def test_an_unexpected_engine_exception_is_a_transient_failure(make_rig: MakeRig) -> None:
     def explode(_requests: Sequence[SynthesisRequest]) -> None:
         raise RuntimeError("the driver fell over")
@@ -386,14 +408,14 @@ def test_a_failed_delivery_fails_only_its_own_job(make_rig: MakeRig, monkeypatch
     ok1 = rig.add("ok one")
     broken = rig.add("broken", name="broken")
     ok2 = rig.add("ok two")
-    real_write = rig.outbox.write_audio
+    real_stage = rig.outbox.stage_audio
 
-    def write_audio(name: str, *args: Any, **kwargs: Any) -> Any:
+    def stage_audio(name: str, *args: Any, **kwargs: Any) -> Any:
         if name == "broken":
             raise OSError(28, "No space left on device")
-        return real_write(name, *args, **kwargs)
+        return real_stage(name, *args, **kwargs)
 
-    monkeypatch.setattr(rig.outbox, "write_audio", write_audio)
+    monkeypatch.setattr(rig.outbox, "stage_audio", stage_audio)
     assert rig.worker.work_once()
     assert_delivered(rig, ok1, "ok one")
     assert_delivered(rig, ok2, "ok two")

@@ -128,7 +128,8 @@ class Daemon:
     def _serve(self) -> int:
         settings = self.settings
         for folder in (settings.inbox, settings.outbox):
-            folder.mkdir(parents=True, exist_ok=True)
+            # Explicit mode: under a permissive umask the outbox must still not be world-writable.
+            folder.mkdir(parents=True, exist_ok=True, mode=0o755)
         store = Store(settings.db_path)
         outbox = Outbox(settings.outbox)
         record = store.register_daemon(settings.inbox, settings.outbox, __version__)

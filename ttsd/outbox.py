@@ -14,6 +14,7 @@ import json
 import os
 import stat
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,15 @@ PEAK_TARGET = 0.891  # -1 dBFS: headroom for lossy encoders
 
 _SUBTYPES = {"wav": "PCM_16", "flac": "PCM_16", "ogg": "VORBIS", "mp3": "MPEG_LAYER_III"}
 _CONTAINERS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}
+
+
+@dataclass(frozen=True)
+class StagedAudio:
+    """An encoded audio file written under a hidden temp name, waiting to be installed."""
+
+    temp: Path
+    target: Path
+    info: AudioInfo
 
 
 class UnsafeOutputPath(TtsdError):
@@ -86,23 +96,44 @@ class Outbox:
         """Where the status file of output `name` lives."""
         return self.path_for(name, STATUS_SUFFIX)
 
-    def write_audio(
+    def stage_audio(
         self, name: str, fmt: str, audio: np.ndarray, sample_rate: int, normalize: bool = False
-    ) -> AudioInfo:
-        """Encode and atomically deliver `name.fmt`; returns what was written."""
+    ) -> StagedAudio:
+        """Encode `name.fmt` into a hidden, fsynced temp file; nothing is visible until `install`."""
         if normalize:
             audio = peak_normalize(audio)
         data = encode(audio, sample_rate, fmt)
-        path = self.path_for(name, f".{fmt}")
-        self._atomic_write(path, data, fault=("audio_write", name))
-        return AudioInfo(
-            file=path.name,
+        target = self.path_for(name, f".{fmt}")
+        temp = self._stage(data, fault=("audio_write", name))
+        info = AudioInfo(
+            file=target.name,
             format=fmt,
             sample_rate=sample_rate,
             duration_s=round(len(audio) / sample_rate, 3),
             bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
         )
+        return StagedAudio(temp=temp, target=target, info=info)
+
+    def install(self, staged: StagedAudio) -> None:
+        """Make a staged file visible under its name, atomically and durably."""
+        staged.temp.replace(staged.target)
+        _fsync_dir(self.root)
+
+    def discard(self, staged: StagedAudio) -> None:
+        """Drop a staged file that was not installed (a no-op once it was)."""
+        staged.temp.unlink(missing_ok=True)
+
+    def write_audio(
+        self, name: str, fmt: str, audio: np.ndarray, sample_rate: int, normalize: bool = False
+    ) -> AudioInfo:
+        """Encode and atomically deliver `name.fmt` at once; returns what was written."""
+        staged = self.stage_audio(name, fmt, audio, sample_rate, normalize)
+        try:
+            self.install(staged)
+        finally:
+            self.discard(staged)
+        return staged.info
 
     def write_status(self, name: str, document: dict[str, Any]) -> None:
         """Atomically replace the status file of output `name`."""
@@ -134,7 +165,15 @@ class Outbox:
                 removed.append(path)
         return removed
 
-    def _atomic_write(self, path: Path, data: bytes, fault: tuple[str, str] | None = None) -> None:
+    def _atomic_write(self, path: Path, data: bytes) -> None:
+        temp = self._stage(data)
+        try:
+            temp.replace(path)
+        finally:
+            temp.unlink(missing_ok=True)
+        _fsync_dir(self.root)
+
+    def _stage(self, data: bytes, fault: tuple[str, str] | None = None) -> Path:
         temp = self.root / f"{TEMP_PREFIX}{uuid.uuid4().hex}{TEMP_SUFFIX}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
         fd = os.open(temp, flags, 0o644)
@@ -147,11 +186,10 @@ class Outbox:
                 handle.write(data[half:])
                 handle.flush()
                 os.fsync(handle.fileno())
-            temp.replace(path)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        _fsync_dir(self.root)
+        return temp
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, update
-from sqlalchemy.pool import NullPool
 from sqlmodel import Session, SQLModel, col, select
 
 from ttsd.errors import JobNotFound, StoreError
@@ -63,9 +62,12 @@ def new_job_id() -> str:
 def _make_engine(db_path: Path, immediate: bool) -> Engine:
     engine = create_engine(
         f"sqlite:///{db_path}",
+        # Pooled connections are handed to one thread at a time; opening one per query (and running
+        # its PRAGMAs) cost more than the queries themselves. ttsd never forks with a connection open
+        # (hooks start programs through subprocess, which execs at once).
         connect_args={"check_same_thread": False, "timeout": 30},
-        # One connection per use: a connection must never cross a fork, and threads never share one.
-        poolclass=NullPool,
+        pool_size=4,
+        max_overflow=16,
     )
 
     @event.listens_for(engine, "connect")
@@ -225,29 +227,41 @@ class Store:
             job = session.get(Job, job_id)
             return job is not None and job.state == JobState.RUNNING.value and job.lease_token == token
 
-    def finish_done(self, job_id: str, token: str, audio: AudioInfo, run: RunInfo) -> bool:
-        """Mark a job done, only if `token` still holds it. False: the result must be discarded."""
-        values = {
-            "state": JobState.DONE.value,
-            "attempts": Job.attempts + 1,
-            "lease_token": None,
-            "finished_at": utcnow(),
-            "error_code": None,
-            "error_message": None,
-            "audio_file": audio.file,
-            "audio_format": audio.format,
-            "sample_rate": audio.sample_rate,
-            "duration_s": audio.duration_s,
-            "audio_bytes": audio.bytes,
-            "audio_sha256": audio.sha256,
-            "device": run.device,
-            "dtype": run.dtype,
-            "seed": run.seed,
-            "cache_hit": run.cache_hit,
-            "synth_s": run.synth_s,
-            "chunks_done": Job.chunks_total,
-        }
-        return self._guarded_update(job_id, token, values)
+    def finish_done(
+        self, job_id: str, token: str, audio: AudioInfo, run: RunInfo, install: Callable[[], None] | None = None
+    ) -> bool:
+        """Mark a job done, only if `token` still holds it. False: the result must be discarded.
+
+        `install` (making the audio file visible) runs inside the same write transaction, after the
+        lease check: no other finish can slip in between, so a worker that lost its lease never
+        replaces the audio of the job's newer result.
+        """
+        with self._write() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state != JobState.RUNNING.value or job.lease_token != token:
+                return False
+            if install is not None:
+                install()
+            job.state = JobState.DONE.value
+            job.attempts += 1
+            job.lease_token = None
+            job.finished_at = utcnow()
+            job.error_code = None
+            job.error_message = None
+            job.audio_file = audio.file
+            job.audio_format = audio.format
+            job.sample_rate = audio.sample_rate
+            job.duration_s = audio.duration_s
+            job.audio_bytes = audio.bytes
+            job.audio_sha256 = audio.sha256
+            job.device = run.device
+            job.dtype = run.dtype
+            job.seed = run.seed
+            job.cache_hit = run.cache_hit
+            job.synth_s = run.synth_s
+            job.chunks_done = job.chunks_total
+            session.add(job)
+            return True
 
     # -- chunks of long jobs ---------------------------------------------------------------------
 
@@ -340,19 +354,6 @@ class Store:
                 job.lease_token = None
                 session.add(job)
             return [job.id for job in jobs]
-
-    def _guarded_update(self, job_id: str, token: str, values: dict[str, Any]) -> bool:
-        with self._write() as session:
-            result = session.execute(
-                update(Job)
-                .where(
-                    col(Job.id) == job_id,
-                    col(Job.state) == JobState.RUNNING.value,
-                    col(Job.lease_token) == token,
-                )
-                .values(**values)
-            )
-            return int(result.rowcount) == 1  # type: ignore[attr-defined]
 
     # -- recovery -------------------------------------------------------------------------------
 

@@ -387,9 +387,19 @@ class Worker(threading.Thread):
             log.info("job %s was cancelled or reclaimed during synthesis; result discarded", job.id)
             self._publish(job.id)
             return
-        info = self.context.outbox.write_audio(spec.name, spec.format, audio, spec.sample_rate, spec.normalize)
-        crash_point("after_audio", spec.name)
-        if not store.finish_done(job.id, token, info, run):
+        outbox = self.context.outbox
+        staged = outbox.stage_audio(spec.name, spec.format, audio, spec.sample_rate, spec.normalize)
+        info = staged.info
+
+        def install() -> None:
+            outbox.install(staged)
+            crash_point("after_audio", spec.name)
+
+        try:
+            recorded = store.finish_done(job.id, token, info, run, install=install)
+        finally:
+            outbox.discard(staged)
+        if not recorded:
             log.info("job %s lost its lease before it was recorded; result discarded", job.id)
         crash_point("after_done", spec.name)
         self._publish(job.id)
