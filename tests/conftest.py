@@ -3,6 +3,7 @@ isolated folders for daemon processes."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-from tests.daemon_harness import DaemonEnv
+from tests.daemon_harness import GHOST_MODEL, DaemonEnv
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +35,24 @@ def daemon_env(tmp_path: Path, tiny_models: Path) -> Iterator[DaemonEnv]:
     env = DaemonEnv.create(tmp_path, tiny_models)
     yield env
     env.stop_all()
+
+
+@pytest.fixture
+def ghost_env(tmp_path: Path) -> Iterator[DaemonEnv]:
+    """Daemon folders in RAM whose default model has no weights: intake and the queue run for real,
+    jobs fail fast, no model is ever loaded."""
+    from tests.fakes import scratch_dir
+
+    with scratch_dir(tmp_path) as root:
+        no_models = root / "no-models"
+        no_models.mkdir()
+        env = DaemonEnv.create(root / "env", no_models)
+        env.env.update(
+            TTS_MODELS=json.dumps({GHOST_MODEL: str(root / "ghost-weights")}),
+            TTS_DEFAULT_MODEL=GHOST_MODEL,
+            TTS_ENABLE_CACHE="false",
+        )
+        try:
+            yield env
+        finally:
+            env.stop_all()

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 READY_LINE = "serving"
+GHOST_MODEL = "ghost"  # a registry name whose weights are nowhere: its jobs fail at once, without a model
 
 
 def wait_for(condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:

@@ -40,7 +40,6 @@ from ttsd.watcher import Hint, _QueueingHandler
 
 STABLE_S = 0.5
 MAX_FILE_BYTES = 1024**2
-GHOST = "ghost"  # a registry name whose weights are nowhere: its jobs fail at once, without a model
 
 IGNORED_NAMES = (
     ".DS_Store",
@@ -672,24 +671,6 @@ def test_watcher_hints_name_files_the_way_intake_knows_the_inbox(tmp_path: Path)
 
 
 # -- with a real daemon --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def ghost_env(tmp_path: Path) -> Iterator[DaemonEnv]:
-    """Daemon folders in RAM whose default model has no weights: intake runs for real, jobs fail fast."""
-    with scratch_dir(tmp_path) as root:
-        no_models = root / "no-models"
-        no_models.mkdir()
-        env = DaemonEnv.create(root / "env", no_models)
-        env.env.update(
-            TTS_MODELS=json.dumps({GHOST: str(root / "ghost-weights")}),
-            TTS_DEFAULT_MODEL=GHOST,
-            TTS_ENABLE_CACHE="false",
-        )
-        try:
-            yield env
-        finally:
-            env.stop_all()
 
 
 def names_in(folder: Path) -> list[str]:

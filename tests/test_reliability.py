@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from functools import partial
 
 import pytest
 
-from tests.daemon_harness import DaemonEnv, wait_for
+from tests.daemon_harness import DaemonEnv, DaemonProcess, wait_for
 from tests.test_crash import assert_queue_sound
 
 SLOW = {"max_new_tokens": 120}  # ~2.4 s of synthesis on the tiny model: long enough to interrupt
@@ -34,13 +35,12 @@ def test_a_job_that_kills_the_daemon_every_time_fails_alone(daemon_env: DaemonEn
         states = {name: (document or {}).get("state") for name in names for document in [daemon_env.status(name)]}
         return states.pop("poison") == "failed" and set(states.values()) == {"done"}
 
+    def settled_or_crashed(process: DaemonProcess) -> bool:
+        return settled() or process.process.poll() is not None
+
     restarts = 0
     while True:
-        wait_for(
-            lambda current=daemon: settled() or current.process.poll() is not None,
-            120,
-            "the queue to settle or a crash",
-        )
+        wait_for(partial(settled_or_crashed, daemon), 120, "the queue to settle or a crash")
         if settled():
             break
         assert daemon.process.returncode == -9, daemon.log()

@@ -454,19 +454,6 @@ def test_the_state_is_private_even_when_it_existed_with_open_modes(area: Path) -
             assert mode(path) == 0o600, f"{path.name}: {oct(mode(path))}"
 
 
-@pytest.fixture
-def ghost_env(tmp_path: Path) -> Iterator[DaemonEnv]:
-    with scratch_dir(tmp_path) as root:
-        no_models = root / "no-models"
-        no_models.mkdir()
-        env = DaemonEnv.create(root / "env", no_models)
-        env.env.update(TTS_MODELS=json.dumps({"ghost": str(root / "ghost")}), TTS_DEFAULT_MODEL="ghost")
-        try:
-            yield env
-        finally:
-            env.stop_all()
-
-
 def test_a_daemon_started_under_umask_0_keeps_its_state_private(ghost_env: DaemonEnv) -> None:
     ghost_env.state.chmod(0o777)
     with umask(0):

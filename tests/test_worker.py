@@ -17,6 +17,7 @@ import soundfile as sf
 
 import ttsd.store as store_module
 import ttsd.worker as worker_module
+from tests.daemon_harness import wait_for
 from tests.fakes import (
     FAKE_MODEL,
     FAKE_RATE,
@@ -29,7 +30,6 @@ from tests.fakes import (
     fake_wave,
     make_spec,
     scratch_dir,
-    wait_until,
 )
 from ttsd.config import Settings
 from ttsd.engine.base import Engine, SynthesisRequest
@@ -220,7 +220,7 @@ def test_the_worker_heartbeats_while_the_engine_works(make_rig: MakeRig) -> None
             now = rig.job(job).heartbeat_at
             return now is not None and now > first
 
-        wait_until(renewed, what="a heartbeat during synthesis")
+        wait_for(renewed, 5, "a heartbeat during synthesis")
 
     rig.engine.on_synthesize = slow
     assert rig.worker.work_once()

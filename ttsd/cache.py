@@ -13,9 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import unicodedata
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ import numpy as np
 
 from ttsd.jobs import JobSpec
 from ttsd.store import CacheStats, Store
+from ttsd.waveforms import load_waveform, save_waveform
 
 log = logging.getLogger(__name__)
 
@@ -82,29 +81,19 @@ class AudioCache:
         if not self.store.cache_lookup(key):
             return None
         path = self._path(key)
-        try:
-            audio = np.load(path, allow_pickle=False)
-            if audio.dtype != np.float32 or audio.ndim != 1 or not np.isfinite(audio).all():
-                raise ValueError(f"unexpected array {audio.dtype} {audio.shape}")
-        except (OSError, ValueError) as exc:
-            log.warning("cache entry %s is unusable (%s); forgetting it", key[:12], exc)
+        audio = load_waveform(path)
+        if audio is None:
+            log.warning("cache entry %s is missing or damaged; forgetting it", key[:12])
             self.store.cache_forget(key, count_miss=True)
             path.unlink(missing_ok=True)
-            return None
-        return np.asarray(audio)
+        return audio
 
     def put(self, key: str, audio: np.ndarray) -> None:
         """Remember a take (atomically), then evict beyond the limits."""
         if self.max_entries == 0 or self.max_bytes == 0:
             return
         path = self._path(key)
-        path.parent.mkdir(exist_ok=True)
-        temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        with temp.open("wb") as handle:
-            np.save(handle, np.ascontiguousarray(audio, dtype=np.float32), allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        temp.replace(path)
+        save_waveform(path, audio)
         self.store.cache_record(key, path.stat().st_size)
         for victim in self.store.cache_evict(self.max_entries, self.max_bytes):
             self._path(victim).unlink(missing_ok=True)

@@ -8,13 +8,13 @@ after it.
 
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from ttsd.waveforms import load_waveform, save_waveform
 
 EDGE_FADE_S = 0.008
 MAX_EDGE_SILENCE_S = 0.12
@@ -33,25 +33,12 @@ class ChunkFiles:
         return self.root / job_id / f"{index}.npy"
 
     def save(self, job_id: str, index: int, audio: np.ndarray) -> None:
-        """Keep a finished chunk (atomically, durably: a crash right after must not lose it)."""
-        path = self._path(job_id, index)
-        path.parent.mkdir(exist_ok=True)
-        temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        with temp.open("wb") as handle:
-            np.save(handle, np.ascontiguousarray(audio, dtype=np.float32), allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        temp.replace(path)
+        """Keep a finished chunk (durably: a crash right after must not lose it)."""
+        save_waveform(self._path(job_id, index), audio)
 
     def load(self, job_id: str, index: int) -> np.ndarray | None:
         """A finished chunk's waveform, or None if its file is missing or damaged."""
-        try:
-            audio = np.load(self._path(job_id, index), allow_pickle=False)
-        except (OSError, ValueError):
-            return None
-        if audio.dtype != np.float32 or audio.ndim != 1:
-            return None
-        return np.asarray(audio)
+        return load_waveform(self._path(job_id, index))
 
     def discard(self, job_id: str) -> None:
         """Forget every chunk of a job."""
