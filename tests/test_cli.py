@@ -13,7 +13,7 @@ from ttsd.cli import default_output_name, main
 from ttsd.config import Settings
 from ttsd.daemon import job_defaults
 from ttsd.jobs import parse_object
-from ttsd.models import Job
+from ttsd.models import AudioInfo, Job, RunInfo
 from ttsd.store import Store
 
 
@@ -167,3 +167,25 @@ def test_jobs_since_filter_and_wait(folders: dict[str, Path]) -> None:
     finished = invoke(folders, "wait", "hello", "--json")
     assert finished.exit_code == 1 and json.loads(finished.output)[0]["state"] == "cancelled"
     assert invoke(folders, "wait", "nope").exit_code == 3
+
+
+def test_status_reports_the_last_hour_per_model(folders: dict[str, Path]) -> None:
+    settings = Settings(state_dir=folders["state"], inbox=folders["inbox"], outbox=folders["outbox"])
+    store = Store(settings.db_path)
+    try:
+        for name, cached in (("fresh", False), ("again", True)):
+            spec = parse_object({"text": f"{name}.", "model": "tiny"}, name, job_defaults(settings))
+            store.enqueue(spec)
+            token, [job] = store.claim("tiny", 1)
+            audio = AudioInfo(file=f"{name}.wav", format="wav", sample_rate=24_000, duration_s=2.0, bytes=1, sha256="x")
+            run = RunInfo(device="cpu", dtype="float32", seed=None, cache_hit=cached, synth_s=0.0 if cached else 1.0)
+            assert store.finish_done(job.id, token, audio, run)
+    finally:
+        store.close()
+    data = json.loads(invoke(folders, "status", "--json").output)
+    figures = data["last_hour"]["tiny"]
+    assert figures["done"] == 2 and figures["failed"] == 0 and figures["retries"] == 0
+    assert figures["rtf"] == 0.5 and figures["cache_hit_rate"] == 0.5 and figures["audio_s"] == 4.0
+    human = invoke(folders, "status").output
+    assert "last 1h  tiny: 2 done, 0 failed, 4.0s of audio, RTF 0.50" in human
+    assert "cache    0 takes" in human

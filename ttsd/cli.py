@@ -26,6 +26,7 @@ from ttsd import __version__
 from ttsd.cli_launchd import launchd_group
 from ttsd.config import LoadedSettings, Settings, load_settings
 from ttsd.errors import ConfigError, JobNotFound, JobRejected, TtsdError
+from ttsd.metrics import model_metrics
 from ttsd.models import Job, JobState
 from ttsd.names import sanitize_name
 from ttsd.status import iso, status_document
@@ -207,11 +208,13 @@ def status(ctx: Context) -> None:
     running = [_job_row(job) for job in ctx.store.jobs(state=JobState.RUNNING.value, limit=None)]
     cache_view = _cache_view(ctx.store.cache_stats(), ctx.settings)
     failures = [_job_row(job) for job in ctx.store.jobs(state=JobState.FAILED.value, limit=3)]
+    last_hour = model_metrics(ctx.store.finished_since(datetime.now(UTC) - timedelta(hours=1)))
     data = {
         "daemon": daemon,
         "queue": counts,
         "running": running,
         "recent_failures": failures,
+        "last_hour": last_hour,
         "cache": cache_view,
         "state_dir": str(ctx.settings.state_dir),
     }
@@ -240,6 +243,16 @@ def status(ctx: Context) -> None:
             click.echo("(no jobs yet)")
         for row in running:
             click.echo(f"running  {row['id']}  {row['name']}  ({row['model']}, attempt {row['attempts'] + 1})")
+        for model, figures in last_hour.items():
+            rtf = "n/a" if figures["rtf"] is None else f"{figures['rtf']:.2f}"
+            click.echo(
+                f"last 1h  {model}: {figures['done']} done, {figures['failed']} failed, {figures['audio_s']}s of "
+                f"audio, RTF {rtf}, wait p50 {figures['queue_wait_s_p50']}s, {figures['retries']} retries"
+            )
+        rate = cache_view["hit_rate"]
+        click.echo(f"cache    {cache_view['entries']} takes, hit rate {'n/a' if rate is None else f'{rate:.0%}'}")
+        for row in failures:
+            click.echo(click.style(f"failed   {row['id']}  {row['name']}: {row['error']}", fg="red"))
 
     ctx.emit(data, human)
 

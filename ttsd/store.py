@@ -450,6 +450,18 @@ class Store:
                 counts.setdefault(model, {})[state] = number
             return counts
 
+    def finished_since(self, since: datetime) -> list[Job]:
+        """Jobs that reached done or failed since `since` (for per-model metrics)."""
+        with self._read() as session:
+            return list(
+                session.exec(
+                    select(Job).where(
+                        col(Job.state).in_((JobState.DONE.value, JobState.FAILED.value)),
+                        col(Job.finished_at) >= since,
+                    )
+                )
+            )
+
     def cancel(self, ref: str) -> Job:
         """Cancel a queued or running job (a running job's result will be discarded)."""
         job = self.get(ref)
