@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from ttsd.cli import default_output_name, main
+from ttsd.cli import default_output_name, main, progress_line
 from ttsd.config import Settings
 from ttsd.daemon import job_defaults
 from ttsd.jobs import parse_object
@@ -189,3 +189,15 @@ def test_status_reports_the_last_hour_per_model(folders: dict[str, Path]) -> Non
     human = invoke(folders, "status").output
     assert "last 1h  tiny: 2 done, 0 failed, 4.0s of audio, RTF 0.50" in human
     assert "cache    0 takes" in human
+
+
+def test_progress_line_and_show_progress(folders: dict[str, Path]) -> None:
+    running = {"state": "running", "progress": {"chunks_done": 3, "chunks_total": 10, "audio_s": 12.5, "eta_s": 8.2}}
+    assert progress_line("chapter", running) == (
+        "chapter: running   [######..............] 3/10 chunks, 12.5s of audio, ETA 8s"
+    )
+    enqueue(folders)
+    assert (
+        "progress     queued    [....................] 0/1 chunks, 0.0s of audio"
+        in invoke(folders, "show", "hello").output
+    )

@@ -377,6 +377,7 @@ def show(ctx: Context, job: str) -> None:
                 f"{audio['bytes']} bytes)"
             )
             click.echo(f"{'timing':<12} {document['timing']}")
+        click.echo(f"{'progress':<12} {progress_line(document['name'], document).split(': ', 1)[1]}")
         text = document["text"]
         click.echo(f"{'text':<12} {text[:200]}{'…' if len(text) > 200 else ''}")
 
@@ -413,20 +414,39 @@ def write_job_file(inbox: Path, name: str, job: dict[str, Any]) -> Path:
         temp.unlink(missing_ok=True)
 
 
+def progress_line(name: str, document: dict[str, Any]) -> str:
+    """One line of progress: state, a bar of chunks, audio made so far, ETA."""
+    progress = document.get("progress") or {}
+    done, total = int(progress.get("chunks_done") or 0), int(progress.get("chunks_total") or 1)
+    filled = round(20 * done / max(total, 1))
+    eta = progress.get("eta_s")
+    tail = f", ETA {eta:.0f}s" if isinstance(eta, int | float) else ""
+    return (
+        f"{name}: {document.get('state'):<9} [{'#' * filled}{'.' * (20 - filled)}] {done}/{total} chunks, "
+        f"{progress.get('audio_s') or 0:.1f}s of audio{tail}"
+    )
+
+
 def wait_for_status(outbox: Path, name: str, timeout: float | None, show_progress: bool) -> dict[str, Any]:
-    """Poll the status file of `name` until its state is terminal (or the timeout passes)."""
+    """Poll the status file of `name` until its state is terminal (or the timeout passes), showing
+    progress on stderr: a live bar on a terminal, one line per change elsewhere."""
     from ttsd.outbox import Outbox
 
     reader = Outbox(outbox)
     deadline = None if timeout is None else time.monotonic() + timeout
-    last_state = None
+    live = sys.stderr.isatty()
+    last_line = None
     while True:
         document = reader.read_status(name)
         state = document.get("state") if document else None
-        if show_progress and state != last_state and state is not None:
-            click.echo(f"{name}: {state}", err=True)
-            last_state = state
+        if show_progress and document is not None:
+            line = progress_line(name, document)
+            if line != last_line:
+                click.echo(f"\r{line}\033[K" if live else line, err=True, nl=not live)
+                last_line = line
         if document is not None and state is not None and JobState(state).terminal:
+            if show_progress and live:
+                click.echo("", err=True)
             return document
         if deadline is not None and time.monotonic() > deadline:
             fail(f"gave up waiting for {name} after {timeout:g}s (last state: {state or 'none'})")
