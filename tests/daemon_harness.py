@@ -61,6 +61,13 @@ class DaemonProcess:
         except subprocess.TimeoutExpired as exc:
             raise AssertionError(f"daemon still running after {timeout}s:\n{self.log()}") from exc
 
+    def wait_exit_or(self, seconds: float) -> int | None:
+        """Give the process `seconds` to exit by itself: its status, or None if it is still running."""
+        try:
+            return self.process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return None
+
     def terminate(self, timeout: float = 60) -> int:
         """SIGTERM, then wait for a graceful exit."""
         if self.process.poll() is None:

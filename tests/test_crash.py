@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -125,3 +126,33 @@ def test_status_files_are_rebuilt_from_the_queue(daemon_env: DaemonEnv) -> None:
     assert restarted.terminate() == 0
     assert rebuilt == done
     assert json.loads((daemon_env.outbox / "kept.status.json").read_text())["job_id"] == done["job_id"]
+
+
+@pytest.mark.slow
+def test_kills_at_random_moments_lose_nothing(daemon_env: DaemonEnv) -> None:
+    """Three SIGKILLs at random moments (seeded, so a failure can be replayed) while jobs arrive
+    and run; then one clean run. Every job ends done exactly once, with intact audio. (External
+    kills are not the job's fault, so the attempt limit is raised above the number of kills.)"""
+    rng = random.Random(20261124)
+    names = [f"random-{i}" for i in range(8)]
+    watcher = OutboxWatcher(daemon_env.outbox)
+    with watcher.running():
+        for round_number in range(3):
+            daemon = daemon_env.start(TTS_MAX_BATCH="2", TTS_MAX_ATTEMPTS="10")
+            daemon.wait_ready()
+            for name in names[round_number * 3 : round_number * 3 + 3]:
+                daemon_env.drop_json(f"{name}.json", {"text": f"Sentence for {name}.", "speaker": "Ryan"})
+            kill_after = rng.uniform(0.2, 3.0)
+            assert daemon.wait_exit_or(kill_after) is None, daemon.log()
+            daemon.kill()
+        final = daemon_env.start(TTS_MAX_BATCH="2", TTS_MAX_ATTEMPTS="10")
+        final.wait_ready()
+        for name in names:
+            daemon_env.wait_state(name, ("done",), timeout=120)
+        assert final.terminate() == 0
+
+    rows = job_rows(daemon_env)
+    assert [name for name, _state, _attempts in rows] == sorted(names)
+    assert all(state == "done" for _name, state, _attempts in rows)
+    assert_queue_sound(daemon_env)
+    assert watcher.problems == []
