@@ -50,6 +50,7 @@ class Settings(BaseModel):
     max_attempts: int = Field(3, ge=1, le=100)
     model_idle_s: float = Field(600.0, gt=0)
     max_loaded_models: int = Field(2, ge=1, le=16)
+    torch_threads: int = Field(0, ge=0, le=256)
 
     enable_cache: bool = True
     cache_size: int = Field(2048, ge=0)

@@ -55,10 +55,27 @@ class _QueueingHandler(FileSystemEventHandler):
             self._push(event.src_path, renamed=False)
 
 
+# watchdog's inotify backend holds every rename-away event for 0.5 s to pair it with its arrival, and
+# its reader sleeps out that delay even once the pair is matched: a file renamed into the inbox (the
+# recommended way to drop a job) would reach intake half a second late (gorakhargosh/watchdog#649).
+# Both halves of a rename inside one folder arrive together, so a short window still pairs them; a
+# file moved in from elsewhere is unpaired either way and is taken once it is stable.
+MOVE_PAIRING_S = 0.02
+
+
+def _shorten_rename_pairing() -> None:
+    try:
+        from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
+    except ImportError:  # not Linux, or a watchdog without this class: nothing to shorten
+        return
+    InotifyMoveEventGrouper.delay = MOVE_PAIRING_S
+
+
 class InboxWatcher:
     """A watchdog observer on one folder (not recursive) feeding a queue of hints."""
 
     def __init__(self, folder: Path, hints: queue.Queue[Hint | None]) -> None:
+        _shorten_rename_pairing()
         self._observer = Observer()
         self._observer.schedule(_QueueingHandler(folder, hints), str(folder), recursive=False)
 

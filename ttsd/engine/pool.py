@@ -147,6 +147,12 @@ def qwen_loader(settings: Settings) -> EngineLoader:
     @cache
     def plan() -> DevicePlan:
         chosen = plan_device(settings.device, settings.dtype)
+        if settings.torch_threads:
+            import torch
+
+            # torch spins one thread per core; beside other busy processes that oversubscription
+            # can slow CPU synthesis many times over, so a machine shared with other work may cap it.
+            torch.set_num_threads(settings.torch_threads)
         log.info("device plan: %s", chosen.as_dict())
         return chosen
 
