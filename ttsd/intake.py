@@ -296,7 +296,7 @@ class Intake(threading.Thread):
                 rejected += 1
                 log.warning("rejected %s: %s", source, entry.rejection.message)
                 document = rejection_document(entry.name, entry.rejection, source)
-                self._write_status(entry.name, partial(self.outbox.write_status, entry.name, document))
+                self._write_status(entry.name, partial(self.outbox.write_status, entry.name, document, durable=True))
                 continue
             result = self.store.enqueue(entry.spec, source_file=source)
             job = result.job

@@ -135,10 +135,15 @@ class Outbox:
             self.discard(staged)
         return staged.info
 
-    def write_status(self, name: str, document: dict[str, Any]) -> None:
-        """Atomically replace the status file of output `name`."""
+    def write_status(self, name: str, document: dict[str, Any], durable: bool = False) -> None:
+        """Atomically replace the status file of output `name`.
+
+        Readers never see a partial file either way. Only `durable` writes are fsynced: a job's
+        status is derived from the queue and rebuilt at start if a crash lost it, so paying two
+        fsyncs per state change would only slow intake; a rejection has no queue row to rebuild
+        from, so it is written durably."""
         data = json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
-        self._atomic_write(self.status_path(name), data)
+        self._atomic_write(self.status_path(name), data, durable)
 
     def read_status(self, name: str) -> dict[str, Any] | None:
         """The current status document of `name`, or None if absent or unreadable.
@@ -165,15 +170,16 @@ class Outbox:
                 removed.append(path)
         return removed
 
-    def _atomic_write(self, path: Path, data: bytes) -> None:
-        temp = self._stage(data)
+    def _atomic_write(self, path: Path, data: bytes, durable: bool) -> None:
+        temp = self._stage(data, durable=durable)
         try:
             temp.replace(path)
         finally:
             temp.unlink(missing_ok=True)
-        _fsync_dir(self.root)
+        if durable:
+            _fsync_dir(self.root)
 
-    def _stage(self, data: bytes, fault: tuple[str, str] | None = None) -> Path:
+    def _stage(self, data: bytes, fault: tuple[str, str] | None = None, durable: bool = True) -> Path:
         temp = self.root / f"{TEMP_PREFIX}{uuid.uuid4().hex}{TEMP_SUFFIX}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
         fd = os.open(temp, flags, 0o644)
@@ -185,7 +191,8 @@ class Outbox:
                     crash_point(*fault)
                 handle.write(data[half:])
                 handle.flush()
-                os.fsync(handle.fileno())
+                if durable:
+                    os.fsync(handle.fileno())
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
