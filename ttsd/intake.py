@@ -20,7 +20,7 @@ import queue
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -34,11 +34,12 @@ from ttsd.names import sanitize_name
 from ttsd.outbox import Outbox
 from ttsd.publish import publish
 from ttsd.status import rejection_document, status_document
-from ttsd.store import Store
+from ttsd.store import EnqueueResult, Store
 from ttsd.watcher import Hint
 
 log = logging.getLogger(__name__)
 
+INTAKE_GROUP = 64  # files recorded per queue transaction in a burst
 ACCEPTED_DIR = "accepted"
 REJECTED_DIR = "rejected"
 VOICES_DIR = "voices"
@@ -188,23 +189,24 @@ class Intake(threading.Thread):
     def take_ready(self) -> None:
         """Take every pending file that is complete; keep the others for later.
 
-        One file that cannot be taken (it vanished, a disk error) never stops the others."""
+        Ready files are recorded in groups (one queue transaction per group). One file that cannot
+        be taken (it vanished, a disk error) never stops the others."""
         now = time.monotonic()
+        ready: list[Path] = []
+        for path, candidate in list(self._pending.items()):
+            try:
+                info = path.lstat()
+            except OSError:
+                self._pending.pop(path, None)  # gone; the next scan brings it back if it is not
+                continue
+            if stat.S_ISREG(info.st_mode) and not candidate.renamed and not self._settled(candidate, info, now):
+                continue
+            self._pending.pop(path, None)
+            ready.append(path)
         self._room = {}
         try:
-            for path, candidate in list(self._pending.items()):
-                try:
-                    info = path.lstat()
-                except OSError:
-                    self._pending.pop(path, None)  # gone; the next scan brings it back if it is not
-                    continue
-                if stat.S_ISREG(info.st_mode) and not candidate.renamed and not self._settled(candidate, info, now):
-                    continue
-                self._pending.pop(path, None)
-                try:
-                    self.take(path)
-                except (TtsdError, OSError):
-                    log.exception("intake of %s failed; it stays in the inbox", display_name(path.name))
+            for start in range(0, len(ready), INTAKE_GROUP):
+                self._take_group(ready[start : start + INTAKE_GROUP])
         finally:
             self._room = None
 
@@ -219,28 +221,57 @@ class Intake(threading.Thread):
 
     def take(self, path: Path) -> Outcome:
         """Turn one inbox entry into jobs (or rejections) and move it away."""
+        return self._take_group([path])[0]
+
+    def _take_group(self, paths: list[Path]) -> list[Outcome]:
+        """Parse each file, record all their jobs in one transaction, then publish and move each."""
+        parsed: list[tuple[Path, list[ParsedEntry]]] = []
+        outcomes: dict[Path, Outcome] = {}
+        for path in paths:
+            try:
+                entries = self._parse(path)
+            except (TtsdError, OSError):
+                log.exception("intake of %s failed; it stays in the inbox", display_name(path.name))
+                entries = None
+            if entries is None or self._held_back(entries):
+                outcomes[path] = Outcome(taken=False)
+                continue
+            for entry in entries:
+                if entry.spec is not None and self._room is not None and entry.spec.model in self._room:
+                    self._room[entry.spec.model] -= 1
+            parsed.append((path, entries))
+        specs = [(e.spec, display_name(path.name)) for path, entries in parsed for e in entries if e.spec]
+        try:
+            results = iter(self.store.enqueue_many(specs) if specs else [])
+        except (TtsdError, OSError):
+            log.exception("could not record %d job file(s); they stay in the inbox", len(parsed))
+            return [outcomes.get(path, Outcome(taken=False)) for path in paths]
+        for path, entries in parsed:
+            outcome = self._record(path, entries, results)
+            crash_point("before_move", path.name)
+            folder = ACCEPTED_DIR if outcome.queued + outcome.duplicates else REJECTED_DIR
+            try:
+                self._move(path, folder, entries)
+            except OSError:
+                log.exception("could not move %s out of the inbox", display_name(path.name))
+            outcomes[path] = outcome
+        return [outcomes[path] for path in paths]
+
+    def _parse(self, path: Path) -> list[ParsedEntry] | None:
+        """The file's entries (each a spec or a rejection), or None if it vanished meanwhile."""
         try:
             rejection = self._entry_problem(path)
         except FileNotFoundError:
-            return Outcome(taken=False)
+            return None
         if rejection is not None:
-            entries = [ParsedEntry(name=sanitize_name(Path(path.name).stem), line=None, rejection=rejection)]
-        else:
-            try:
-                data = self._read(path)
-            except JobRejected as problem:
-                entries = [ParsedEntry(name=sanitize_name(Path(path.name).stem), line=None, rejection=problem)]
-            except FileNotFoundError:
-                return Outcome(taken=False)
-            else:
-                entries = parse_job_file(path.name, data, self.defaults)
-        if self._held_back(entries):
-            return Outcome(taken=False)
-        outcome = self._record(path, entries)
-        crash_point("before_move", path.name)
-        folder = ACCEPTED_DIR if outcome.queued + outcome.duplicates else REJECTED_DIR
-        self._move(path, folder, entries)
-        return outcome
+            return [ParsedEntry(name=sanitize_name(Path(path.name).stem), line=None, rejection=rejection)]
+        try:
+            data = self._read(path)
+        except JobRejected as problem:
+            return [ParsedEntry(name=sanitize_name(Path(path.name).stem), line=None, rejection=problem)]
+        except FileNotFoundError:
+            return None
+        return parse_job_file(path.name, data, self.defaults)
 
     def _entry_problem(self, path: Path) -> JobRejected | None:
         info = path.lstat()
@@ -287,7 +318,8 @@ class Intake(threading.Thread):
                 self._room[model] = room
         return room
 
-    def _record(self, path: Path, entries: list[ParsedEntry]) -> Outcome:
+    def _record(self, path: Path, entries: list[ParsedEntry], results: Iterator[EnqueueResult]) -> Outcome:
+        """Publish what recording this file's jobs did (`results` holds them, in order)."""
         queued = duplicates = rejected = 0
         source = display_name(path.name)
         for entry in entries:
@@ -298,12 +330,10 @@ class Intake(threading.Thread):
                 document = rejection_document(entry.name, entry.rejection, source)
                 self._write_status(entry.name, partial(self.outbox.write_status, entry.name, document, durable=True))
                 continue
-            result = self.store.enqueue(entry.spec, source_file=source)
+            result = next(results)
             job = result.job
             if result.created:
                 queued += 1
-                if self._room is not None and job.model in self._room:
-                    self._room[job.model] -= 1
                 # Just created by the only thread that creates jobs: it is its name's newest job, so
                 # its status is written from the row in hand (publish would read it back first).
                 document = status_document(job)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -128,31 +128,42 @@ class Store:
 
     def enqueue(self, spec: JobSpec, source_file: str | None = None) -> EnqueueResult:
         """Record a job, unless the same resolved job is already queued, running or done."""
-        key = spec.content_key()
+        return self.enqueue_many([(spec, source_file)])[0]
+
+    def enqueue_many(self, items: Sequence[tuple[JobSpec, str | None]]) -> list[EnqueueResult]:
+        """`enqueue` for several jobs (spec, source file) in one transaction: a burst of files pays
+        one commit instead of one each. The same job twice in `items` is one job."""
+        results: list[EnqueueResult] = []
+        keyed = [(spec.content_key(), spec, source_file) for spec, source_file in items]
         with self._write() as session:
-            existing = session.exec(
+            live = session.exec(
                 select(Job)
-                .where(Job.content_key == key, col(Job.state).in_(_LIVE_STATES))
-                .order_by(col(Job.created_at).desc())
-                .limit(1)
-            ).first()
-            if existing is not None:
-                return EnqueueResult(existing, created=False)
-            job = Job(
-                id=new_job_id(),
-                content_key=key,
-                name=spec.name,
-                client_id=spec.client_id,
-                model=spec.model,
-                batch_key=spec.batch_key(),
-                spec_json=spec.model_dump_json(),
-                source_file=source_file,
-                priority=spec.priority,
-                seed=spec.seed,
-                chunks_total=1,
+                .where(col(Job.content_key).in_({key for key, _, _ in keyed}), col(Job.state).in_(_LIVE_STATES))
+                .order_by(col(Job.created_at))
             )
-            session.add(job)
-        return EnqueueResult(job, created=True)
+            known: dict[str, Job] = {job.content_key: job for job in live}  # the newest wins
+            for key, spec, source_file in keyed:
+                existing = known.get(key)
+                if existing is not None:
+                    results.append(EnqueueResult(existing, created=False))
+                    continue
+                job = Job(
+                    id=new_job_id(),
+                    content_key=key,
+                    name=spec.name,
+                    client_id=spec.client_id,
+                    model=spec.model,
+                    batch_key=spec.batch_key(),
+                    spec_json=spec.model_dump_json(),
+                    source_file=source_file,
+                    priority=spec.priority,
+                    seed=spec.seed,
+                    chunks_total=1,
+                )
+                known[key] = job
+                results.append(EnqueueResult(job, created=True))
+            session.add_all([result.job for result in results if result.created])
+        return results
 
     def pending_count(self, model: str) -> int:
         """Jobs of `model` queued or running: what backpressure measures."""
