@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -606,3 +606,35 @@ def test_a_name_that_looks_like_another_jobs_id_still_gets_its_status(
     lookalike = rig.add("second", name="abcd00000001")
     publish(rig.store, rig.outbox, lookalike.id)
     assert rig.status(lookalike)["job_id"] == lookalike.id
+
+
+class ClippingEngine(FakeEngine):
+    """Returns a badly clipped take for the first `bad_takes` calls, then a normal one."""
+
+    def __init__(self, bad_takes: int) -> None:
+        super().__init__()
+        self.bad_takes = bad_takes
+
+    def synthesize(
+        self, requests: Sequence[SynthesisRequest], generation: Mapping[str, Any], seed: int | None
+    ) -> list[np.ndarray]:
+        waves = super().synthesize(requests, generation, seed)
+        if len(self.calls) <= self.bad_takes:
+            return [np.clip(wave * 100, -1, 1) for wave in waves]
+        return waves
+
+
+@pytest.mark.parametrize(("bad_takes", "state"), [(2, JobState.DONE), (3, JobState.FAILED)])
+def test_a_chunk_refused_by_a_quality_guard_is_rendered_again_then_fails(
+    make_rig: MakeRig, bad_takes: int, state: JobState
+) -> None:
+    rig = make_rig(engine=ClippingEngine(bad_takes))
+    job = rig.add("clipped at first")
+    assert rig.worker.work_once()
+    assert rig.engine.calls == [1] * min(bad_takes + 1, 3)
+    after = rig.job(job)
+    assert after.state == state
+    if state == JobState.FAILED:
+        assert after.error_code == "quality" and "clipped" in (after.error_message or "")
+    else:
+        assert_delivered(rig, job, "clipped at first")

@@ -36,6 +36,10 @@ class ChunkFiles:
         """Keep a finished chunk (durably: a crash right after must not lose it)."""
         save_waveform(self._path(job_id, index), audio)
 
+    def has(self, job_id: str, index: int) -> bool:
+        """Whether a finished chunk's file is there (its content is checked when it is loaded)."""
+        return self._path(job_id, index).is_file()
+
     def load(self, job_id: str, index: int) -> np.ndarray | None:
         """A finished chunk's waveform, or None if its file is missing or damaged."""
         return load_waveform(self._path(job_id, index))

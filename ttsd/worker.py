@@ -124,6 +124,7 @@ class Worker(threading.Thread):
         self.stop = stop
         self.wake = threading.Event()
         self._last_plan: DevicePlan | None = None
+        self._reference_digests: dict[tuple[str, int, int], str] = {}
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -183,13 +184,13 @@ class Worker(threading.Thread):
             return None
         pending = []
         for chunk in chunks:
-            if chunk.done and self.context.chunks.load(job.id, chunk.index) is not None:
-                continue
+            if chunk.done and self.context.chunks.has(job.id, chunk.index):
+                continue  # a damaged file is caught when the job is joined, and the job re-rendered
             key = self._cache_key(spec, chunk.text)
             cached = self._cached(spec, key)
             if cached is None:
                 pending.append(_Unit(job, spec, chunk, key))
-            elif not self._record_chunk(token, job, chunk, cached, synth_s=0.0, cache_hit=True):
+            elif not self._record_chunk(token, job, spec, chunk, cached, synth_s=0.0, cache_hit=True):
                 return None
         return pending
 
@@ -229,7 +230,9 @@ class Worker(threading.Thread):
                 failed.add(unit.job.id)
                 continue
             self._remember(unit, wav)
-            if not self._record_chunk(token, unit.job, unit.chunk, wav, seconds / len(group), cache_hit=False):
+            if not self._record_chunk(
+                token, unit.job, unit.spec, unit.chunk, wav, seconds / len(group), cache_hit=False
+            ):
                 failed.add(unit.job.id)
                 self._discard(unit.job.id, "it was cancelled or reclaimed")
 
@@ -237,28 +240,26 @@ class Worker(threading.Thread):
         """The take, or a re-render with another seed when a quality guard refuses it."""
         entry = self.context.registry.get(self.model)
         check_length = entry is None or not entry.tiny  # tiny random weights never stop by themselves
-        rate = unit.spec.sample_rate
-        for attempt in range(1, QUALITY_RERENDERS + 1):
-            problem = quality_problem(wav, rate, unit.chunk.text, check_length)
-            if problem is None:
-                return wav
+        problem = quality_problem(wav, unit.spec.sample_rate, unit.chunk.text, check_length)
+        attempt = 0
+        while problem is not None:
+            if attempt == QUALITY_RERENDERS:
+                raise PermanentEngineError(
+                    f"chunk {unit.chunk.index + 1} failed its quality check {attempt + 1} times: {problem}",
+                    code="quality",
+                )
+            attempt += 1
             log.warning("job %s chunk %d: %s; re-rendering (%d/%d)", unit.job.id, unit.chunk.index, problem,
                         attempt, QUALITY_RERENDERS)  # fmt: skip
-            wavs, _seconds = self._synthesize([unit], seed=(unit.spec.seed or 0) + 7919 * attempt + unit.chunk.index)
-            wav = wavs[0]
-        problem = quality_problem(wav, rate, unit.chunk.text, check_length)
-        if problem is None:
-            return wav
-        raise PermanentEngineError(
-            f"chunk {unit.chunk.index + 1} failed its quality check {QUALITY_RERENDERS + 1} times: {problem}",
-            code="quality",
-        )
+            wav = self._synthesize([unit], seed=(unit.spec.seed or 0) + 7919 * attempt + unit.chunk.index)[0][0]
+            problem = quality_problem(wav, unit.spec.sample_rate, unit.chunk.text, check_length)
+        return wav
 
     def _record_chunk(
-        self, token: str, job: Job, chunk: ChunkRow, audio: np.ndarray, synth_s: float, cache_hit: bool
+        self, token: str, job: Job, spec: JobSpec, chunk: ChunkRow, audio: np.ndarray, synth_s: float, cache_hit: bool
     ) -> bool:
         self.context.chunks.save(job.id, chunk.index, audio)
-        duration = len(audio) / JobSpec.model_validate_json(job.spec_json).sample_rate
+        duration = len(audio) / spec.sample_rate
         if not self.context.store.chunk_done(job.id, token, chunk.index, round(duration, 3), synth_s, cache_hit):
             return False
         crash_point("chunk_done", f"{job.name}#{chunk.index}")
@@ -276,12 +277,13 @@ class Worker(threading.Thread):
             return
         joined = join_chunks([a for a in audios if a is not None], [c.pause_after_ms for c in chunks], spec.sample_rate)
         current = self.context.store.get(job.id)
-        plan = self._last_plan
+        all_hits = all(chunk.cache_hit for chunk in chunks)
+        plan = None if all_hits else self._last_plan
         run = RunInfo(
-            device=plan.device if plan and not all(c.cache_hit for c in chunks) else None,
-            dtype=plan.dtype if plan and not all(c.cache_hit for c in chunks) else None,
+            device=plan.device if plan else None,
+            dtype=plan.dtype if plan else None,
             seed=spec.seed,
-            cache_hit=all(chunk.cache_hit for chunk in chunks),
+            cache_hit=all_hits,
             synth_s=round(current.synth_s or 0.0, 3),
         )
         self._deliver_or_fail(token, job, spec, joined, run)
@@ -305,10 +307,19 @@ class Worker(threading.Thread):
         revision = self.context.revision(spec.model)
         if revision is None:
             return None
-        reference = None
-        if spec.ref_audio:
-            reference = file_sha256(reference_path(self.context.voices_dir, spec.ref_audio))
+        reference = self._reference_digest(spec.ref_audio) if spec.ref_audio else None
         return cache_key(spec, text, revision, reference)
+
+    def _reference_digest(self, ref_audio: str) -> str:
+        """The content hash of a reference recording, read once per version of the file (a long clone
+        job asks for it for every chunk)."""
+        path = reference_path(self.context.voices_dir, ref_audio)
+        info = path.stat()
+        version = (str(path), info.st_mtime_ns, info.st_size)
+        digest = self._reference_digests.get(version)
+        if digest is None:
+            digest = self._reference_digests[version] = file_sha256(path)
+        return digest
 
     def _cached(self, spec: JobSpec, key: str | None) -> np.ndarray | None:
         if key is None or not spec.cache or self.context.cache is None:
