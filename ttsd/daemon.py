@@ -134,12 +134,12 @@ class Daemon:
         outbox = Outbox(settings.outbox)
         record = store.register_daemon(settings.inbox, settings.outbox, __version__)
         self._recover(store, outbox)
-        sweep_chunks(store, ChunkFiles(settings.state_dir / "chunks"))
+        chunk_files = ChunkFiles(settings.state_dir / "chunks")
+        sweep_chunks(store, chunk_files)
 
         self._hooks = HookRunner(settings)
         self._hooks.start()
         self._drain = DrainTracker(pending=store.pending_total, settle_s=settings.scan_interval_s)
-        self._outbox = outbox
         engines = EnginePool(self.registry, self._loader, settings.model_idle_s, settings.max_loaded_models)
         cache = (
             AudioCache(settings.cache_dir, store, settings.cache_size, settings.cache_max_bytes)
@@ -152,7 +152,7 @@ class Daemon:
             outbox=outbox,
             engines=engines,
             voices_dir=settings.inbox / VOICES_DIR,
-            chunks=ChunkFiles(settings.state_dir / "chunks"),
+            chunks=chunk_files,
             registry=self.registry,
             cache=cache,
             revision=revision_resolver(self.registry, settings.models_dir),
@@ -245,7 +245,7 @@ class Daemon:
     def _job_over(self, job: Job) -> None:
         """A job reached its final state: run the completion hook, and the drain hook once the queue
         is empty."""
-        self._hooks.job_finished(job, self._outbox)
+        self._hooks.job_finished(job, self._context.outbox)
         summary = self._drain.job_finished(job)
         if summary is not None:
             self._hooks.queue_drained(summary)

@@ -232,11 +232,16 @@ class Store:
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
 
+    @staticmethod
+    def _leased(session: Session, job_id: str, token: str) -> Job | None:
+        """The job, if it is running under `token` (not cancelled, recovered or finished meanwhile)."""
+        job = session.get(Job, job_id)
+        return job if job is not None and job.state == JobState.RUNNING.value and job.lease_token == token else None
+
     def holds_lease(self, job_id: str, token: str) -> bool:
         """Whether `token` still owns the running job (it was not cancelled or recovered meanwhile)."""
         with self._read() as session:
-            job = session.get(Job, job_id)
-            return job is not None and job.state == JobState.RUNNING.value and job.lease_token == token
+            return self._leased(session, job_id, token) is not None
 
     def finish_done(
         self, job_id: str, token: str, audio: AudioInfo, run: RunInfo, install: Callable[[], None] | None = None
@@ -248,8 +253,8 @@ class Store:
         replaces the audio of the job's newer result.
         """
         with self._write() as session:
-            job = session.get(Job, job_id)
-            if job is None or job.state != JobState.RUNNING.value or job.lease_token != token:
+            job = self._leased(session, job_id, token)
+            if job is None:
                 return False
             if install is not None:
                 install()
@@ -285,8 +290,8 @@ class Store:
         """The job's chunks: the ones recorded earlier (a resumed job), else `pieces` (text, pause
         after in ms) recorded now. None if `token` no longer holds the job."""
         with self._write() as session:
-            job = session.get(Job, job_id)
-            if job is None or job.state != JobState.RUNNING.value or job.lease_token != token:
+            job = self._leased(session, job_id, token)
+            if job is None:
                 return None
             rows = list(session.exec(select(ChunkRow).where(ChunkRow.job_id == job_id).order_by(col(ChunkRow.index))))
             if rows:
@@ -308,9 +313,9 @@ class Store:
     ) -> bool:
         """Record a finished chunk and the job's progress, only while `token` holds the job."""
         with self._write() as session:
-            job = session.get(Job, job_id)
+            job = self._leased(session, job_id, token)
             chunk = session.get(ChunkRow, (job_id, index))
-            if job is None or chunk is None or job.state != JobState.RUNNING.value or job.lease_token != token:
+            if job is None or chunk is None:
                 return False
             if not chunk.done:
                 chunk.done = True
@@ -340,8 +345,8 @@ class Store:
         """Record a failed try. With `retry_after_s` and attempts left, the job is queued again after
         that delay; otherwise it fails. Returns the new state, or None if the lease was lost."""
         with self._write() as session:
-            job = session.get(Job, job_id)
-            if job is None or job.state != JobState.RUNNING.value or job.lease_token != token:
+            job = self._leased(session, job_id, token)
+            if job is None:
                 return None
             job.attempts += 1
             job.error_code = code
