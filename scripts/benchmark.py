@@ -45,11 +45,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ttsd.engine.base import DevicePlan
-from ttsd.engine.device import plan_device
-from ttsd.engine.qwen_import import import_qwen_tts_quietly
-from ttsd.engine.registry import build_registry, checkpoint_kind
-from ttsd.engine.weights import resolve_checkpoint
+from ttsd.catalog import build_registry, checkpoint_kind
+from ttsd.synth.engine.base import DevicePlan
+from ttsd.synth.engine.device import plan_device
+from ttsd.synth.engine.qwen_import import import_qwen_tts_quietly
+from ttsd.synth.engine.weights import resolve_checkpoint
 
 READY_LINE = "serving"
 SPEAKER = "Ryan"

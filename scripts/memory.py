@@ -195,11 +195,12 @@ def measure(
     started = time.perf_counter()
     samples = [_sample("process start", None, device, started)]
 
+    from ttsd.catalog import build_registry
     from ttsd.config import Settings
-    from ttsd.engine.base import SynthesisRequest
-    from ttsd.engine.pool import EnginePool, qwen_loader
-    from ttsd.engine.qwen_import import import_qwen_tts_quietly
-    from ttsd.engine.registry import build_registry
+    from ttsd.daemon import load_options
+    from ttsd.synth.engine.base import SynthesisRequest
+    from ttsd.synth.engine.pool import EnginePool, qwen_loader
+    from ttsd.synth.engine.qwen_import import import_qwen_tts_quietly
 
     import_qwen_tts_quietly()
     name = "measured"
@@ -212,7 +213,7 @@ def measure(
     now = [0.0]
     pool = EnginePool(
         build_registry(settings.models),
-        qwen_loader(settings),
+        qwen_loader(load_options(settings)),
         idle_s=settings.model_idle_s,
         clock=lambda: now[0],
     )
@@ -263,7 +264,7 @@ def safetensors_parameters(path: Path) -> int:
 
 def build(root: Path, scale: int) -> Measurement:
     """Build a custom_voice checkpoint of `scale` under `root` and describe it."""
-    from ttsd.engine.tiny import build_tiny_checkpoint
+    from ttsd.synth.engine.tiny import build_tiny_checkpoint
 
     report = build_tiny_checkpoint(root / f"scale-{scale}", "custom_voice", scale=scale)
     parameters = sum(safetensors_parameters(p) for p in report.out_dir.rglob("*.safetensors"))

@@ -14,14 +14,14 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-from tests.daemon_harness import GHOST_MODEL, DaemonEnv
+from tests.support.daemon_harness import GHOST_MODEL, DaemonEnv
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding the tiny checkpoints of all three kinds, built once for the whole session."""
-    from ttsd.engine.registry import TINY_MODELS
-    from ttsd.engine.tiny import ensure_tiny_checkpoint
+    from ttsd.catalog import TINY_MODELS
+    from ttsd.synth.engine.tiny import ensure_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("models")
     for name, kind in TINY_MODELS.items():
@@ -41,7 +41,7 @@ def daemon_env(tmp_path: Path, tiny_models: Path) -> Iterator[DaemonEnv]:
 def ghost_env(tmp_path: Path) -> Iterator[DaemonEnv]:
     """Daemon folders in RAM whose default model has no weights: intake and the queue run for real,
     jobs fail fast, no model is ever loaded."""
-    from tests.fakes import scratch_dir
+    from tests.support.fakes import scratch_dir
 
     with scratch_dir(tmp_path) as root:
         no_models = root / "no-models"

@@ -14,7 +14,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ttsd.errors import ConfigError
-from ttsd.hooks import DRAIN_PLACEHOLDERS, JOB_PLACEHOLDERS, parse_template
+from ttsd.templates import DRAIN_PLACEHOLDERS, JOB_PLACEHOLDERS, parse_template
 
 ENV_PREFIX = "TTS_"
 CONFIG_FILE_NAME = "ttsd.toml"
@@ -66,13 +66,13 @@ class Settings(BaseModel):
     stable_s: float = Field(0.3, ge=0)
     shutdown_grace_s: float = Field(20.0, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # None: <state_dir>/logs/ttsd.log (ttsd.logs.log_file_path).
+    # None: <state_dir>/logs/ttsd.log (ttsd.ops.logs.log_file_path).
     log_file: Path | None = None
     log_max_bytes: int = Field(10 * 1024**2, ge=1024)
     # At least one: with none, RotatingFileHandler never rolls over and the file grows without end.
     log_backups: int = Field(5, ge=1, le=100)
 
-    # Completion hooks (ttsd.hooks): command templates run without a shell. Only the settings can
+    # Completion hooks (ttsd.ops.hooks): command templates run without a shell. Only the settings can
     # name a command; a job file never can.
     on_job_done: str | None = None
     on_queue_drained: str | None = None

@@ -1,0 +1,204 @@
+"""The CLI against a real store in a temporary state directory (click's runner, no daemon)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from ttsd.cli import main
+from ttsd.cli.submit import default_output_name
+from ttsd.cli.views import progress_line
+from ttsd.config import Settings
+from ttsd.intake.jobfile import job_defaults, parse_object
+from ttsd.jobqueue.store import Store
+from ttsd.jobqueue.tables import AudioInfo, Job, RunInfo
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> dict[str, Path]:
+    return {name: tmp_path / name for name in ("state", "inbox", "outbox")}
+
+
+def invoke(folders: dict[str, Path], *args: str, stdin: str | None = None) -> Result:
+    options = [f"--{name}-dir" if name == "state" else f"--{name}" for name in folders]
+    prefix = [item for option, path in zip(options, folders.values(), strict=True) for item in (option, str(path))]
+    return CliRunner().invoke(main, [*prefix, *args], input=stdin, catch_exceptions=False)
+
+
+def enqueue(folders: dict[str, Path], **fields: Any) -> Job:
+    settings = Settings(state_dir=folders["state"], inbox=folders["inbox"], outbox=folders["outbox"])
+    store = Store(settings.db_path)
+    try:
+        spec = parse_object(
+            {"text": "Hello.", "model": "tiny", **fields},
+            fields.get("output", "hello"),
+            job_defaults(settings),
+        )
+        return store.enqueue(spec).job
+    finally:
+        store.close()
+
+
+def test_status_on_a_fresh_state_directory(folders: dict[str, Path]) -> None:
+    result = invoke(folders, "status", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.output)
+    assert data["daemon"] == {"running": False}
+    assert data["queue"] == {} and data["running"] == []
+    human = invoke(folders, "status")
+    assert "never started" in human.output
+
+
+def test_jobs_show_and_their_json_shapes(folders: dict[str, Path]) -> None:
+    first = enqueue(folders, output="one")
+    enqueue(folders, output="two", text="Second.")
+
+    listing = json.loads(invoke(folders, "jobs", "--json").output)
+    assert [row["name"] for row in listing] == ["two", "one"]
+    assert set(listing[0]) == {
+        "id",
+        "name",
+        "model",
+        "state",
+        "attempts",
+        "created_at",
+        "finished_at",
+        "duration_s",
+        "error",
+    }
+    assert json.loads(invoke(folders, "jobs", "--state", "done", "--json").output) == []
+
+    for ref in (first.id, first.id[:6], "one"):
+        shown = invoke(folders, "show", ref, "--json")
+        assert shown.exit_code == 0
+        document = json.loads(shown.output)
+        assert document["job_id"] == first.id and document["state"] == "queued"
+        assert document["text"] == "Hello."
+
+    status = json.loads(invoke(folders, "status", "--json").output)
+    assert status["queue"] == {"tiny": {"queued": 2}}
+
+
+def test_unknown_job_exits_3(folders: dict[str, Path]) -> None:
+    result = invoke(folders, "show", "nope")
+    assert result.exit_code == 3
+    assert "no job" in result.output
+
+
+def test_cancel_and_retry(folders: dict[str, Path]) -> None:
+    job = enqueue(folders)
+    cancelled = invoke(folders, "cancel", job.id, "--json")
+    assert cancelled.exit_code == 0 and json.loads(cancelled.output)["state"] == "cancelled"
+    status_file = json.loads((folders["outbox"] / "hello.status.json").read_text())
+    assert status_file["state"] == "cancelled"
+    assert invoke(folders, "cancel", job.id).exit_code == 1
+
+    retried = invoke(folders, "retry", job.id, "--json")
+    assert retried.exit_code == 0 and json.loads(retried.output)[0]["state"] == "queued"
+    assert invoke(folders, "retry").exit_code == 2
+
+
+def test_submit_writes_a_valid_job_file_atomically(folders: dict[str, Path]) -> None:
+    result = invoke(
+        folders,
+        "submit",
+        "Hello from the CLI.",
+        "--speaker",
+        "Ryan",
+        "--model",
+        "tiny",
+        "--output",
+        "greeting",
+        "--priority",
+        "5",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    path = Path(data["file"])
+    assert path == folders["inbox"] / "greeting.json"
+    assert json.loads(path.read_text()) == {
+        "text": "Hello from the CLI.",
+        "speaker": "Ryan",
+        "model": "tiny",
+        "output": "greeting",
+        "priority": 5,
+    }
+    assert [p.name for p in folders["inbox"].iterdir()] == ["greeting.json"]
+
+    again = invoke(folders, "submit", "Another.", "--model", "tiny", "--output", "greeting", "--json")
+    assert Path(json.loads(again.output)["file"]).name == "greeting-2.json"
+
+
+def test_submit_reads_stdin_and_names_the_job_from_its_text(folders: dict[str, Path]) -> None:
+    result = invoke(folders, "submit", "-", "--model", "tiny", "--json", stdin="Read from a pipe.")
+    assert result.exit_code == 0
+    name = json.loads(result.output)["name"]
+    assert name == default_output_name("Read from a pipe.")
+    assert name.startswith("read-from-a-pipe-")
+
+
+def test_submit_refuses_a_bad_job_before_writing_it(folders: dict[str, Path]) -> None:
+    result = invoke(folders, "submit", "Hi.", "--model", "no-such-model")
+    assert result.exit_code == 2
+    assert "model: unknown model 'no-such-model'" in result.output
+    assert not folders["inbox"].exists() or not any(folders["inbox"].iterdir())
+
+
+def test_bad_settings_are_a_usage_error(folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TTS_MAX_BATCH", "lots")
+    result = invoke(folders, "status")
+    assert result.exit_code == 2
+    assert "TTS_MAX_BATCH" in result.output
+
+
+def test_jobs_since_filter_and_wait(folders: dict[str, Path]) -> None:
+    job = enqueue(folders)
+    assert len(json.loads(invoke(folders, "jobs", "--since", "1h", "--json").output)) == 1
+    assert json.loads(invoke(folders, "jobs", "--since", "2999-01-01", "--json").output) == []
+    assert invoke(folders, "jobs", "--since", "yesterday").exit_code == 2
+
+    timed_out = invoke(folders, "wait", job.id, "--timeout", "0.2")
+    assert timed_out.exit_code == 1 and "still unfinished: hello (queued)" in timed_out.output
+    invoke(folders, "cancel", job.id)
+    finished = invoke(folders, "wait", "hello", "--json")
+    assert finished.exit_code == 1 and json.loads(finished.output)[0]["state"] == "cancelled"
+    assert invoke(folders, "wait", "nope").exit_code == 3
+
+
+def test_status_reports_the_last_hour_per_model(folders: dict[str, Path]) -> None:
+    settings = Settings(state_dir=folders["state"], inbox=folders["inbox"], outbox=folders["outbox"])
+    store = Store(settings.db_path)
+    try:
+        for name, cached in (("fresh", False), ("again", True)):
+            spec = parse_object({"text": f"{name}.", "model": "tiny"}, name, job_defaults(settings))
+            store.enqueue(spec)
+            token, [job] = store.claim("tiny", 1)
+            audio = AudioInfo(file=f"{name}.wav", format="wav", sample_rate=24_000, duration_s=2.0, bytes=1, sha256="x")
+            run = RunInfo(device="cpu", dtype="float32", seed=None, cache_hit=cached, synth_s=0.0 if cached else 1.0)
+            assert store.finish_done(job.id, token, audio, run)
+    finally:
+        store.close()
+    data = json.loads(invoke(folders, "status", "--json").output)
+    figures = data["last_hour"]["tiny"]
+    assert figures["done"] == 2 and figures["failed"] == 0 and figures["retries"] == 0
+    assert figures["rtf"] == 0.5 and figures["cache_hit_rate"] == 0.5 and figures["audio_s"] == 4.0
+    human = invoke(folders, "status").output
+    assert "last 1h  tiny: 2 done, 0 failed, 4.0s of audio, RTF 0.50" in human
+    assert "cache    0 takes" in human
+
+
+def test_progress_line_and_show_progress(folders: dict[str, Path]) -> None:
+    running = {"state": "running", "progress": {"chunks_done": 3, "chunks_total": 10, "audio_s": 12.5, "eta_s": 8.2}}
+    assert progress_line("chapter", running) == (
+        "chapter: running   [######..............] 3/10 chunks, 12.5s of audio, ETA 8s"
+    )
+    enqueue(folders)
+    assert (
+        "progress     queued    [....................] 0/1 chunks, 0.0s of audio"
+        in invoke(folders, "show", "hello").output
+    )

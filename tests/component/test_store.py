@@ -1,0 +1,561 @@
+"""The durable queue: dedup, batch claims, leases, guarded finishes, recovery, retry, queries, pragmas."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import sqlite3
+import stat
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ttsd.jobqueue.store as store_module
+from tests.support.fakes import FAKE_MODEL, OTHER_MODEL, make_spec, scratch_dir
+from ttsd.errors import JobNotFound, StoreError
+from ttsd.jobqueue.states import JobState
+from ttsd.jobqueue.store import Store
+from ttsd.jobqueue.tables import AudioInfo, Job, RunInfo, utcnow
+
+AUDIO = AudioInfo(file="x.wav", format="wav", sample_rate=24_000, duration_s=1.0, bytes=100, sha256="0" * 64)
+RUN = RunInfo(device="cpu", dtype="float32", seed=None, cache_hit=False, synth_s=0.1)
+
+
+@pytest.fixture
+def db_dir(tmp_path: Path) -> Iterator[Path]:
+    with scratch_dir(tmp_path) as folder:
+        yield folder
+
+
+@pytest.fixture
+def store(db_dir: Path) -> Iterator[Store]:
+    opened = Store(db_dir / "state" / "ttsd.sqlite3")
+    yield opened
+    opened.close()
+
+
+def enqueue(store: Store, text: str, **fields: Any) -> Job:
+    result = store.enqueue(make_spec(text, **fields))
+    assert result.created
+    return result.job
+
+
+def claim_one(store: Store, model: str = FAKE_MODEL) -> tuple[str, Job]:
+    token, jobs = store.claim(model, max_batch=1)
+    assert len(jobs) == 1
+    return token, jobs[0]
+
+
+# -- enqueue and dedup ---------------------------------------------------------------------------
+
+
+def test_enqueue_creates_a_queued_job(store: Store) -> None:
+    spec = make_spec("hello there", name="greeting", id="client-7", priority=3)
+    result = store.enqueue(spec, source_file="greeting.json")
+    assert result.created
+    job = store.get(result.job.id)
+    assert job.state == JobState.QUEUED
+    assert (job.name, job.model, job.client_id, job.priority) == ("greeting", FAKE_MODEL, "client-7", 3)
+    assert job.source_file == "greeting.json"
+    assert job.content_key == spec.content_key()
+    assert job.batch_key == spec.batch_key()
+    assert job.attempts == 0
+    assert job.lease_token is None
+
+
+@pytest.mark.parametrize("state", ["queued", "running", "done"])
+def test_same_spec_is_a_duplicate_while_live(store: Store, state: str) -> None:
+    first = enqueue(store, "same text")
+    if state != "queued":
+        token, _ = claim_one(store)
+        if state == "done":
+            assert store.finish_done(first.id, token, AUDIO, RUN)
+    again = store.enqueue(make_spec("same text"))
+    assert not again.created
+    assert again.job.id == first.id
+    assert len(store.jobs(limit=None)) == 1
+
+
+@pytest.mark.parametrize("ending", ["failed", "cancelled"])
+def test_same_spec_after_failure_or_cancel_is_a_new_job(store: Store, ending: str) -> None:
+    first = enqueue(store, "same text")
+    if ending == "failed":
+        token, _ = claim_one(store)
+        assert store.finish_failed(first.id, token, "boom", "it broke", 3, None) == JobState.FAILED
+    else:
+        store.cancel(first.id)
+    again = store.enqueue(make_spec("same text"))
+    assert again.created
+    assert again.job.id != first.id
+    assert store.enqueue(make_spec("same text")).job.id == again.job.id
+
+
+def test_a_different_field_is_a_different_job(store: Store) -> None:
+    first = enqueue(store, "same text")
+    assert store.enqueue(make_spec("same text", sample_rate=16_000)).job.id != first.id
+    assert store.enqueue(make_spec("same text", name="other")).job.id != first.id
+
+
+# -- claims --------------------------------------------------------------------------------------
+
+
+def test_claim_takes_highest_priority_then_oldest_up_to_max_batch(store: Store) -> None:
+    low = enqueue(store, "low", priority=-1)
+    old = enqueue(store, "old")
+    high = enqueue(store, "high", priority=5)
+    new = enqueue(store, "new")
+    newest = enqueue(store, "newest")
+    token, jobs = store.claim(FAKE_MODEL, max_batch=3)
+    assert [job.id for job in jobs] == [high.id, old.id, new.id]
+    for job in jobs:
+        current = store.get(job.id)
+        assert current.state == JobState.RUNNING
+        assert current.lease_token == token
+        assert current.heartbeat_at is not None and current.started_at is not None
+    _, rest = store.claim(FAKE_MODEL, max_batch=3)
+    assert [job.id for job in rest] == [newest.id, low.id]
+    assert store.claim(FAKE_MODEL, max_batch=3)[1] == []
+
+
+def test_claim_never_mixes_batch_keys_or_models(store: Store) -> None:
+    a1 = enqueue(store, "a1")
+    warm = enqueue(store, "warm", generation={"temperature": 0.5})
+    a2 = enqueue(store, "a2")
+    seeded1 = enqueue(store, "seeded1", seed=1)
+    seeded2 = enqueue(store, "seeded2", seed=1)
+    other = enqueue(store, "other model", model=OTHER_MODEL)
+    batches = []
+    while True:
+        _, jobs = store.claim(FAKE_MODEL, max_batch=10)
+        if not jobs:
+            break
+        assert len({job.batch_key for job in jobs}) == 1
+        batches.append([job.id for job in jobs])
+    # Same sampling shares a call; other sampling runs apart; a seeded job always runs alone.
+    assert batches == [[a1.id, a2.id], [warm.id], [seeded1.id], [seeded2.id]]
+    assert store.get(other.id).state == JobState.QUEUED
+    assert [job.id for job in store.claim(OTHER_MODEL, max_batch=10)[1]] == [other.id]
+
+
+def test_claim_skips_jobs_whose_not_before_is_in_the_future(store: Store) -> None:
+    job = enqueue(store, "later")
+    token, _ = claim_one(store)
+    assert store.finish_failed(job.id, token, "flaky", "try again", 3, retry_after_s=60) == JobState.QUEUED
+    assert store.claim(FAKE_MODEL, max_batch=4)[1] == []
+    assert store.models_with_queued_jobs() == [FAKE_MODEL]
+    _, jobs = store.claim(FAKE_MODEL, max_batch=4, now=utcnow() + timedelta(seconds=61))
+    assert [j.id for j in jobs] == [job.id]
+    assert store.get(job.id).not_before is None
+
+
+def test_concurrent_claims_hand_out_every_job_exactly_once(db_dir: Path) -> None:
+    db_path = db_dir / "ttsd.sqlite3"
+    setup = Store(db_path)
+    ids = set()
+    for number in range(200):
+        model = FAKE_MODEL if number % 2 else OTHER_MODEL
+        ids.add(setup.enqueue(make_spec(f"job {number}", model=model, priority=number % 3)).job.id)
+    setup.close()
+
+    claimed: list[tuple[str, str]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    start = threading.Barrier(4)
+
+    def claimer(index: int) -> None:
+        own = Store(db_path)  # its own engine, as another worker would have
+        try:
+            start.wait(timeout=10)
+            models = [FAKE_MODEL, OTHER_MODEL] if index % 2 else [OTHER_MODEL, FAKE_MODEL]
+            while True:
+                got = 0
+                for model in models:
+                    token, jobs = own.claim(model, max_batch=3)
+                    got += len(jobs)
+                    with lock:
+                        claimed.extend((job.id, token) for job in jobs)
+                if not got:
+                    return
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=claimer, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+    assert errors == []
+    counts = Counter(job_id for job_id, _ in claimed)
+    assert set(counts) == ids
+    assert max(counts.values()) == 1
+    check = Store(db_path)
+    try:
+        for job_id, token in claimed:
+            assert check.holds_lease(job_id, token)
+        assert check.counts() == {FAKE_MODEL: {"running": 100}, OTHER_MODEL: {"running": 100}}
+        assert check.integrity_check() == "ok"
+    finally:
+        check.close()
+
+
+# -- leases and guarded finishes -----------------------------------------------------------------
+
+
+def test_finish_done_with_the_lease_records_the_result(store: Store) -> None:
+    job = enqueue(store, "fine")
+    token, _ = claim_one(store)
+    run = RunInfo(device="cpu", dtype="float32", seed=7, cache_hit=False, synth_s=0.25)
+    assert store.finish_done(job.id, token, AUDIO, run)
+    done = store.get(job.id)
+    assert done.state == JobState.DONE
+    assert done.attempts == 1
+    assert done.lease_token is None
+    assert done.finished_at is not None
+    assert (done.audio_file, done.audio_sha256, done.duration_s) == ("x.wav", "0" * 64, 1.0)
+    assert (done.device, done.dtype, done.seed, done.synth_s) == ("cpu", "float32", 7, 0.25)
+    assert done.chunks_done == done.chunks_total
+    assert not store.finish_done(job.id, token, AUDIO, RUN)  # once only
+    assert store.get(job.id).attempts == 1
+
+
+def test_finish_done_refuses_a_wrong_token(store: Store) -> None:
+    job = enqueue(store, "fine")
+    claim_one(store)
+    assert not store.finish_done(job.id, "not-the-token", AUDIO, RUN)
+    assert store.get(job.id).state == JobState.RUNNING
+
+
+def test_finish_done_refuses_a_cancelled_job(store: Store) -> None:
+    job = enqueue(store, "cancel me")
+    token, _ = claim_one(store)
+    store.cancel(job.id)
+    assert not store.holds_lease(job.id, token)
+    assert not store.finish_done(job.id, token, AUDIO, RUN)
+    after = store.get(job.id)
+    assert after.state == JobState.CANCELLED
+    assert after.audio_file is None
+    assert after.attempts == 0
+
+
+def test_a_stale_lease_loses_to_the_new_holder(store: Store) -> None:
+    job = enqueue(store, "reclaimed")
+    stale, _ = claim_one(store)
+    assert store.release_all_running() == [job.id]
+    fresh, _ = claim_one(store)
+    assert not store.holds_lease(job.id, stale)
+    assert store.holds_lease(job.id, fresh)
+    assert not store.finish_done(job.id, stale, AUDIO, RUN)
+    assert store.finish_failed(job.id, stale, "x", "y", 3, None) is None
+    assert store.heartbeat(stale) == 0
+    current = store.get(job.id)
+    assert (current.state, current.lease_token, current.attempts) == (JobState.RUNNING, fresh, 0)
+    assert store.finish_done(job.id, fresh, AUDIO, RUN)
+
+
+def test_finish_failed_with_retry_requeues_until_max_attempts(store: Store) -> None:
+    job = enqueue(store, "flaky")
+    for attempt in (1, 2):
+        before = utcnow()
+        token, _ = claim_one(store) if attempt == 1 else _claim_later(store)
+        state = store.finish_failed(job.id, token, "flaky", f"try {attempt}", 3, retry_after_s=30)
+        assert state == JobState.QUEUED
+        queued = store.get(job.id)
+        assert queued.attempts == attempt
+        assert queued.lease_token is None
+        assert (queued.error_code, queued.error_message) == ("flaky", f"try {attempt}")
+        assert queued.not_before is not None
+        assert before + timedelta(seconds=29) < queued.not_before < utcnow() + timedelta(seconds=31)
+    token, _ = _claim_later(store)
+    assert store.finish_failed(job.id, token, "flaky", "try 3", 3, retry_after_s=30) == JobState.FAILED
+    failed = store.get(job.id)
+    assert (failed.state, failed.attempts, failed.error_code) == (JobState.FAILED, 3, "flaky")
+    assert failed.finished_at is not None
+    assert store.failed_job_ids() == [job.id]
+
+
+def _claim_later(store: Store) -> tuple[str, Job]:
+    token, jobs = store.claim(FAKE_MODEL, max_batch=1, now=utcnow() + timedelta(minutes=5))
+    assert len(jobs) == 1
+    return token, jobs[0]
+
+
+def test_finish_failed_without_retry_fails_at_once(store: Store) -> None:
+    job = enqueue(store, "hopeless")
+    token, _ = claim_one(store)
+    assert store.finish_failed(job.id, token, "bad_speaker", "no such voice", 3, None) == JobState.FAILED
+    failed = store.get(job.id)
+    assert (failed.attempts, failed.error_code, failed.error_message) == (1, "bad_speaker", "no such voice")
+
+
+def test_heartbeat_renews_the_lease(store: Store) -> None:
+    job = enqueue(store, "slow")
+    long_ago = utcnow() - timedelta(minutes=10)
+    token, _ = store.claim(FAKE_MODEL, max_batch=1, now=long_ago)
+    assert store.get(job.id).heartbeat_at == long_ago
+    assert store.heartbeat(token) == 1
+    renewed = store.get(job.id).heartbeat_at
+    assert renewed is not None and renewed > long_ago + timedelta(minutes=9)
+    assert store.recover_interrupted(3, stale_before=utcnow() - timedelta(minutes=1)) == []
+    assert store.holds_lease(job.id, token)
+    assert store.heartbeat("someone-else") == 0
+
+
+def test_release_all_running_requeues_without_counting(store: Store) -> None:
+    running = [enqueue(store, f"run {n}") for n in range(3)]
+    waiting = enqueue(store, "waiting", priority=-5)
+    _, jobs = store.claim(FAKE_MODEL, max_batch=3)
+    assert {job.id for job in jobs} == {job.id for job in running}
+    assert sorted(store.release_all_running()) == sorted(job.id for job in running)
+    for job in [*running, waiting]:
+        current = store.get(job.id)
+        assert (current.state, current.attempts, current.lease_token) == (JobState.QUEUED, 0, None)
+    assert store.release_all_running() == []
+
+
+# -- recovery ------------------------------------------------------------------------------------
+
+
+def test_recover_at_start_counts_the_try_and_fails_at_max_attempts(store: Store) -> None:
+    job = enqueue(store, "crashes the daemon")
+    bystander = enqueue(store, "queued bystander", priority=-1)
+    for attempt in (1, 2):
+        claim_one(store)
+        recovered = store.recover_interrupted(max_attempts=3)
+        assert [j.id for j in recovered] == [job.id]
+        current = store.get(job.id)
+        assert (current.state, current.attempts, current.lease_token) == (JobState.QUEUED, attempt, None)
+    claim_one(store)
+    [last] = store.recover_interrupted(max_attempts=3)
+    assert last.state == JobState.FAILED
+    failed = store.get(job.id)
+    assert (failed.state, failed.attempts, failed.error_code) == (JobState.FAILED, 3, "interrupted")
+    assert failed.error_message and "3" in failed.error_message
+    assert failed.finished_at is not None
+    assert store.get(bystander.id).state == JobState.QUEUED
+    assert store.get(bystander.id).attempts == 0
+
+
+def test_recover_with_stale_before_takes_only_stale_leases(store: Store) -> None:
+    stale = enqueue(store, "stalled")
+    alive = enqueue(store, "alive")
+    store.claim(FAKE_MODEL, max_batch=1, now=utcnow() - timedelta(minutes=5))
+    alive_token, _ = claim_one(store)
+    recovered = store.recover_interrupted(3, stale_before=utcnow() - timedelta(seconds=60))
+    assert [job.id for job in recovered] == [stale.id]
+    assert store.get(stale.id).state == JobState.QUEUED
+    assert store.get(stale.id).attempts == 1
+    assert store.holds_lease(alive.id, alive_token)
+    assert store.get(alive.id).attempts == 0
+
+
+# -- people: retry and cancel --------------------------------------------------------------------
+
+
+def test_retry_gives_a_fresh_attempt_budget_and_clears_errors(store: Store) -> None:
+    job = enqueue(store, "flaky")
+    for _ in range(2):
+        token, _ = _claim_later(store)
+        store.finish_failed(job.id, token, "flaky", "again", 2, retry_after_s=1)
+    failed = store.get(job.id)
+    assert (failed.state, failed.attempts) == (JobState.FAILED, 2)
+    retried = store.retry(job.id)
+    assert (retried.state, retried.attempts, retried.attempt_base) == (JobState.QUEUED, 2, 2)
+    current = store.get(job.id)
+    assert (current.error_code, current.error_message, current.not_before) == (None, None, None)
+    assert (current.finished_at, current.started_at) == (None, None)
+    # The budget starts over: one failed try is re-queued again, the second fails.
+    token, _ = _claim_later(store)
+    assert store.finish_failed(job.id, token, "flaky", "again", 2, retry_after_s=1) == JobState.QUEUED
+    token, _ = _claim_later(store)
+    assert store.finish_failed(job.id, token, "flaky", "again", 2, retry_after_s=1) == JobState.FAILED
+    assert store.get(job.id).attempts == 4
+
+
+def test_retry_refuses_pending_jobs_and_requeues_done_ones(store: Store) -> None:
+    job = enqueue(store, "fine")
+    with pytest.raises(StoreError):
+        store.retry(job.id)
+    token, _ = claim_one(store)
+    with pytest.raises(StoreError):
+        store.retry(job.id)
+    assert store.finish_done(job.id, token, AUDIO, RUN)
+    again = store.retry(job.id)
+    assert (again.state, again.attempt_base) == (JobState.QUEUED, 1)
+
+
+def test_cancel_queued_and_running_but_not_finished_jobs(store: Store) -> None:
+    queued = enqueue(store, "queued")
+    cancelled = store.cancel(queued.id)
+    assert cancelled.state == JobState.CANCELLED
+    assert cancelled.finished_at is not None
+    assert store.get(queued.id).error_code == "cancelled"
+    running = enqueue(store, "running")
+    token, _ = claim_one(store)
+    assert store.cancel(running.name).state == JobState.CANCELLED
+    assert store.heartbeat(token) == 0
+    done = enqueue(store, "done")
+    token, _ = claim_one(store)
+    assert store.finish_done(done.id, token, AUDIO, RUN)
+    for ref in (done.id, queued.id):
+        with pytest.raises(StoreError):
+            store.cancel(ref)
+    assert store.get(done.id).state == JobState.DONE
+    with pytest.raises(JobNotFound):
+        store.cancel("no-such-job")
+
+
+def test_attempts_never_decrease_and_leases_stay_consistent(store: Store) -> None:
+    """A seeded random walk over every operation, checking the invariants after each step."""
+    rng = random.Random(1234)
+    texts = [f"walk {n}" for n in range(5)]
+    ids = [enqueue(store, text).id for text in texts]
+    tokens: dict[str, str] = {}
+    seen_attempts = dict.fromkeys(ids, 0)
+    seen_states: set[str] = set()
+    later = utcnow() + timedelta(hours=1)
+    for _ in range(150):
+        job_id = rng.choice(ids)
+        action = rng.choice(["claim", "done", "fail", "retry_fail", "recover", "release", "cancel", "retry"])
+        if action == "claim":
+            token, jobs = store.claim(FAKE_MODEL, max_batch=rng.randint(1, 3), now=later)
+            tokens.update((job.id, token) for job in jobs)
+        elif action == "done":
+            store.finish_done(job_id, tokens.get(job_id, "none"), AUDIO, RUN)
+        elif action in ("fail", "retry_fail"):
+            delay = 1.0 if action == "retry_fail" else None
+            store.finish_failed(job_id, tokens.get(job_id, "none"), "x", "y", 3, delay)
+        elif action == "recover":
+            store.recover_interrupted(3)
+        elif action == "release":
+            store.release_all_running()
+        else:
+            with contextlib.suppress(StoreError):
+                getattr(store, action)(job_id)
+        for job in store.jobs(limit=None):
+            assert job.attempts >= seen_attempts[job.id], (action, job)
+            seen_attempts[job.id] = job.attempts
+            seen_states.add(job.state)
+            assert job.attempt_base <= job.attempts
+            assert (job.state == JobState.RUNNING) == (job.lease_token is not None)
+            if job.state == JobState.DONE:
+                assert job.audio_file is not None and job.error_code is None
+    assert seen_states == {state.value for state in JobState if state != JobState.REJECTED}
+    assert max(seen_attempts.values()) >= 3
+    assert store.integrity_check() == "ok"
+
+
+# -- queries -------------------------------------------------------------------------------------
+
+
+def test_get_by_id_name_and_unique_prefix(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = iter(["abcd0001", "abcd0002", "beef0003"])
+    monkeypatch.setattr(store_module, "new_job_id", lambda: next(ids))
+    first = enqueue(store, "first take", name="scene")
+    second = enqueue(store, "second take", name="scene")
+    other = enqueue(store, "other", name="beef")
+    assert store.get("abcd0001").id == first.id
+    assert store.get("scene").id == second.id  # the newest with that name
+    assert store.get("beef").id == other.id  # a name beats a prefix
+    assert store.get("beef0").id == other.id
+    assert store.get("abcd0002").id == second.id
+    for ref in ("abcd", "abc", "zzzz", "", "beef000_", "abcd%", "%"):
+        with pytest.raises(JobNotFound):
+            store.get(ref)
+
+
+def test_jobs_are_listed_newest_first_with_filters(store: Store) -> None:
+    first = enqueue(store, "one")
+    second = enqueue(store, "two", model=OTHER_MODEL)
+    third = enqueue(store, "three")
+    assert [job.id for job in store.jobs()] == [third.id, second.id, first.id]
+    assert [job.id for job in store.jobs(model=FAKE_MODEL)] == [third.id, first.id]
+    assert [job.id for job in store.jobs(limit=1)] == [third.id]
+    claim_one(store, OTHER_MODEL)
+    assert [job.id for job in store.jobs(state="running")] == [second.id]
+    assert [job.id for job in store.jobs(since=third.created_at)] == [third.id]
+    assert store.pending_count(FAKE_MODEL) == 2
+    assert store.pending_count(OTHER_MODEL) == 1
+
+
+def test_latest_per_name(store: Store) -> None:
+    enqueue(store, "old take", name="scene")
+    newer = enqueue(store, "new take", name="scene")
+    solo = enqueue(store, "solo")
+    latest = {job.name: job.id for job in store.latest_per_name()}
+    assert latest == {"scene": newer.id, "solo": solo.id}
+    found = store.newest_named("scene")
+    assert found is not None and found.id == newer.id
+    assert store.newest_named(newer.id) is None  # by name only, never by id
+
+
+def test_counts_per_model_and_state(store: Store) -> None:
+    for n in range(3):
+        enqueue(store, f"a{n}")
+    enqueue(store, "b", model=OTHER_MODEL)
+    token, job = claim_one(store)
+    store.finish_done(job.id, token, AUDIO, RUN)
+    claim_one(store)
+    assert store.counts() == {FAKE_MODEL: {"done": 1, "running": 1, "queued": 1}, OTHER_MODEL: {"queued": 1}}
+
+
+def test_daemon_rows(store: Store, tmp_path: Path) -> None:
+    assert store.latest_daemon() is None
+    first = store.register_daemon(tmp_path / "in", tmp_path / "out", "1.0")
+    second = store.register_daemon(tmp_path / "in", tmp_path / "out", "1.1")
+    latest = store.latest_daemon()
+    assert latest is not None and latest.id == second.id
+    assert (latest.version, latest.inbox, latest.stopped_at) == ("1.1", str(tmp_path / "in"), None)
+    store.daemon_heartbeat(second.id, '{"device": "cpu"}', '[{"model": "fake"}]')
+    store.daemon_stopped(second.id)
+    latest = store.latest_daemon()
+    assert latest is not None
+    assert (latest.device_plan, latest.loaded_models) == ('{"device": "cpu"}', '[{"model": "fake"}]')
+    assert latest.heartbeat_at >= second.heartbeat_at
+    assert latest.stopped_at is not None and latest.stopped_at >= latest.started_at
+    assert first.id != second.id
+
+
+# -- the file itself -----------------------------------------------------------------------------
+
+
+def test_database_file_is_private_durable_and_sound(store: Store) -> None:
+    enqueue(store, "something")
+    path = store.db_path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    with store._read():  # an open connection keeps -wal and -shm around
+        for suffix in ("-wal", "-shm"):
+            side = Path(f"{path}{suffix}")
+            if side.exists():
+                assert stat.S_IMODE(side.stat().st_mode) == 0o600
+    raw = sqlite3.connect(path)
+    try:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        raw.close()
+    for engine in (store._reader, store._writer):
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    assert store.integrity_check() == "ok"
+
+
+def test_reopening_keeps_the_queue(db_dir: Path) -> None:
+    path = db_dir / "ttsd.sqlite3"
+    first = Store(path)
+    job = first.enqueue(make_spec("persist me")).job
+    first.close()
+    second = Store(path)
+    try:
+        assert second.get(job.id).state == JobState.QUEUED
+        assert not second.enqueue(make_spec("persist me")).created
+    finally:
+        second.close()

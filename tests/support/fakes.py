@@ -1,0 +1,154 @@
+"""Fast stand-ins for the model: a deterministic FakeEngine, a loader for EnginePool, and job specs.
+
+Nothing here imports torch or qwen-tts: the store and worker tests run in well under a second each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ttsd.catalog import ModelEntry, ModelKind
+from ttsd.errors import EngineError
+from ttsd.intake.jobfile import JobDefaults, parse_object
+from ttsd.jobspec import JobSpec
+from ttsd.synth.engine.base import DevicePlan, Engine, SynthesisRequest, Voices
+
+FAKE_MODEL = "fake"
+OTHER_MODEL = "fake-b"
+FAKE_RATE = 24_000
+SAMPLES_PER_CHAR = 1680  # 70 ms of audio per character at 24 kHz: a natural reading pace
+
+REGISTRY: dict[str, ModelEntry] = {
+    name: ModelEntry(name=name, kind="custom_voice", repo_id=f"test/{name}")
+    for name in (FAKE_MODEL, OTHER_MODEL, "fake-c")
+}
+
+DEFAULTS = JobDefaults(
+    default_model=FAKE_MODEL,
+    default_sample_rate=FAKE_RATE,
+    max_text_length=600,
+    max_job_chars=200_000,
+    max_file_bytes=4 * 1024**2,
+    registry=REGISTRY,
+)
+
+
+def make_spec(text: str, name: str | None = None, **fields: Any) -> JobSpec:
+    """A resolved job as a job file with these fields would give (name defaults to the text)."""
+    return parse_object({"text": text, **fields}, name or text.replace(" ", "-"), DEFAULTS)
+
+
+def fake_samples(text: str) -> int:
+    """How many samples the fake engine returns for `text`."""
+    return SAMPLES_PER_CHAR * max(1, len(text))
+
+
+def fake_wave(text: str) -> np.ndarray:
+    """Deterministic float32 noise, its length derived from the text."""
+    seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-0.5, 0.5, fake_samples(text)).astype(np.float32)
+
+
+class FakeEngine:
+    """The Engine protocol, instantly. `poison` maps a text marker to the error a batch holding
+    that marker raises; `on_synthesize` runs inside each call (before the poison check)."""
+
+    def __init__(
+        self,
+        name: str = FAKE_MODEL,
+        kind: ModelKind = "custom_voice",
+        poison: Mapping[str, type[EngineError]] | None = None,
+        on_synthesize: Callable[[Sequence[SynthesisRequest]], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.plan = DevicePlan("cpu", "float32", "sdpa")
+        self.sample_rate = FAKE_RATE
+        self.poison = dict(poison or {})
+        self.on_synthesize = on_synthesize
+        self.calls: list[int] = []
+        self.closed = False
+
+    def synthesize(
+        self, requests: Sequence[SynthesisRequest], generation: Mapping[str, Any], seed: int | None
+    ) -> list[np.ndarray]:
+        self.calls.append(len(requests))
+        if self.on_synthesize is not None:
+            self.on_synthesize(requests)
+        for marker, error in self.poison.items():
+            if any(marker in request.text for request in requests):
+                raise error(f"the fake engine refuses {marker!r}", code=f"fake_{marker.lower()}")
+        return [fake_wave(request.text) for request in requests]
+
+    def voices(self) -> Voices:
+        return Voices(speakers=("vivian",), languages=("auto", "english"))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeLoader:
+    """An EnginePool loader that records each load; `gate`, when given, holds every load until set."""
+
+    def __init__(self, gate: threading.Event | None = None, **engine_options: Any) -> None:
+        self.gate = gate
+        self.engine_options = engine_options
+        self.loads: list[str] = []
+        self.engines: dict[str, FakeEngine] = {}
+        self.peak_in_memory = 0  # the most engines alive (loaded, not closed) during any load
+        self.loading = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, entry: ModelEntry) -> Engine:
+        with self._lock:
+            self.loads.append(entry.name)
+            alive = sum(not engine.closed for engine in self.engines.values()) + 1
+            self.peak_in_memory = max(self.peak_in_memory, alive)
+        self.loading.set()
+        if self.gate is not None and not self.gate.wait(timeout=10):
+            raise TimeoutError("the test never opened the load gate")
+        engine = FakeEngine(name=entry.name, kind=entry.kind, **self.engine_options)
+        with self._lock:
+            self.engines[entry.name] = engine
+        return engine
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@contextmanager
+def scratch_dir(fallback: Path) -> Iterator[Path]:
+    """A private folder in RAM (/dev/shm) where there is one, else `fallback`.
+
+    The queue commits with synchronous=FULL, so on a busy disk every commit waits for an fsync;
+    in RAM the same real SQLite files, WAL and locks are exercised without that wait.
+    """
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        yield fallback
+        return
+    folder = Path(tempfile.mkdtemp(prefix="ttsd-test-", dir=shm))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

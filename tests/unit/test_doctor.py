@@ -1,0 +1,104 @@
+"""Device planning, doctor and voices: the hardware is simulated through the planner's probe seam."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ttsd.cli import main
+from ttsd.config import load_settings
+from ttsd.errors import ConfigError
+from ttsd.ops.doctor import Check, diagnose
+from ttsd.synth.engine.device import Hardware, plan_device
+
+APPLE = Hardware(mps=True, cuda=False, flash_attn=False)
+NVIDIA = Hardware(mps=False, cuda=True, flash_attn=False)
+NVIDIA_FLASH = Hardware(mps=False, cuda=True, flash_attn=True)
+CPU_ONLY = Hardware(mps=False, cuda=False, flash_attn=False)
+
+
+@pytest.mark.parametrize(
+    ("hardware", "device", "dtype", "expected"),
+    [
+        (APPLE, "auto", "auto", ("mps", "float16", "sdpa")),
+        (NVIDIA, "auto", "auto", ("cuda", "bfloat16", "sdpa")),
+        (NVIDIA_FLASH, "auto", "auto", ("cuda", "bfloat16", "flash_attention_2")),
+        (CPU_ONLY, "auto", "auto", ("cpu", "float32", "sdpa")),
+        (APPLE, "cpu", "auto", ("cpu", "float32", "sdpa")),
+        (APPLE, "mps", "float32", ("mps", "float32", "sdpa")),
+        (NVIDIA_FLASH, "cpu", "bfloat16", ("cpu", "bfloat16", "sdpa")),
+    ],
+)
+def test_device_plan(hardware: Hardware, device: str, dtype: str, expected: tuple[str, str, str]) -> None:
+    plan = plan_device(device, dtype, probe=lambda: hardware)
+    assert (plan.device, plan.dtype, plan.attention) == expected
+
+
+@pytest.mark.parametrize(
+    ("hardware", "device", "dtype", "message"),
+    [
+        (CPU_ONLY, "mps", "auto", "no usable MPS"),
+        (APPLE, "cuda", "auto", "no CUDA"),
+        (CPU_ONLY, "cpu", "float16", "float16 is not supported on the CPU"),
+    ],
+)
+def test_impossible_device_plans_are_config_errors(hardware: Hardware, device: str, dtype: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        plan_device(device, dtype, probe=lambda: hardware)
+
+
+def _ok_import() -> Check:
+    return Check("qwen-tts import", True, "ok")
+
+
+def test_doctor_reports_and_blocks(tmp_path: Path) -> None:
+    loaded = load_settings(
+        overrides={"state_dir": tmp_path / "state", "inbox": tmp_path / "in", "outbox": tmp_path / "out"},
+        environ={"TTS_DEFAULT_MODEL": "tiny"},
+    )
+    report = diagnose(loaded, daemon_running=False, probe=lambda: APPLE, engine_import=_ok_import)
+    assert not report.blocked
+    assert report.facts["device_plan"] == {"device": "mps", "dtype": "float16", "attention": "sdpa"}
+    assert report.facts["settings"]["default_model"] == {"value": "tiny", "source": "env"}
+    assert report.facts["versions"]["torch"] is not None
+    assert {row["model"] for row in report.facts["models"]} >= {"qwen3-tts-0.6b", "tiny"}
+
+    broken = diagnose(
+        loaded, daemon_running=False, probe=lambda: APPLE,
+        engine_import=lambda: Check("qwen-tts import", False, "OSError: libc10_cuda.so"),
+    )  # fmt: skip
+    assert broken.blocked
+
+
+def test_doctor_blocks_when_the_default_model_cannot_be_had_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    loaded = load_settings(overrides={"state_dir": tmp_path / "state"}, environ={})
+    report = diagnose(loaded, daemon_running=False, probe=lambda: CPU_ONLY, engine_import=_ok_import)
+    assert report.blocked
+    failing = [c for c in report.checks if not c.ok]
+    assert [c.name for c in failing if c.blocking] == ["default model"]
+    assert "HF_HUB_OFFLINE" in failing[0].detail
+
+
+def test_voices_from_checkpoint_and_static_table(tmp_path: Path, tiny_models: Path) -> None:
+    state = tmp_path / "state"
+    (state / "models").mkdir(parents=True)
+    (state / "models" / "tiny").symlink_to(tiny_models / "tiny")
+    runner = CliRunner()
+    result = runner.invoke(main, ["--state-dir", str(state), "voices", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["model"]: row for row in json.loads(result.output)}
+    assert rows["tiny"]["source"] == "checkpoint"
+    assert "ryan" in rows["tiny"]["speakers"] and "english" in rows["tiny"]["languages"]
+    assert rows["qwen3-tts-0.6b"]["source"].startswith("static table")
+    assert rows["qwen3-tts-1.7b-design"]["speakers"] == []
+
+    only = runner.invoke(main, ["--state-dir", str(state), "voices", "--model", "tiny", "--refresh", "--json"])
+    assert [row["model"] for row in json.loads(only.output)] == ["tiny"]
+    assert runner.invoke(main, ["--state-dir", str(state), "voices", "--model", "nope"]).exit_code == 3

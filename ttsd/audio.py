@@ -1,0 +1,82 @@
+"""All signal processing on waveforms (mono float32): resampling, loudness, trimming, fades,
+joining chunks, and encoding into the delivered file formats."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import soundfile as sf
+
+PEAK_TARGET = 0.891  # -1 dBFS: headroom for lossy encoders
+EDGE_FADE_S = 0.008
+MAX_EDGE_SILENCE_S = 0.12
+_FRAME_S = 0.01
+_SILENCE_RATIO = 0.02  # a 10 ms frame quieter than 2% of the chunk's loudest frame counts as silence
+_SUBTYPES = {"wav": "PCM_16", "flac": "PCM_16", "ogg": "VORBIS", "mp3": "MPEG_LAYER_III"}
+_CONTAINERS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}
+
+
+def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """High-quality resampling (soxr), a no-op when the rates agree."""
+    if from_rate == to_rate:
+        return audio
+    import soxr
+
+    return np.asarray(soxr.resample(audio, from_rate, to_rate), dtype=np.float32)
+
+
+def peak_normalize(audio: np.ndarray) -> np.ndarray:
+    """Scale so the loudest sample sits at -1 dBFS; silence stays silence."""
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    return audio if peak == 0.0 else (audio * (PEAK_TARGET / peak)).astype(np.float32)
+
+
+def encode(audio: np.ndarray, sample_rate: int, fmt: str) -> bytes:
+    """The bytes of an audio file of format `fmt` holding mono `audio`."""
+    buffer = io.BytesIO()
+    clipped = np.clip(audio, -1.0, 1.0)
+    sf.write(buffer, clipped, sample_rate, format=_CONTAINERS[fmt], subtype=_SUBTYPES[fmt])
+    return buffer.getvalue()
+
+
+def trim_edges(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Cut leading and trailing silence down to MAX_EDGE_SILENCE_S, judged on 10 ms frames."""
+    frame = max(1, int(sample_rate * _FRAME_S))
+    count = len(audio) // frame
+    if count == 0:
+        return audio
+    rms = np.sqrt(np.mean(audio[: count * frame].reshape(count, frame).astype(np.float64) ** 2, axis=1))
+    loud = np.flatnonzero(rms > rms.max() * _SILENCE_RATIO)
+    if loud.size == 0:
+        return audio
+    keep = int(MAX_EDGE_SILENCE_S * sample_rate)
+    start = max(0, loud[0] * frame - keep)
+    end = min(len(audio), (loud[-1] + 1) * frame + keep)
+    return audio[start:end]
+
+
+def fade_edges(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Short linear fades in and out, so a cut never clicks."""
+    length = min(len(audio) // 2, int(EDGE_FADE_S * sample_rate))
+    if length == 0:
+        return audio
+    faded = audio.astype(np.float32, copy=True)
+    ramp = np.linspace(0.0, 1.0, length, dtype=np.float32)
+    faded[:length] *= ramp
+    faded[-length:] *= ramp[::-1]
+    return faded
+
+
+def join_chunks(chunks: Sequence[np.ndarray], pauses_ms: Sequence[int], sample_rate: int) -> np.ndarray:
+    """One waveform: every chunk trimmed and faded, followed by its pause. A single chunk is
+    returned as it is, so a short job's audio is exactly what the model made."""
+    if len(chunks) == 1:
+        return np.asarray(chunks[0], dtype=np.float32)
+    parts: list[np.ndarray] = []
+    for audio, pause_ms in zip(chunks, pauses_ms, strict=True):
+        parts.append(fade_edges(trim_edges(audio, sample_rate), sample_rate))
+        if pause_ms > 0:
+            parts.append(np.zeros(int(sample_rate * pause_ms / 1000), dtype=np.float32))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)

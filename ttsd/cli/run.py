@@ -1,0 +1,39 @@
+"""`ttsd run` and `ttsd logs`: the daemon in the foreground, and what it logged."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import click
+
+from ttsd.cli.main import EXIT_NOT_FOUND, Context, fail, json_option, main, pass_context
+
+
+@main.command()
+@pass_context
+def run(ctx: Context) -> None:
+    """Run the daemon in the foreground (what the LaunchAgent starts)."""
+    from ttsd.daemon import run_daemon
+    from ttsd.ops.logs import log_file_path, setup_logging
+
+    setup_logging(ctx.settings, log_file_path(ctx.settings))
+    sys.exit(run_daemon(ctx.settings))
+
+
+@main.command()
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=40, show_default=True, help="Lines of history.")
+@click.option("-f", "--follow", "keep_following", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
+@json_option
+@pass_context
+def logs(ctx: Context, lines: int, keep_following: bool) -> None:
+    """The daemon's log: human lines on a terminal, the JSON lines themselves with --json or in a pipe."""
+    from ttsd.ops.logs import follow, human_line, log_file_path
+
+    path = log_file_path(ctx.settings)
+    if not path.exists() and not keep_following:
+        fail(f"no log yet at {path} (the daemon writes it once it runs)", EXIT_NOT_FOUND)
+    readable = sys.stdout.isatty() and not ctx.as_json
+    with contextlib.suppress(KeyboardInterrupt):
+        for line in follow(path, lines, (lambda: False) if keep_following else (lambda: True)):
+            click.echo(human_line(line) if readable else line)

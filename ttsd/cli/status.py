@@ -1,0 +1,93 @@
+"""`ttsd status`: is the daemon up, what has it loaded, and what is in the queue."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+
+from ttsd.cli.main import Context, json_option, main, pass_context
+from ttsd.cli.views import cache_view, job_row
+from ttsd.delivery.status import iso
+from ttsd.jobqueue.metrics import model_metrics
+from ttsd.jobqueue.states import JobState
+from ttsd.ops.lock import daemon_running
+
+
+def _daemon_view(ctx: Context) -> dict[str, Any]:
+    record = ctx.store.latest_daemon()
+    running = daemon_running(ctx.settings)
+    view: dict[str, Any] = {"running": running}
+    if record is not None:
+        view.update(
+            pid=record.pid if running else None,
+            started_at=iso(record.started_at),
+            heartbeat_at=iso(record.heartbeat_at),
+            stopped_at=iso(record.stopped_at),
+            inbox=record.inbox,
+            outbox=record.outbox,
+            version=record.version,
+            loaded_models=json.loads(record.loaded_models) if running else [],
+        )
+    return view
+
+
+@main.command()
+@json_option
+@pass_context
+def status(ctx: Context) -> None:
+    """Is the daemon up, on which device, and what is in the queue."""
+    daemon = _daemon_view(ctx)
+    counts = ctx.store.counts()
+    running = [job_row(job) for job in ctx.store.jobs(state=JobState.RUNNING.value, limit=None)]
+    cache = cache_view(ctx.store.cache_stats(), ctx.settings)
+    failures = [job_row(job) for job in ctx.store.jobs(state=JobState.FAILED.value, limit=3)]
+    last_hour = model_metrics(ctx.store.finished_since(datetime.now(UTC) - timedelta(hours=1)))
+    data = {
+        "daemon": daemon,
+        "queue": counts,
+        "running": running,
+        "recent_failures": failures,
+        "last_hour": last_hour,
+        "cache": cache,
+        "state_dir": str(ctx.settings.state_dir),
+    }
+
+    def human() -> None:
+        if daemon["running"]:
+            click.echo(f"daemon   running, pid {daemon['pid']}, since {daemon['started_at']}")
+        elif daemon.get("started_at"):
+            click.echo(f"daemon   not running (last started {daemon['started_at']}, stopped {daemon['stopped_at']})")
+        else:
+            click.echo("daemon   never started on this state directory")
+        for model in daemon.get("loaded_models") or []:
+            click.echo(
+                f"model    {model['model']} loaded on {model['device']}/{model['dtype']} "
+                f"({model['attention']}), load {model['load_s']}s, idle {model['idle_s']}s"
+            )
+        if daemon.get("inbox"):
+            click.echo(f"folders  {daemon['inbox']} -> {daemon['outbox']}")
+        click.echo(f"state    {ctx.settings.state_dir}")
+        states = [s.value for s in JobState if s is not JobState.REJECTED]
+        click.echo("")
+        click.echo(f"{'model':<24}" + "".join(f"{s:>10}" for s in states))
+        for model, per_state in sorted(counts.items()):
+            click.echo(f"{model:<24}" + "".join(f"{per_state.get(s, 0):>10}" for s in states))
+        if not counts:
+            click.echo("(no jobs yet)")
+        for row in running:
+            click.echo(f"running  {row['id']}  {row['name']}  ({row['model']}, attempt {row['attempts'] + 1})")
+        for model, figures in last_hour.items():
+            rtf = "n/a" if figures["rtf"] is None else f"{figures['rtf']:.2f}"
+            click.echo(
+                f"last 1h  {model}: {figures['done']} done, {figures['failed']} failed, {figures['audio_s']}s of "
+                f"audio, RTF {rtf}, wait p50 {figures['queue_wait_s_p50']}s, {figures['retries']} retries"
+            )
+        rate = cache["hit_rate"]
+        click.echo(f"cache    {cache['entries']} takes, hit rate {'n/a' if rate is None else f'{rate:.0%}'}")
+        for row in failures:
+            click.echo(click.style(f"failed   {row['id']}  {row['name']}: {row['error']}", fg="red"))
+
+    ctx.emit(data, human)

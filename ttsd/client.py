@@ -1,0 +1,103 @@
+"""The client side of the folder protocol: put a job file into an inbox, read a status file from an
+outbox, wait for a job to finish. The CLI, the tests, the benchmark and any script use these, so
+there is one way to drop a job safely and one way to read its outcome.
+
+A job file appears in the inbox complete, under a name no other waiting file has: it is staged
+under a hidden temp name (which intake ignores) and then hard-linked or renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ttsd.delivery.status import STATUS_SUFFIX, is_terminal
+from ttsd.fsutil import NotRegularFile, link_new, read_regular_file, stage_file
+
+MAX_STATUS_BYTES = 1024**2  # a status document is a few KiB; anything bigger is not one of ours
+POLL_S = 0.1
+MAX_NAME_ATTEMPTS = 1000
+
+
+def job_bytes(job: Mapping[str, Any]) -> bytes:
+    """A job object as the bytes of a `.json` job file."""
+    return json.dumps(job, ensure_ascii=False).encode("utf-8")
+
+
+def _candidate_names(name: str) -> Iterator[str]:
+    yield f"{name}.json"
+    for attempt in range(2, MAX_NAME_ATTEMPTS):
+        yield f"{name}-{attempt}.json"
+
+
+def submit_job(inbox: Path, name: str, job: Mapping[str, Any]) -> Path:
+    """Drop `job` into `inbox` as `<name>.json` (or `<name>-2.json`, ... when that file is still
+    waiting there): complete from the moment it appears, never replacing a waiting file."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    try:
+        return link_new(job_bytes(job), inbox, _candidate_names(name))
+    except FileExistsError:
+        raise FileExistsError(f"too many files named {name}*.json are waiting in {inbox}") from None
+
+
+@dataclass(frozen=True)
+class StagedJob:
+    """A job file written under a hidden temp name in the inbox, waiting to be dropped."""
+
+    temp: Path
+    target: Path
+
+    def drop(self) -> Path:
+        """Rename it into place (replacing a file of that name): the moment the daemon sees it."""
+        self.temp.replace(self.target)
+        return self.target
+
+
+def stage_job(inbox: Path, file_name: str, job: Mapping[str, Any]) -> StagedJob:
+    """Write a job file now and drop it later (to release many at once, or to time the drop)."""
+    return StagedJob(stage_file(inbox, job_bytes(job), durable=False), inbox / file_name)
+
+
+def status_path(outbox: Path, name: str) -> Path:
+    """Where the status file of output `name` is."""
+    return outbox / f"{name}{STATUS_SUFFIX}"
+
+
+def read_status(outbox: Path, name: str) -> dict[str, Any] | None:
+    """The status document of output `name`, or None while there is none (or it is not one of
+    ttsd's: a symlink, a FIFO, something that is not a JSON object)."""
+    try:
+        document = json.loads(read_regular_file(status_path(outbox, name), MAX_STATUS_BYTES).decode("utf-8"))
+    except (OSError, NotRegularFile, ValueError, RecursionError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def wait_for_status(
+    outbox: Path,
+    name: str,
+    timeout: float | None = None,
+    on_change: Callable[[dict[str, Any]], None] | None = None,
+    poll_s: float = POLL_S,
+) -> dict[str, Any]:
+    """Wait until the status file of `name` says the job finished (done, failed, cancelled or
+    rejected) and return it. `on_change` sees every new document on the way. Raises TimeoutError,
+    naming the last state seen, after `timeout` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last: dict[str, Any] | None = None
+    while True:
+        document = read_status(outbox, name)
+        if document is not None and document != last:
+            last = document
+            if on_change is not None:
+                on_change(document)
+        if document is not None and is_terminal(document):
+            return document
+        if deadline is not None and time.monotonic() > deadline:
+            state = last.get("state") if last else None
+            raise TimeoutError(f"gave up waiting for {name} after {timeout:g}s (last state: {state or 'none'})")
+        time.sleep(poll_s)

@@ -1,0 +1,116 @@
+"""The outbox: every file ttsd delivers, written atomically (ttsd.fsutil) and only ever inside the
+outbox, under a name checked again here as a last guard. A crash leaves at most a temp file, which
+`sweep` removes at start."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ttsd.audio import encode, peak_normalize
+from ttsd.delivery.status import STATUS_SUFFIX, read_status_document
+from ttsd.errors import TtsdError
+from ttsd.faults import crash_point
+from ttsd.fsutil import atomic_write, install_file, stage_file, sweep_temp_files
+from ttsd.jobqueue.tables import AudioInfo
+from ttsd.names import name_problem
+
+
+@dataclass(frozen=True)
+class StagedAudio:
+    """An encoded audio file written under a hidden temp name, waiting to be installed."""
+
+    temp: Path
+    target: Path
+    info: AudioInfo
+
+
+class UnsafeOutputPath(TtsdError):
+    """An output name that would leave the outbox (never expected past validation: a last guard)."""
+
+    code = "unsafe_output"
+
+
+class Outbox:
+    """Atomic writes of audio and status files into one folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.absolute()
+        # Not group/world writable whatever the umask: whoever may write here may replace outputs.
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o755)
+
+    def path_for(self, name: str, suffix: str) -> Path:
+        """The path of `name + suffix` in the outbox, refused if it could land anywhere else."""
+        problem = name_problem(name)
+        if problem:
+            raise UnsafeOutputPath(f"output name {name!r} {problem}")
+        path = self.root / f"{name}{suffix}"
+        if path.parent != self.root:
+            raise UnsafeOutputPath(f"output name {name!r} leaves the outbox")
+        return path
+
+    def status_path(self, name: str) -> Path:
+        """Where the status file of output `name` lives."""
+        return self.path_for(name, STATUS_SUFFIX)
+
+    def stage_audio(
+        self, name: str, fmt: str, audio: np.ndarray, sample_rate: int, normalize: bool = False
+    ) -> StagedAudio:
+        """Encode `name.fmt` into a hidden, fsynced temp file; nothing is visible until `install`."""
+        if normalize:
+            audio = peak_normalize(audio)
+        data = encode(audio, sample_rate, fmt)
+        target = self.path_for(name, f".{fmt}")
+        temp = stage_file(self.root, data, midway=partial(crash_point, "audio_write", name))
+        info = AudioInfo(
+            file=target.name,
+            format=fmt,
+            sample_rate=sample_rate,
+            duration_s=round(len(audio) / sample_rate, 3),
+            bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+        return StagedAudio(temp=temp, target=target, info=info)
+
+    def install(self, staged: StagedAudio) -> None:
+        """Make a staged file visible under its name, atomically and durably."""
+        install_file(staged.temp, staged.target)
+
+    def discard(self, staged: StagedAudio) -> None:
+        """Drop a staged file that was not installed (a no-op once it was)."""
+        staged.temp.unlink(missing_ok=True)
+
+    def write_audio(
+        self, name: str, fmt: str, audio: np.ndarray, sample_rate: int, normalize: bool = False
+    ) -> AudioInfo:
+        """Encode and atomically deliver `name.fmt` at once; returns what was written."""
+        staged = self.stage_audio(name, fmt, audio, sample_rate, normalize)
+        try:
+            self.install(staged)
+        finally:
+            self.discard(staged)
+        return staged.info
+
+    def write_status(self, name: str, document: dict[str, Any], durable: bool = False) -> None:
+        """Atomically replace the status file of output `name`.
+
+        Readers never see a partial file either way. Only `durable` writes are fsynced: a job's
+        status is derived from the queue and rebuilt at start if a crash lost it, so paying two
+        fsyncs per state change would only slow intake; a rejection has no queue row to rebuild
+        from, so it is written durably."""
+        data = json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
+        atomic_write(self.status_path(name), data, durable=durable)
+
+    def read_status(self, name: str) -> dict[str, Any] | None:
+        """The current status document of `name`, or None if absent or not one of ours."""
+        return read_status_document(self.status_path(name))
+
+    def sweep(self) -> list[Path]:
+        """Remove temp files a crash left behind; returns what was removed."""
+        return sweep_temp_files(self.root)

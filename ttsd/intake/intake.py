@@ -1,0 +1,394 @@
+"""Intake: hints and scans -> stable regular files -> parse -> enqueue -> move the file out of the way.
+
+A file is taken once it is complete: it arrived by rename, or intake has watched it stay unchanged
+(size, mtime, ctime, inode) for `stable_s` of its own monotonic clock. File timestamps are only
+compared with each other, never with the wall clock: a file with a future mtime (copied with its
+times kept, or after the clock stepped back) is not held until that time, and a file system with
+coarse timestamps cannot make a file that is still growing look old.
+
+Only after its jobs are committed is a file moved to `accepted/` (or `rejected/`), so a crash in
+between leaves it in the inbox, and taking it again finds the same jobs (content key) instead of new
+ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+from ttsd.config import Settings
+from ttsd.delivery.outbox import Outbox
+from ttsd.delivery.publish import publish
+from ttsd.delivery.status import rejection_document, status_document
+from ttsd.errors import JobRejected, TtsdError
+from ttsd.faults import crash_point
+from ttsd.fsutil import NotRegularFile, read_regular_file, write_new_file
+from ttsd.intake.jobfile import JOB_SUFFIXES, JobDefaults, ParsedEntry, job_defaults, parse_job_file
+from ttsd.intake.watcher import Hint
+from ttsd.jobqueue.states import JobState
+from ttsd.jobqueue.store import EnqueueResult, Store
+from ttsd.names import sanitize_name
+
+log = logging.getLogger(__name__)
+
+INTAKE_GROUP = 64  # files recorded per queue transaction in a burst
+ACCEPTED_DIR = "accepted"
+REJECTED_DIR = "rejected"
+VOICES_DIR = "voices"
+_IGNORED_SUFFIXES = (".tmp", ".part", ".crdownload", ".download", ".swp", ".swx", "~")
+# vim's write test file, and the folder decorations Finder and Explorer drop into any folder.
+_IGNORED_NAMES = frozenset({"4913", "Icon\r", "Thumbs.db", "desktop.ini"})
+REASON_SUFFIX = ".reason.txt"
+
+
+def is_ignored(name: str) -> bool:
+    """Names that are never jobs: hidden files, partial downloads, editor and temp files."""
+    return name.startswith((".", "~$", "#")) or name.endswith(_IGNORED_SUFFIXES) or name in _IGNORED_NAMES
+
+
+def display_name(name: str) -> str:
+    """A file name as text that can be stored and written anywhere: a Linux name that is not valid
+    UTF-8 comes from os.scandir with lone surrogates, which SQLite and UTF-8 writers refuse."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class IntakeSettings:
+    """What intake needs from the settings."""
+
+    inbox: Path
+    job_defaults: JobDefaults
+    max_queue_size: int
+    stable_s: float
+    scan_interval_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IntakeSettings:
+        """Intake's share of the daemon's settings."""
+        return cls(
+            inbox=settings.inbox,
+            job_defaults=job_defaults(settings),
+            max_queue_size=settings.max_queue_size,
+            stable_s=settings.stable_s,
+            scan_interval_s=settings.scan_interval_s,
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What taking one file did."""
+
+    taken: bool
+    queued: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+
+
+@dataclass
+class _Candidate:
+    """A file waiting to be complete: how it arrived, and what it looked like since when."""
+
+    renamed: bool
+    signature: tuple[int, int, int, int] | None = None
+    since: float = 0.0
+
+
+def _unique_destination(folder: Path, name: str) -> Path:
+    target = folder / name
+    if not os.path.lexists(target):
+        return target
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    stem, dot, suffix = name.rpartition(".")
+    return folder / (f"{stem}.{stamp}.{suffix}" if dot and stem else f"{name}.{stamp}")
+
+
+class Intake(threading.Thread):
+    """The single thread that turns inbox files into jobs."""
+
+    def __init__(
+        self,
+        settings: IntakeSettings,
+        store: Store,
+        outbox: Outbox,
+        hints: queue.Queue[Hint | None],
+        stop_event: threading.Event,
+        on_enqueued: Callable[[str], None] = lambda model: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(name="intake", daemon=True)
+        self.settings = settings
+        self.inbox = settings.inbox
+        self.store = store
+        self.outbox = outbox
+        self.hints = hints
+        self.stop_event = stop_event
+        self.on_enqueued = on_enqueued
+        self.clock = clock
+        self._pending: dict[Path, _Candidate] = {}
+        # Room left in each model's queue, counted once per take_ready pass rather than once per
+        # file (a burst of thousands of files would otherwise ask the database thousands of times).
+        self._room: dict[str, int] | None = None
+        for folder in (ACCEPTED_DIR, REJECTED_DIR, VOICES_DIR):
+            # Not group/world writable whatever the umask (a planted voice or link has no business there).
+            (self.inbox / folder).mkdir(parents=True, exist_ok=True, mode=0o755)
+
+    def nudge(self) -> None:
+        """Ask for a scan soon (room may have freed up for files held back by backpressure)."""
+        self.hints.put(None)
+
+    def run(self) -> None:
+        next_scan = 0.0
+        while not self.stop_event.is_set():
+            now = self.clock()
+            if now >= next_scan:
+                self.scan()
+                next_scan = now + self.settings.scan_interval_s
+            timeout = min(
+                next_scan - now, self.settings.stable_s / 2 if self._pending else self.settings.scan_interval_s
+            )
+            self._collect_hints(max(timeout, 0.01))
+            try:
+                self.take_ready()
+            except Exception:
+                log.exception("intake: unexpected error")
+
+    def _collect_hints(self, timeout: float) -> None:
+        try:
+            hint = self.hints.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            if hint is None:
+                self.scan()
+            else:
+                self.consider(hint.path, hint.arrived_by_rename)
+            try:
+                hint = self.hints.get_nowait()
+            except queue.Empty:
+                return
+
+    def scan(self) -> None:
+        """Look at every entry of the inbox: the source of truth, whatever events said."""
+        try:
+            with os.scandir(self.inbox) as entries:
+                for entry in entries:
+                    if entry.name not in (ACCEPTED_DIR, REJECTED_DIR, VOICES_DIR):
+                        self.consider(Path(entry.path), arrived_by_rename=False)
+        except OSError:
+            log.exception("cannot scan the inbox %s", self.inbox)
+
+    def consider(self, path: Path, arrived_by_rename: bool) -> None:
+        """Remember a candidate file until it is ready."""
+        if is_ignored(path.name) or path.parent != self.inbox:
+            return
+        candidate = self._pending.get(path)
+        if candidate is None:
+            self._pending[path] = _Candidate(renamed=arrived_by_rename)
+        elif arrived_by_rename:
+            candidate.renamed = True
+
+    def take_ready(self) -> None:
+        """Take every pending file that is complete; keep the others for later.
+
+        Ready files are recorded in groups (one queue transaction per group). One file that cannot
+        be taken (it vanished, a disk error) never stops the others."""
+        now = self.clock()
+        ready: list[Path] = []
+        for path, candidate in list(self._pending.items()):
+            try:
+                info = path.lstat()
+            except OSError:
+                self._pending.pop(path, None)  # gone; the next scan brings it back if it is not
+                continue
+            if stat.S_ISREG(info.st_mode) and not candidate.renamed and not self._settled(candidate, info, now):
+                continue
+            self._pending.pop(path, None)
+            ready.append(path)
+        self._room = {}
+        try:
+            for start in range(0, len(ready), INTAKE_GROUP):
+                self._take_group(ready[start : start + INTAKE_GROUP])
+        finally:
+            self._room = None
+
+    def _settled(self, candidate: _Candidate, info: os.stat_result, now: float) -> bool:
+        """Whether the file has looked the same for `stable_s` (intake's own clock, not its mtime)."""
+        signature = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+        if signature != candidate.signature:
+            candidate.signature = signature
+            candidate.since = now
+            return self.settings.stable_s <= 0
+        return now - candidate.since >= self.settings.stable_s
+
+    def take(self, path: Path) -> Outcome:
+        """Turn one inbox entry into jobs (or rejections) and move it away."""
+        return self._take_group([path])[0]
+
+    def _take_group(self, paths: list[Path]) -> list[Outcome]:
+        """Parse each file, record all their jobs in one transaction, then publish and move each."""
+        parsed: list[tuple[Path, list[ParsedEntry]]] = []
+        outcomes: dict[Path, Outcome] = {}
+        for path in paths:
+            try:
+                entries = self._parse(path)
+            except (TtsdError, OSError):
+                log.exception("intake of %s failed; it stays in the inbox", display_name(path.name))
+                entries = None
+            if entries is None or self._held_back(entries):
+                outcomes[path] = Outcome(taken=False)
+                continue
+            for entry in entries:
+                if entry.spec is not None and self._room is not None and entry.spec.model in self._room:
+                    self._room[entry.spec.model] -= 1
+            parsed.append((path, entries))
+        specs = [(e.spec, display_name(path.name)) for path, entries in parsed for e in entries if e.spec]
+        try:
+            results = iter(self.store.enqueue_many(specs) if specs else [])
+        except (TtsdError, OSError):
+            log.exception("could not record %d job file(s); they stay in the inbox", len(parsed))
+            return [outcomes.get(path, Outcome(taken=False)) for path in paths]
+        for path, entries in parsed:
+            outcome = self._record(path, entries, results)
+            crash_point("before_move", path.name)
+            folder = ACCEPTED_DIR if outcome.queued + outcome.duplicates else REJECTED_DIR
+            try:
+                self._move(path, folder, entries)
+            except OSError:
+                log.exception("could not move %s out of the inbox", display_name(path.name))
+            outcomes[path] = outcome
+        return [outcomes[path] for path in paths]
+
+    def _parse(self, path: Path) -> list[ParsedEntry] | None:
+        """The file's entries (each a spec or a rejection), or None if it vanished meanwhile."""
+        try:
+            rejection = self._entry_problem(path)
+        except FileNotFoundError:
+            return None
+        if rejection is not None:
+            return [ParsedEntry(name=sanitize_name(Path(path.name).stem), line=None, rejection=rejection)]
+        try:
+            data = self._read(path)
+        except JobRejected as problem:
+            return [ParsedEntry(name=sanitize_name(Path(path.name).stem), line=None, rejection=problem)]
+        except FileNotFoundError:
+            return None
+        return parse_job_file(path.name, data, self.settings.job_defaults)
+
+    def _entry_problem(self, path: Path) -> JobRejected | None:
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            return JobRejected("not_regular", "symbolic links are not accepted: drop the file itself")
+        if stat.S_ISDIR(info.st_mode):
+            return JobRejected("not_regular", "this is a folder, not a job file")
+        if not stat.S_ISREG(info.st_mode):
+            return JobRejected("not_regular", "only regular files are jobs (this is a FIFO, socket or device)")
+        if not path.name.lower().endswith(JOB_SUFFIXES):
+            return JobRejected("unsupported_file", f"only {', '.join(JOB_SUFFIXES)} files are jobs")
+        if info.st_size > self.settings.job_defaults.max_file_bytes:
+            return JobRejected(
+                "too_large",
+                f"the file is {info.st_size} bytes; the limit is {self.settings.job_defaults.max_file_bytes}",
+            )
+        return None
+
+    def _read(self, path: Path) -> bytes:
+        limit = self.settings.job_defaults.max_file_bytes
+        try:
+            return read_regular_file(path, limit + 1)
+        except NotRegularFile:
+            raise JobRejected("not_regular", "only regular files are jobs") from None
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise JobRejected("unreadable", f"the file cannot be opened: {exc.strerror}") from exc
+
+    def _held_back(self, entries: list[ParsedEntry]) -> bool:
+        """Backpressure: a file waits in the inbox while its model's queue is full."""
+        models = {entry.spec.model for entry in entries if entry.spec is not None}
+        return any(self._room_for(model) <= 0 for model in models)
+
+    def _room_for(self, model: str) -> int:
+        # Within a pass the count only errs low (workers may finish jobs meanwhile): a file held
+        # back by it is taken at the next scan, and the queue limit is never overshot.
+        room = None if self._room is None else self._room.get(model)
+        if room is None:
+            room = self.settings.max_queue_size - self.store.pending_count(model)
+            if self._room is not None:
+                self._room[model] = room
+        return room
+
+    def _record(self, path: Path, entries: list[ParsedEntry], results: Iterator[EnqueueResult]) -> Outcome:
+        """Publish what recording this file's jobs did (`results` holds them, in order)."""
+        queued = duplicates = rejected = 0
+        source = display_name(path.name)
+        for entry in entries:
+            if entry.spec is None:
+                assert entry.rejection is not None
+                rejected += 1
+                log.warning("rejected %s: %s", source, entry.rejection.message)
+                document = rejection_document(entry.name, entry.rejection, source)
+                self._write_status(entry.name, partial(self.outbox.write_status, entry.name, document, durable=True))
+                continue
+            result = next(results)
+            job = result.job
+            if result.created:
+                queued += 1
+                # Just created by the only thread that creates jobs: it is its name's newest job, so
+                # its status is written from the row in hand (publish would read it back first).
+                document = status_document(job)
+                self._write_status(entry.name, partial(self.outbox.write_status, job.name, document))
+            else:
+                duplicates += 1
+                if job.state == JobState.DONE and not self._audio_exists(job.audio_file):
+                    job = self.store.retry(job.id)
+                self._write_status(entry.name, partial(publish, self.store, self.outbox, job.id))
+            self.on_enqueued(job.model)
+        return Outcome(taken=True, queued=queued, duplicates=duplicates, rejected=rejected)
+
+    @staticmethod
+    def _write_status(name: str, write: Callable[[], object]) -> None:
+        # The queue is the truth and status files are rebuilt from it at start: a status file that
+        # cannot be written now (a folder squatting its name, a full disk) must not keep the job
+        # file in the inbox, to be taken again and fail again at every scan.
+        try:
+            write()
+        except (TtsdError, OSError):
+            log.exception("could not write the status file of %s", name)
+
+    def _audio_exists(self, file_name: str | None) -> bool:
+        return file_name is not None and (self.outbox.root / file_name).is_file()
+
+    def _move(self, path: Path, folder: str, entries: list[ParsedEntry]) -> None:
+        destination = _unique_destination(self.inbox / folder, path.name)
+        try:
+            path.rename(destination)
+        except FileNotFoundError:
+            return
+        except OSError:
+            log.exception("could not move %s to %s/", display_name(path.name), folder)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return
+        if folder == REJECTED_DIR:
+            reasons = "\n".join(
+                ("" if entry.line is None else f"line {entry.line}: ")
+                + f"{entry.rejection.code}: {entry.rejection.message}"
+                for entry in entries
+                if entry.rejection is not None
+            )
+            try:
+                write_new_file(
+                    destination.with_name(destination.name + REASON_SUFFIX), (reasons + "\n").encode("utf-8", "replace")
+                )
+            except OSError:
+                log.exception("could not write the reason file of %s", display_name(path.name))

@@ -1,0 +1,145 @@
+"""SQLModel tables and the job states, shared by the daemon and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, String
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+from ttsd.jobqueue.states import JobState
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, as every timestamp in the queue is."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out (SQLite itself keeps no zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Job(SQLModel, table=True):
+    """One job. `attempts` counts finished or interrupted tries and never decreases; a retry moves
+    `attempt_base` up to it, so the attempt limit applies afresh to each retry."""
+
+    id: str = Field(primary_key=True)
+    content_key: str = Field(index=True)
+    name: str = Field(index=True)
+    client_id: str | None = None
+    model: str = Field(index=True)
+    batch_key: str
+    spec_json: str
+    source_file: str | None = None
+
+    state: str = Field(default=JobState.QUEUED.value, index=True, sa_type=String)
+    priority: int = 0
+    attempts: int = 0
+    attempt_base: int = 0
+    not_before: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    lease_token: str | None = None
+    heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    error_code: str | None = None
+    error_message: str | None = None
+
+    device: str | None = None
+    dtype: str | None = None
+    seed: int | None = None
+    cache_hit: bool = False
+    synth_s: float | None = None
+    chunks_done: int = 0
+    chunks_total: int = 1
+    audio_s_done: float = 0.0
+
+    audio_file: str | None = None
+    audio_format: str | None = None
+    sample_rate: int | None = None
+    duration_s: float | None = None
+    audio_bytes: int | None = None
+    audio_sha256: str | None = None
+
+
+class ChunkRow(SQLModel, table=True):
+    """One piece of a job's text. Finished pieces survive a crash, so the job resumes after them."""
+
+    __tablename__ = "chunk"
+
+    job_id: str = Field(primary_key=True)
+    index: int = Field(primary_key=True)
+    text: str
+    pause_after_ms: int
+    done: bool = False
+    cache_hit: bool = False
+    duration_s: float | None = None
+
+
+class DaemonRecord(SQLModel, table=True):
+    """One row per daemon start: who served the queue, when, and on which device plan."""
+
+    id: str = Field(primary_key=True)
+    pid: int
+    hostname: str
+    started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    heartbeat_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    stopped_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    inbox: str
+    outbox: str
+    device_plan: str = "{}"
+    loaded_models: str = "[]"
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What was delivered: the file in the outbox and its measured properties."""
+
+    file: str
+    format: str
+    sample_rate: int
+    duration_s: float
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """How a job's audio was made."""
+
+    device: str | None
+    dtype: str | None
+    seed: int | None
+    cache_hit: bool
+    synth_s: float
+
+
+class CacheEntry(SQLModel, table=True):
+    """One cached take: its file's size and when it was last used (for LRU eviction)."""
+
+    key: str = Field(primary_key=True)
+    bytes: int
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_used_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    hits: int = 0
+
+
+class Counter(SQLModel, table=True):
+    """Named running totals (cache hits and misses) that outlive restarts."""
+
+    name: str = Field(primary_key=True)
+    value: int = 0

@@ -1,0 +1,76 @@
+"""The resolved job: every field a job file may set, with every default filled in. It is what
+intake records, the queue stores, the worker speaks and the status file describes; its content key
+makes the same job dropped twice one job, and its batch key says which jobs may share a generate
+call."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+
+SCHEMA_VERSION = 1  # of job files and status files
+AudioFormat = Literal["wav", "flac", "ogg", "mp3"]
+
+
+def _digest(value: Any) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class Generation(BaseModel):
+    """The sampling settings a job may set; anything else would be silently dropped by qwen-tts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Strict: "0.7" or true must not pass for a number (a JSON int still does).
+    temperature: StrictFloat | None = Field(None, gt=0, le=5)
+    top_k: StrictInt | None = Field(None, ge=0, le=10_000)
+    top_p: StrictFloat | None = Field(None, gt=0, le=1)
+    repetition_penalty: StrictFloat | None = Field(None, gt=0, le=10)
+    max_new_tokens: StrictInt | None = Field(None, ge=1, le=16_384)
+    do_sample: StrictBool | None = None
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """Only the settings the job gave, ready for a generate call."""
+        return self.model_dump(exclude_none=True)
+
+
+class JobSpec(BaseModel):
+    """A job with every default resolved: what the queue stores and the worker runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    text: str
+    model: str
+    kind: str
+    speaker: str | None
+    language: str
+    instruct: str | None
+    ref_audio: str | None
+    ref_text: str | None
+    format: AudioFormat
+    sample_rate: int
+    priority: int
+    seed: int | None
+    generation: Generation
+    client_id: str | None
+    cache: bool
+    chunk_max_chars: int
+    gap_ms: int | None
+    normalize: bool
+
+    def content_key(self) -> str:
+        """Identity of the job as dropped: the same resolved job twice is one job."""
+        return _digest(self.model_dump(mode="json"))
+
+    def batch_key(self) -> str:
+        """Jobs with equal keys can share one generate call: same model, kind and sampling.
+
+        A seeded job runs alone: its take must not depend on which other jobs shared its batch.
+        """
+        alone = self.content_key() if self.seed is not None else None
+        return _digest([self.model, self.kind, self.generation.as_kwargs(), alone])

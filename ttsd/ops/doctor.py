@@ -1,0 +1,159 @@
+"""`ttsd doctor`: what this machine and these settings will do, and what blocks work."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ttsd.catalog import build_registry
+from ttsd.config import LoadedSettings
+from ttsd.errors import TtsdError
+from ttsd.synth.engine.device import Hardware, plan_device, probe_hardware
+from ttsd.synth.engine.weights import hf_offline, locate_checkpoint
+
+MIN_FREE_BYTES = 2 * 1024**3
+PACKAGES = (
+    "torch",
+    "qwen-tts",
+    "transformers",
+    "accelerate",
+    "torchaudio",
+    "soundfile",
+    "watchdog",
+    "sqlmodel",
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One finding; a failed `blocking` check means jobs cannot be served."""
+
+    name: str
+    ok: bool
+    detail: str
+    blocking: bool = True
+
+
+@dataclass
+class Report:
+    """Everything doctor found."""
+
+    checks: list[Check] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def blocked(self) -> bool:
+        """Whether something stops the daemon from doing its work."""
+        return any(not check.ok and check.blocking for check in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return {"ok": not self.blocked, "checks": [asdict(c) for c in self.checks], **self.facts}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _folder_check(name: str, path: Path) -> Check:
+    if not path.exists():
+        parent = next((p for p in path.parents if p.exists()), None)
+        writable = parent is not None and os.access(parent, os.W_OK)
+        return Check(name, writable, f"{path} (does not exist yet; {'can' if writable else 'cannot'} be created)")
+    if not path.is_dir():
+        return Check(name, False, f"{path} is not a folder")
+    writable = os.access(path, os.W_OK | os.X_OK)
+    mode = oct(path.stat().st_mode & 0o777)
+    return Check(name, writable, f"{path} (mode {mode}, {'writable' if writable else 'NOT writable'})")
+
+
+def _engine_import_check() -> Check:
+    try:
+        from ttsd.synth.engine.qwen_import import import_qwen_tts_quietly
+
+        import_qwen_tts_quietly()
+    except Exception as exc:  # noqa: BLE001 - any import failure is the finding itself
+        return Check("qwen-tts import", False, f"{type(exc).__name__}: {str(exc)[:300]}")
+    return Check("qwen-tts import", True, "ok")
+
+
+def diagnose(
+    loaded: LoadedSettings,
+    daemon_running: bool,
+    probe: Callable[[], Hardware] = probe_hardware,
+    engine_import: Callable[[], Check] = _engine_import_check,
+) -> Report:
+    """Run every check; nothing here changes the machine."""
+    settings = loaded.settings
+    report = Report()
+    report.facts["versions"] = {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES}}
+    report.facts["platform"] = f"{platform.system()} {platform.release()} ({platform.machine()})"
+    report.facts["settings"] = {
+        name: {"value": str(getattr(settings, name)), "source": loaded.sources.get(name, "default")}
+        for name in type(settings).model_fields
+    }
+    report.facts["config_file"] = str(loaded.config_file) if loaded.config_file else None
+    report.facts["daemon_running"] = daemon_running
+
+    report.checks.append(engine_import())
+    try:
+        plan = plan_device(settings.device, settings.dtype, probe)
+        report.facts["device_plan"] = plan.as_dict()
+        report.checks.append(Check("device plan", True, f"{plan.device}/{plan.dtype} ({plan.attention})"))
+    except TtsdError as exc:
+        report.checks.append(Check("device plan", False, exc.message))
+
+    registry = build_registry(settings.models)
+    models = []
+    for entry in registry.values():
+        checkpoint = locate_checkpoint(entry, settings.models_dir)
+        size = _tree_bytes(checkpoint) if checkpoint is not None else None
+        models.append({"model": entry.name, "kind": entry.kind, "source": entry.source,
+                       "present": checkpoint is not None, "path": str(checkpoint) if checkpoint else None,
+                       "bytes": size})  # fmt: skip
+    report.facts["models"] = models
+    default = next((m for m in models if m["model"] == settings.default_model), None)
+    if default is None:
+        report.checks.append(Check("default model", False, f"{settings.default_model!r} is not a registry name"))
+    elif default["present"] or registry[settings.default_model].tiny:
+        report.checks.append(Check("default model", True, f"{settings.default_model} ready"))
+    else:
+        offline = hf_offline()
+        detail = f"{settings.default_model} is not on this machine; " + (
+            "HF_HUB_OFFLINE is set, so its jobs will fail until it is fetched"
+            if offline
+            else "it will be downloaded on its first job"
+        )
+        report.checks.append(Check("default model", not offline, detail, blocking=offline))
+
+    for name, path in (("inbox", settings.inbox), ("outbox", settings.outbox), ("state", settings.state_dir)):
+        report.checks.append(_folder_check(f"{name} folder", path))
+    existing = next((p for p in (settings.state_dir, *settings.state_dir.parents) if p.exists()), Path("/"))
+    free = shutil.disk_usage(existing).free
+    report.facts["free_disk_bytes"] = free
+    report.checks.append(
+        Check(
+            "free disk",
+            free >= MIN_FREE_BYTES,
+            f"{free / 1024**3:.1f} GiB free at {existing}",
+            blocking=False,
+        )
+    )
+    daemon_detail = "running" if daemon_running else "not running (start it with `ttsd run`)"
+    report.checks.append(Check("daemon", daemon_running, daemon_detail, blocking=False))
+    report.facts["executable"] = sys.executable
+    return report
+
+
+def _tree_bytes(root: Path) -> int:
+    return sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
