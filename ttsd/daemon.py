@@ -21,9 +21,11 @@ from ttsd.delivery.outbox import Outbox
 from ttsd.delivery.publish import publish, rebuild_status_files
 from ttsd.intake.intake import VOICES_DIR, Intake, IntakeSettings
 from ttsd.intake.watcher import Hint, InboxWatcher
+from ttsd.joblog import job_extra
 from ttsd.jobqueue.store import Store
 from ttsd.jobqueue.tables import Job, utcnow
-from ttsd.ops.hooks import DrainTracker, HookRunner
+from ttsd.ops.drain import DrainTracker
+from ttsd.ops.hooks import HookRunner
 from ttsd.ops.lock import daemon_lock
 from ttsd.synth.audio_cache import AudioCache
 from ttsd.synth.chunk_files import ChunkFiles, sweep_finished_chunks
@@ -160,6 +162,7 @@ class Daemon:
                 job.name,
                 job.state,
                 job.attempts,
+                extra=job_extra(job),
             )
         swept = outbox.sweep()
         rebuilt = rebuild_status_files(store, outbox)
@@ -220,6 +223,7 @@ class Daemon:
                     job.id,
                     self.settings.lease_s,
                     job.state,
+                    extra=job_extra(job),
                 )
                 publish(store, outbox, job.id)
                 self.ensure_workers(job.model)

@@ -21,9 +21,8 @@ from ttsd.config import Settings, load_settings
 from ttsd.delivery.outbox import Outbox
 from ttsd.errors import ConfigError
 from ttsd.jobqueue.tables import Job
+from ttsd.ops.drain import DrainSummary, DrainTracker
 from ttsd.ops.hooks import (
-    DrainSummary,
-    DrainTracker,
     HookCall,
     HookResult,
     HookRunner,

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 import ttsd.fsutil as fsutil_module
-from tests.support.fakes import REGISTRY, scratch_dir
+from tests.support.fakes import REGISTRY, scratch_dir, write_audio
 from ttsd.catalog import ModelEntry
 from ttsd.config import Settings
 from ttsd.delivery.outbox import Outbox, UnsafeOutputPath
@@ -33,7 +33,7 @@ from ttsd.intake.jobfile import JobDefaults, parse_job_file, parse_object
 from ttsd.intake.watcher import Hint
 from ttsd.jobqueue.store import Store
 from ttsd.ops.lock import daemon_lock
-from ttsd.synth.worker import reference_path
+from ttsd.synth.references import reference_path
 
 BASE_MODEL = "fake-base"
 DEFAULTS = JobDefaults(
@@ -129,7 +129,7 @@ def check_name_stays_inside(name: str) -> None:
             path = outbox.path_for(name, suffix)
             assert path.resolve().parent == outbox.root.resolve(), (name, suffix)
             assert path.name == name + suffix
-        info = outbox.write_audio(name, "wav", AUDIO, 8_000)
+        info = write_audio(outbox, name, "wav", AUDIO, 8_000)
         outbox.write_status(name, {"name": name, "state": "done"})
         created = tree(root) - before
         assert created == {f"outbox/{name}.wav", f"outbox/{name}.status.json"}, created
@@ -183,7 +183,7 @@ def test_a_symlink_planted_at_the_output_is_replaced_not_written_through(area: P
     target = outbox.root / ("planted.wav" if kind == "audio" else "planted.status.json")
     target.symlink_to(victim)
     if kind == "audio":
-        outbox.write_audio("planted", "wav", AUDIO, 8_000)
+        write_audio(outbox, "planted", "wav", AUDIO, 8_000)
     else:
         outbox.write_status("planted", {"state": "queued"})
     assert victim.read_bytes() == VICTIM_BYTES
@@ -196,7 +196,7 @@ def test_a_symlink_to_a_folder_planted_at_the_output_is_replaced(area: Path) -> 
     elsewhere.mkdir()
     outbox = Outbox(area / "outbox")
     (outbox.root / "dir.wav").symlink_to(elsewhere, target_is_directory=True)
-    outbox.write_audio("dir", "wav", AUDIO, 8_000)
+    write_audio(outbox, "dir", "wav", AUDIO, 8_000)
     assert list(elsewhere.iterdir()) == []
     assert (outbox.root / "dir.wav").is_file() and not (outbox.root / "dir.wav").is_symlink()
 
@@ -224,7 +224,7 @@ def test_a_planted_temp_name_is_never_written_through(
     with pytest.raises(FileExistsError):
         outbox.write_status("target", {"state": "done"})
     with pytest.raises(FileExistsError):
-        outbox.write_audio("target", "wav", AUDIO, 8_000)
+        write_audio(outbox, "target", "wav", AUDIO, 8_000)
     assert victim.read_bytes() == VICTIM_BYTES
     assert not missing.exists(), "O_CREAT followed a dangling link"
     assert os.path.lexists(temp), "the planted entry is left alone, not deleted through"
@@ -409,7 +409,7 @@ def mode(path: Path) -> int:
 def test_outputs_are_not_group_or_world_writable_even_under_umask_0(area: Path) -> None:
     outbox = Outbox(area / "outbox")
     with umask(0):
-        outbox.write_audio("loud", "wav", AUDIO, 8_000)
+        write_audio(outbox, "loud", "wav", AUDIO, 8_000)
         outbox.write_status("loud", {"state": "done"})
     for name in ("loud.wav", "loud.status.json"):
         assert mode(outbox.root / name) & 0o022 == 0, f"{name}: {oct(mode(outbox.root / name))}"

@@ -35,7 +35,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from tests.support.fakes import FAKE_MODEL, OTHER_MODEL, make_spec, scratch_dir
+from tests.support.fakes import FAKE_MODEL, OTHER_MODEL, make_spec, scratch_dir, write_audio
 from ttsd.delivery.outbox import Outbox
 from ttsd.errors import StoreError
 from ttsd.jobqueue.states import JobState
@@ -149,7 +149,7 @@ class QueueMachine(RuleBasedStateMachine):
     def _write_take(self, job_id: str) -> AudioInfo:
         """A real audio file in the outbox, as a worker writes it before recording `done`."""
         self.takes += 1
-        return self.outbox.write_audio(f"{job_id}-take-{self.takes}", "wav", SAMPLES * (self.takes % 7), 8_000)
+        return write_audio(self.outbox, f"{job_id}-take-{self.takes}", "wav", SAMPLES * (self.takes % 7), 8_000)
 
     # -- rules -------------------------------------------------------------------------------------
 

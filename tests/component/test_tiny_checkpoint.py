@@ -24,13 +24,11 @@ from ttsd.synth.engine.qwen_import import import_qwen_tts_quietly
 from ttsd.synth.engine.tiny import (
     BUILDER_VERSION,
     MARKER_NAME,
-    SAMPLE_RATE,
-    SAMPLES_PER_FRAME,
     TinyBuildReport,
-    TinyKind,
     build_tiny_checkpoint,
     ensure_tiny_checkpoint,
 )
+from ttsd.synth.engine.tiny_parts import SAMPLE_RATE, SAMPLES_PER_FRAME, TinyKind
 
 MAX_NEW_TOKENS = 8
 # Random weights never emit EOS, so a call yields max_new_tokens - 1 frames at most.

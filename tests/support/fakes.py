@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from ttsd.catalog import ModelEntry, ModelKind
+from ttsd.delivery.outbox import Outbox
 from ttsd.errors import EngineError
 from ttsd.intake.jobfile import JobDefaults, parse_object
+from ttsd.jobqueue.tables import AudioInfo
 from ttsd.jobspec import JobSpec
 from ttsd.synth.engine.base import DevicePlan, Engine, SynthesisRequest, Voices
 
@@ -152,3 +154,13 @@ def scratch_dir(fallback: Path) -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def write_audio(outbox: Outbox, name: str, fmt: str, audio: np.ndarray, sample_rate: int) -> AudioInfo:
+    """Deliver `name.fmt` at once, the way a worker does (staged, then installed)."""
+    staged = outbox.stage_audio(name, fmt, audio, sample_rate)
+    try:
+        outbox.install(staged)
+    finally:
+        outbox.discard(staged)
+    return staged.info

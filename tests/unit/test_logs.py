@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from ttsd.config import Settings
+from ttsd.joblog import job_extra, job_logger
 from ttsd.jobqueue.tables import Job
-from ttsd.ops.logs import QUIET_LOGGERS, follow, human_line, job_extra, job_logger, log_file_path, setup_logging
+from ttsd.ops.logs import QUIET_LOGGERS, follow, human_line, log_file_path, setup_logging
 
 WAIT_S = 5.0
 

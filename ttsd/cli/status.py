@@ -23,6 +23,7 @@ def _daemon_view(ctx: Context) -> dict[str, Any]:
     if record is not None:
         view.update(
             pid=record.pid if running else None,
+            host=record.hostname,
             started_at=iso(record.started_at),
             heartbeat_at=iso(record.heartbeat_at),
             stopped_at=iso(record.stopped_at),
@@ -57,7 +58,7 @@ def status(ctx: Context) -> None:
 
     def human() -> None:
         if daemon["running"]:
-            click.echo(f"daemon   running, pid {daemon['pid']}, since {daemon['started_at']}")
+            click.echo(f"daemon   running on {daemon['host']}, pid {daemon['pid']}, since {daemon['started_at']}")
         elif daemon.get("started_at"):
             click.echo(f"daemon   not running (last started {daemon['started_at']}, stopped {daemon['stopped_at']})")
         else:

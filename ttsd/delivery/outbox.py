@@ -86,17 +86,6 @@ class Outbox:
         """Drop a staged file that was not installed (a no-op once it was)."""
         staged.temp.unlink(missing_ok=True)
 
-    def write_audio(
-        self, name: str, fmt: str, audio: np.ndarray, sample_rate: int, normalize: bool = False
-    ) -> AudioInfo:
-        """Encode and atomically deliver `name.fmt` at once; returns what was written."""
-        staged = self.stage_audio(name, fmt, audio, sample_rate, normalize)
-        try:
-            self.install(staged)
-        finally:
-            self.discard(staged)
-        return staged.info
-
     def write_status(self, name: str, document: dict[str, Any], durable: bool = False) -> None:
         """Atomically replace the status file of output `name`.
 

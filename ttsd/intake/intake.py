@@ -86,9 +86,8 @@ class IntakeSettings:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What taking one file did."""
+    """What taking one file did (all zero when it stays in the inbox for now)."""
 
-    taken: bool
     queued: int = 0
     duplicates: int = 0
     rejected: int = 0
@@ -245,7 +244,7 @@ class Intake(threading.Thread):
                 log.exception("intake of %s failed; it stays in the inbox", display_name(path.name))
                 entries = None
             if entries is None or self._held_back(entries):
-                outcomes[path] = Outcome(taken=False)
+                outcomes[path] = Outcome()
                 continue
             for entry in entries:
                 if entry.spec is not None and self._room is not None and entry.spec.model in self._room:
@@ -256,7 +255,7 @@ class Intake(threading.Thread):
             results = iter(self.store.enqueue_many(specs) if specs else [])
         except (TtsdError, OSError):
             log.exception("could not record %d job file(s); they stay in the inbox", len(parsed))
-            return [outcomes.get(path, Outcome(taken=False)) for path in paths]
+            return [outcomes.get(path, Outcome()) for path in paths]
         for path, entries in parsed:
             outcome = self._record(path, entries, results)
             crash_point("before_move", path.name)
@@ -353,7 +352,7 @@ class Intake(threading.Thread):
                     job = self.store.retry(job.id)
                 self._write_status(entry.name, partial(publish, self.store, self.outbox, job.id))
             self.on_enqueued(job.model)
-        return Outcome(taken=True, queued=queued, duplicates=duplicates, rejected=rejected)
+        return Outcome(queued=queued, duplicates=duplicates, rejected=rejected)
 
     @staticmethod
     def _write_status(name: str, write: Callable[[], object]) -> None:

@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
 from ttsd.errors import TtsdError
+from ttsd.joblog import job_extra
 from ttsd.jobqueue.states import JobState
-from ttsd.ops.logs import job_extra
+from ttsd.ops.drain import DrainSummary
 from ttsd.templates import DRAIN_PLACEHOLDERS, JOB_PLACEHOLDERS, parse_template, render
 
 if TYPE_CHECKING:
@@ -93,29 +94,6 @@ def job_values(job: Job, outbox: Outbox) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class DrainSummary:
-    """What one batch of work (everything finished since the queue last drained) came to."""
-
-    done: int = 0
-    failed: int = 0
-    cancelled: int = 0
-
-    @property
-    def total(self) -> int:
-        """Jobs finished in the batch."""
-        return self.done + self.failed + self.cancelled
-
-    def message(self) -> str:
-        """One line for a person, such as `3 done, 1 failed`."""
-        parts = [
-            f"{count} {label}"
-            for count, label in ((self.done, "done"), (self.failed, "failed"), (self.cancelled, "cancelled"))
-            if count
-        ]
-        return ", ".join(parts) or "nothing finished"
-
-
-@dataclass(frozen=True)
 class HookCall:
     """One command to run: what logs call it, its words, the variables added to its environment,
     and the job it is about (for the logs)."""
@@ -143,7 +121,7 @@ class HookResult:
     error: str | None = None
 
 
-Runner = Callable[[HookCall, float], HookResult]
+RunHook = Callable[[HookCall, float], HookResult]
 
 
 def run_hook(call: HookCall, timeout_s: float) -> HookResult:
@@ -194,7 +172,7 @@ class HookRunner:
     def __init__(
         self,
         settings: Settings,
-        runner: Runner = run_hook,
+        runner: RunHook = run_hook,
         platform: str = sys.platform,
         max_pending: int = MAX_PENDING,
     ) -> None:
@@ -343,66 +321,3 @@ def _environment(values: Mapping[str, str], placeholders: Mapping[str, str], eve
 
 def _quoted(output: str) -> str:
     return f"; output: {output}" if output else ""
-
-
-class DrainTracker:
-    """Decides when a batch of work is over, so one drain hook and one notification fire per
-    batch, not per job.
-
-    The daemon reports each finished job (`job_finished`) and calls `poll` now and then (the
-    housekeeping tick). A batch is drained when `pending()` (jobs queued or running) is zero and
-    has stayed so for `settle_s` since the last job finished: files dropped a moment apart, or two
-    workers finishing together, stay one batch. With `settle_s=0`, `job_finished` itself reports
-    the drain. Thread-safe.
-    """
-
-    def __init__(
-        self, pending: Callable[[], int], settle_s: float = 0.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._pending = pending
-        self._settle_s = settle_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._counts = {JobState.DONE: 0, JobState.FAILED: 0, JobState.CANCELLED: 0}
-        self._quiet_since: float | None = None
-
-    def job_finished(self, job: Job) -> DrainSummary | None:
-        """Count a job that reached a final state (others are ignored); returns the batch's
-        summary if this drained the queue."""
-        state = JobState(job.state)
-        with self._lock:
-            if state in self._counts:
-                self._counts[state] += 1
-                self._quiet_since = None  # activity: the settle period starts again
-            return self._check()
-
-    def poll(self) -> DrainSummary | None:
-        """The batch's summary if the queue has now drained, else None."""
-        with self._lock:
-            return self._check()
-
-    def _check(self) -> DrainSummary | None:
-        if not any(self._counts.values()):
-            return None
-        try:
-            busy = self._pending() > 0
-        except Exception:
-            # A database hiccup delays the drain to the next poll; it must not fail a worker.
-            log.exception("could not count pending jobs")
-            return None
-        if busy:
-            self._quiet_since = None
-            return None
-        now = self._clock()
-        if self._quiet_since is None:
-            self._quiet_since = now
-        if now - self._quiet_since < self._settle_s:
-            return None
-        summary = DrainSummary(
-            done=self._counts[JobState.DONE],
-            failed=self._counts[JobState.FAILED],
-            cancelled=self._counts[JobState.CANCELLED],
-        )
-        self._counts = dict.fromkeys(self._counts, 0)
-        self._quiet_since = None
-        return summary

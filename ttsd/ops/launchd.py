@@ -8,8 +8,8 @@ installer's other settings variables, `HF_HOME`, `HF_HUB_OFFLINE`; never `HF_TOK
 is world readable) and writes it back out with `plistlib`. ttsd is installed editable from its checkout
 (scripts/install.sh), and the agent runs that checkout's venv, so the template is always at hand.
 
-Every `launchctl` call goes through an injectable `Runner`, so the tests see exactly what an install
-would run without a Mac. The library functions that change the system refuse to run off macOS; the
+Every `launchctl` call goes through an injectable `CommandRunner`, so the tests see exactly what an
+install would run without a Mac. The library functions that change the system refuse to run off macOS; the
 CLI's `--dry-run` shows the plan anywhere.
 """
 
@@ -75,14 +75,14 @@ class LaunchdUnsupported(LaunchdError):
         )
 
 
-class Runner(Protocol):
+class CommandRunner(Protocol):
     """Runs one command and returns (returncode, stdout, stderr)."""
 
     def __call__(self, argv: list[str]) -> tuple[int, str, str]: ...
 
 
 def run_command(argv: list[str]) -> tuple[int, str, str]:
-    """The default `Runner`: the command itself (no shell), bounded in time."""
+    """The default `CommandRunner`: the command itself (no shell), bounded in time."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -340,7 +340,7 @@ def write_plist(path: Path, data: bytes) -> None:
     atomic_write(path, data, mode=PLIST_MODE)
 
 
-def is_loaded(agent: Agent, runner: Runner) -> bool:
+def is_loaded(agent: Agent, runner: CommandRunner) -> bool:
     """Whether launchd knows the agent now."""
     returncode, _out, _err = runner(agent.print_argv())
     return returncode == 0
@@ -357,7 +357,7 @@ def _stop_timeout(agent: Agent, fallback_s: int) -> int:
     return timeout + EXIT_TIMEOUT_MARGIN_S
 
 
-def _stop(agent: Agent, runner: Runner, timeout_s: int, sleep: Callable[[float], None]) -> bool:
+def _stop(agent: Agent, runner: CommandRunner, timeout_s: int, sleep: Callable[[float], None]) -> bool:
     """Boot the agent out if it is loaded and wait until launchd lets go of it. True if it was loaded."""
     if not is_loaded(agent, runner):
         return False
@@ -371,7 +371,9 @@ def _stop(agent: Agent, runner: Runner, timeout_s: int, sleep: Callable[[float],
     raise LaunchdError(f"{agent.service} is still loaded {timeout_s}s after `launchctl bootout`")
 
 
-def install(plan: InstallPlan, runner: Runner = run_command, sleep: Callable[[float], None] = time.sleep) -> None:
+def install(
+    plan: InstallPlan, runner: CommandRunner = run_command, sleep: Callable[[float], None] = time.sleep
+) -> None:
     """Write the plist and (re)load the agent. A loaded agent is booted out first (its daemon gets its
     whole ExitTimeOut to finish), so installing again applies changed settings."""
     require_macos()
@@ -397,7 +399,9 @@ def install(plan: InstallPlan, runner: Runner = run_command, sleep: Callable[[fl
         )
 
 
-def uninstall(plan: UninstallPlan, runner: Runner = run_command, sleep: Callable[[float], None] = time.sleep) -> bool:
+def uninstall(
+    plan: UninstallPlan, runner: CommandRunner = run_command, sleep: Callable[[float], None] = time.sleep
+) -> bool:
     """Stop and unload the agent, then remove its plist. True if there was anything to remove."""
     require_macos()
     timeout_s = _stop_timeout(plan.agent, plan.exit_timeout_s)
@@ -407,7 +411,7 @@ def uninstall(plan: UninstallPlan, runner: Runner = run_command, sleep: Callable
     return was_loaded or was_installed
 
 
-def status(agent: Agent, runner: Runner = run_command) -> AgentStatus:
+def status(agent: Agent, runner: CommandRunner = run_command) -> AgentStatus:
     """Whether the plist is installed and the agent loaded, with `launchctl print`'s account."""
     installed = agent.plist_path.is_file()
     if sys.platform != "darwin":

@@ -1,8 +1,6 @@
 """Logging: a readable line per record on a terminal, JSON lines everywhere else (a pipe, launchd's
 files, the rotating log file), carrying the job's id and name when a record is about one job.
 Also `follow`, the `tail -F` behind `ttsd logs --follow`.
-
-Kept free of ttsd imports at run time: the settings module imports the hooks, which import this.
 """
 
 from __future__ import annotations
@@ -16,40 +14,19 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol, TextIO
+from typing import IO, Any, TextIO
 
-if TYPE_CHECKING:
-    from ttsd.config import Settings
+from ttsd.config import Settings
+from ttsd.joblog import JOB_FIELDS
 
 LOG_FILE_NAME = "ttsd.log"
 # Libraries that talk a lot at INFO; their warnings still come through.
 QUIET_LOGGERS = ("qwen_tts", "transformers", "sox", "watchdog", "huggingface_hub", "accelerate", "urllib3")
-JOB_FIELDS = ("job_id", "job_name")
 HUMAN_FORMAT = "%(asctime)s %(levelname)-7s %(threadName)s %(name)s: %(message)s"
 HUMAN_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 # Marks the handlers setup_logging installed, so a second call replaces them instead of adding more.
 _HANDLER_PREFIX = "ttsd:"
 _TAIL_BLOCK = 8192
-
-
-class JobLike(Protocol):
-    """Anything with a job's id and output name (a `Job` row, a hook call)."""
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def name(self) -> str: ...
-
-
-def job_extra(job: JobLike) -> dict[str, str]:
-    """The `extra=` of a log call about `job`: JSON records then carry `job_id` and `job_name`."""
-    return {"job_id": job.id, "job_name": job.name}
-
-
-def job_logger(logger: logging.Logger, job: JobLike) -> logging.LoggerAdapter[logging.Logger]:
-    """`logger`, with every record it makes tagged with `job`'s id and name."""
-    return logging.LoggerAdapter(logger, job_extra(job))
 
 
 def log_file_path(settings: Settings) -> Path:

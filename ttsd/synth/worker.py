@@ -21,20 +21,24 @@ import numpy as np
 from ttsd.audio import join_chunks, resample
 from ttsd.catalog import ModelEntry
 from ttsd.config import Settings
+from ttsd.delivery.deliver import deliver
 from ttsd.delivery.outbox import Outbox
 from ttsd.delivery.publish import publish
 from ttsd.errors import EngineError, PermanentEngineError, TransientEngineError, TtsdError
 from ttsd.faults import crash_point
+from ttsd.joblog import job_extra, job_logger
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.store import Store
 from ttsd.jobqueue.tables import ChunkRow, Job, RunInfo
 from ttsd.jobspec import JobSpec
-from ttsd.synth.audio_cache import AudioCache, cache_key, file_sha256
+from ttsd.synth.audio_cache import AudioCache, cache_key
 from ttsd.synth.chunk_files import ChunkFiles
 from ttsd.synth.chunking import split_text
 from ttsd.synth.engine.base import DevicePlan, SynthesisRequest
 from ttsd.synth.engine.pool import EnginePool
+from ttsd.synth.lease import LeaseHeartbeat
 from ttsd.synth.quality import quality_problem
+from ttsd.synth.references import ReferenceDigests, reference_path
 
 log = logging.getLogger(__name__)
 
@@ -64,48 +68,6 @@ class WorkContext:
     on_job_finished: Callable[[Job], None] = lambda job: None
 
 
-class _Heartbeat:
-    """Renews a lease in the background while a batch is synthesized."""
-
-    def __init__(self, store: Store, token: str, interval_s: float) -> None:
-        self._store = store
-        self._token = token
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                self._store.heartbeat(self._token)
-            except Exception:
-                log.exception("heartbeat failed")
-
-
-def reference_path(voices_dir: Path, ref_audio: str) -> Path:
-    """The reference file inside the voices folder; refused if it would resolve anywhere else."""
-    root = voices_dir.resolve()
-    path = (voices_dir / ref_audio).resolve()
-    if path.parent != root:
-        raise PermanentEngineError(
-            f"ref_audio {ref_audio!r} does not name a file inside {voices_dir}", code="bad_reference"
-        )
-    if not path.is_file():
-        raise PermanentEngineError(
-            f"ref_audio {ref_audio!r} is not in {voices_dir}: put the reference recording there",
-            code="missing_reference",
-        )
-    return path
-
-
 @dataclass(frozen=True)
 class _Unit:
     """One chunk of one job, waiting to be spoken."""
@@ -126,7 +88,7 @@ class Worker(threading.Thread):
         self.stop_event = stop_event
         self.wake = threading.Event()
         self._last_plan: DevicePlan | None = None
-        self._reference_digests: dict[tuple[str, int, int], str] = {}
+        self._references = ReferenceDigests(context.voices_dir)
 
     def run(self) -> None:
         while not self.stop_event.is_set():
@@ -147,7 +109,7 @@ class Worker(threading.Thread):
             return False
         for job in jobs:
             self._publish(job.id)
-        with _Heartbeat(self.context.store, token, max(0.2, settings.lease_s / 4)):
+        with LeaseHeartbeat(self.context.store, token, max(0.2, settings.lease_s / 4)):
             self._process(token, jobs)
         self.context.on_batch_done()
         return True
@@ -252,7 +214,7 @@ class Worker(threading.Thread):
                 )
             attempt += 1
             log.warning("job %s chunk %d: %s; re-rendering (%d/%d)", unit.job.id, unit.chunk.index, problem,
-                        attempt, QUALITY_RERENDERS)  # fmt: skip
+                        attempt, QUALITY_RERENDERS, extra=job_extra(unit.job))  # fmt: skip
             wav = self._synthesize([unit], seed=(unit.spec.seed or 0) + 7919 * attempt + unit.chunk.index)[0][0]
             problem = quality_problem(wav, unit.spec.sample_rate, unit.chunk.text, check_length)
         return wav
@@ -309,19 +271,8 @@ class Worker(threading.Thread):
         revision = self.context.revision(spec.model)
         if revision is None:
             return None
-        reference = self._reference_digest(spec.ref_audio) if spec.ref_audio else None
+        reference = self._references.digest(spec.ref_audio) if spec.ref_audio else None
         return cache_key(spec, text, revision, reference)
-
-    def _reference_digest(self, ref_audio: str) -> str:
-        """The content hash of a reference recording, read once per version of the file (a long clone
-        job asks for it for every chunk)."""
-        path = reference_path(self.context.voices_dir, ref_audio)
-        info = path.stat()
-        version = (str(path), info.st_mtime_ns, info.st_size)
-        digest = self._reference_digests.get(version)
-        if digest is None:
-            digest = self._reference_digests[version] = file_sha256(path)
-        return digest
 
     def _cached(self, spec: JobSpec, key: str | None) -> np.ndarray | None:
         if key is None or not spec.cache or self.context.cache is None:
@@ -336,7 +287,7 @@ class Worker(threading.Thread):
         try:
             cache.put(key, wav)
         except OSError:
-            log.exception("could not cache a chunk of %s", unit.spec.name)
+            log.exception("could not cache a chunk of %s", unit.spec.name, extra=job_extra(unit.job))
 
     def _synthesize(self, group: Sequence[_Unit], seed: int | None = None) -> tuple[list[np.ndarray], float]:
         """Speak a group of chunks in one call; each waveform comes back at its job's sample rate,
@@ -388,42 +339,27 @@ class Worker(threading.Thread):
     def _deliver_or_fail(self, token: str, job: Job, spec: JobSpec, audio: np.ndarray, run: RunInfo) -> None:
         """Deliver one job; a failure to deliver it (disk full, encoder error) fails that job alone
         rather than stranding the rest of its batch in `running`."""
+        jlog = job_logger(log, job)
         try:
-            self._deliver(token, job, spec, audio, run)
+            delivered = deliver(self.context.store, self.context.outbox, token, job.id, spec, audio, run)
         except Exception as exc:
-            log.exception("job %s (%s): could not deliver its audio", job.id, job.name)
+            log.exception("job %s (%s): could not deliver its audio", job.id, job.name, extra=job_extra(job))
             self._fail(token, job, delivery_error(exc))
-
-    def _deliver(self, token: str, job: Job, spec: JobSpec, audio: np.ndarray, run: RunInfo) -> None:
-        store = self.context.store
-        if not store.holds_lease(job.id, token):
-            log.info("job %s was cancelled or reclaimed during synthesis; result discarded", job.id)
-            self._publish(job.id)
             return
-        outbox = self.context.outbox
-        staged = outbox.stage_audio(spec.name, spec.format, audio, spec.sample_rate, spec.normalize)
-        info = staged.info
-
-        def install() -> None:
-            outbox.install(staged)
-            crash_point("after_audio", spec.name)
-
-        try:
-            recorded = store.finish_done(job.id, token, info, run, install=install)
-        finally:
-            outbox.discard(staged)
-        if not recorded:
-            log.info("job %s lost its lease before it was recorded; result discarded", job.id)
-        crash_point("after_done", spec.name)
+        if delivered is None:
+            jlog.info("job %s was cancelled or reclaimed before delivery; result discarded", job.id)
+        else:
+            jlog.info("job %s (%s) done: %.2fs of audio", job.id, spec.name, delivered.duration_s)
         self._publish(job.id)
-        log.info("job %s (%s) done: %.2fs of audio", job.id, spec.name, info.duration_s)
 
     def _fail(self, token: str, job: Job, error: EngineError) -> None:
         settings = self.context.settings
         transient = not isinstance(error, PermanentEngineError)
         delay = retry_delay(job.attempts - job.attempt_base + 1) if transient else None
         state = self.context.store.finish_failed(job.id, token, error.code, error.message, settings.max_attempts, delay)
-        log.warning("job %s (%s): %s [%s] -> %s", job.id, job.name, error.message, error.code, state)
+        log.warning(
+            "job %s (%s): %s [%s] -> %s", job.id, job.name, error.message, error.code, state, extra=job_extra(job)
+        )
         self._publish(job.id)
 
     def _publish(self, job_id: str) -> None:

@@ -27,7 +27,6 @@ class _Slot:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     engine: Engine | None = None
-    loaded_at: float = 0.0
     last_used: float = 0.0
     load_s: float = 0.0
     busy: int = 0
@@ -72,7 +71,6 @@ class EnginePool:
                 started = self._clock()
                 slot.engine = self._loader(entry)
                 slot.load_s = round(self._clock() - started, 3)
-                slot.loaded_at = self._clock()
             slot.busy += 1
             slot.last_used = self._clock()
             engine = slot.engine
