@@ -443,9 +443,10 @@ def test_a_failing_pending_count_only_delays_the_drain(caplog: pytest.LogCapture
         return 0
 
     tracker = DrainTracker(pending)
-    with caplog.at_level(logging.ERROR, logger="ttsd.ops.hooks"):
+    with caplog.at_level(logging.ERROR, logger="ttsd.ops.drain"):
         assert tracker.job_finished(make_job()) is None
-    assert "could not count pending jobs" in hook_records(caplog)[0].getMessage()
+    drain_records = [record for record in caplog.records if record.name == "ttsd.ops.drain"]
+    assert "could not count pending jobs" in drain_records[0].getMessage()
     assert tracker.poll() == DrainSummary(done=1)
 
 
