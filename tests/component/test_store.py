@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-import ttsd.jobqueue.store as store_module
+import ttsd.jobqueue.jobs as jobs_module
 from tests.support.fakes import FAKE_MODEL, OTHER_MODEL, make_spec, scratch_dir
 from ttsd.errors import JobNotFound, StoreError
 from ttsd.jobqueue.states import JobState
@@ -457,7 +457,7 @@ def test_attempts_never_decrease_and_leases_stay_consistent(store: Store) -> Non
 
 def test_get_by_id_name_and_unique_prefix(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     ids = iter(["abcd0001", "abcd0002", "beef0003"])
-    monkeypatch.setattr(store_module, "new_job_id", lambda: next(ids))
+    monkeypatch.setattr(jobs_module, "new_job_id", lambda: next(ids))
     first = enqueue(store, "first take", name="scene")
     second = enqueue(store, "second take", name="scene")
     other = enqueue(store, "other", name="beef")
