@@ -25,8 +25,8 @@ from ttsd.delivery.outbox import Outbox
 from ttsd.delivery.publish import publish
 from ttsd.errors import EngineError, PermanentEngineError, TransientEngineError, TtsdError
 from ttsd.faults import crash_point
+from ttsd.jobqueue.protocols import WorkerQueue
 from ttsd.jobqueue.states import JobState
-from ttsd.jobqueue.store import Store
 from ttsd.jobqueue.tables import ChunkRow, Job, RunInfo
 from ttsd.jobspec import JobSpec
 from ttsd.synth.audio_cache import AudioCache, cache_key, file_sha256
@@ -52,7 +52,7 @@ class WorkContext:
     """Everything a worker needs, shared by all workers of a daemon."""
 
     settings: Settings
-    store: Store
+    store: WorkerQueue
     outbox: Outbox
     engines: EnginePool
     voices_dir: Path
@@ -67,7 +67,7 @@ class WorkContext:
 class _Heartbeat:
     """Renews a lease in the background while a batch is synthesized."""
 
-    def __init__(self, store: Store, token: str, interval_s: float) -> None:
+    def __init__(self, store: WorkerQueue, token: str, interval_s: float) -> None:
         self._store = store
         self._token = token
         self._interval_s = interval_s
