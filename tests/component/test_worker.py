@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import ttsd.jobqueue.store as store_module
+import ttsd.jobqueue.jobs as jobs_module
 import ttsd.synth.worker as worker_module
 from tests.support.daemon_harness import wait_for
 from tests.support.fakes import (
@@ -602,7 +602,7 @@ def test_a_name_that_looks_like_another_jobs_id_still_gets_its_status(
 ) -> None:
     rig = make_rig()
     ids = iter(["abcd00000001", "abcd00000002"])
-    monkeypatch.setattr(store_module, "new_job_id", lambda: next(ids))
+    monkeypatch.setattr(jobs_module, "new_job_id", lambda: next(ids))
     rig.add("first", name="plain")
     lookalike = rig.add("second", name="abcd00000001")
     publish(rig.store, rig.outbox, lookalike.id)

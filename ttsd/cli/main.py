@@ -21,6 +21,7 @@ import click
 from ttsd import __version__
 from ttsd.config import LoadedSettings, Settings, load_settings
 from ttsd.errors import ConfigError, JobNotFound, JobRejected, TtsdError
+from ttsd.jobqueue.protocols import PeopleQueue
 from ttsd.jobqueue.store import Store
 from ttsd.ops.lock import daemon_running
 
@@ -43,7 +44,7 @@ class Context:
         return self.loaded.settings
 
     @property
-    def store(self) -> Store:
+    def store(self) -> PeopleQueue:
         """The queue database (created if this is the first use)."""
         if self._store is None:
             self._store = Store(self.settings.db_path)

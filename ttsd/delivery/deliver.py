@@ -8,13 +8,13 @@ import numpy as np
 
 from ttsd.delivery.outbox import Outbox
 from ttsd.faults import crash_point
-from ttsd.jobqueue.store import Store
+from ttsd.jobqueue.protocols import WorkerQueue
 from ttsd.jobqueue.tables import AudioInfo, RunInfo
 from ttsd.jobspec import JobSpec
 
 
 def deliver(
-    store: Store, outbox: Outbox, token: str, job_id: str, spec: JobSpec, audio: np.ndarray, run: RunInfo
+    store: WorkerQueue, outbox: Outbox, token: str, job_id: str, spec: JobSpec, audio: np.ndarray, run: RunInfo
 ) -> AudioInfo | None:
     """Write the job's audio into the outbox and record the job done, both only while `token` holds
     its lease. Returns what was delivered, or None when the lease was lost (nothing is installed)."""

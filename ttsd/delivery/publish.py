@@ -6,14 +6,14 @@ import logging
 
 from ttsd.delivery.outbox import Outbox
 from ttsd.delivery.status import iso, status_document
+from ttsd.jobqueue.protocols import IntakeQueue, JobLookup
 from ttsd.jobqueue.states import JobState
-from ttsd.jobqueue.store import Store
 from ttsd.jobqueue.tables import Job
 
 log = logging.getLogger(__name__)
 
 
-def publish(store: Store, outbox: Outbox, job_id: str) -> Job:
+def publish(store: JobLookup, outbox: Outbox, job_id: str) -> Job:
     """Rewrite a job's status file from the queue, unless a newer job has since taken its name
     (reusing an output name replaces that name's status)."""
     job = store.get(job_id)
@@ -23,7 +23,7 @@ def publish(store: Store, outbox: Outbox, job_id: str) -> Job:
     return job
 
 
-def rebuild_status_files(store: Store, outbox: Outbox) -> int:
+def rebuild_status_files(store: IntakeQueue, outbox: Outbox) -> int:
     """At start: rewrite every status file that is missing or disagrees with the queue."""
     rewritten = 0
     for job in store.latest_per_name():

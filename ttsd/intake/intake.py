@@ -35,8 +35,9 @@ from ttsd.faults import crash_point
 from ttsd.fsutil import NotRegularFile, read_regular_file, write_new_file
 from ttsd.intake.jobfile import JOB_SUFFIXES, JobDefaults, ParsedEntry, job_defaults, parse_job_file
 from ttsd.intake.watcher import Hint
+from ttsd.jobqueue.jobs import EnqueueResult
+from ttsd.jobqueue.protocols import IntakeQueue
 from ttsd.jobqueue.states import JobState
-from ttsd.jobqueue.store import EnqueueResult, Store
 from ttsd.names import sanitize_name
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class Intake(threading.Thread):
     def __init__(
         self,
         settings: IntakeSettings,
-        store: Store,
+        store: IntakeQueue,
         outbox: Outbox,
         hints: queue.Queue[Hint | None],
         stop_event: threading.Event,

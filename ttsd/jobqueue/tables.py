@@ -1,4 +1,9 @@
-"""SQLModel tables and the job states, shared by the daemon and the CLI."""
+"""SQLModel tables and the job states, shared by the daemon and the CLI.
+
+These classes map rows to objects; they do not create anything. The schema itself (tables and
+indexes) is written out in `ttsd.jobqueue.migrations`, one numbered step per change, and a test
+checks that these classes and the migrated database agree.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, String
+from sqlalchemy import DateTime, Enum
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -31,20 +36,37 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+def _state_values(states: type[JobState]) -> list[str]:
+    return [state.value for state in states]
+
+
+JOB_STATE_TYPE = Enum(
+    JobState,
+    # Stored as the plain strings ttsd 0.1.0 wrote ('queued', 'running', ...), without a CHECK
+    # constraint: existing databases need no rewrite, and any other string is refused on the way in.
+    native_enum=False,
+    create_constraint=False,
+    values_callable=_state_values,
+    length=16,
+    validate_strings=True,
+)
+"""The column type of `Job.state`: a `JobState` in Python, its value in the database."""
+
+
 class Job(SQLModel, table=True):
     """One job. `attempts` counts finished or interrupted tries and never decreases; a retry moves
     `attempt_base` up to it, so the attempt limit applies afresh to each retry."""
 
     id: str = Field(primary_key=True)
-    content_key: str = Field(index=True)
-    name: str = Field(index=True)
+    content_key: str
+    name: str
     client_id: str | None = None
-    model: str = Field(index=True)
+    model: str
     batch_key: str
     spec_json: str
     source_file: str | None = None
 
-    state: str = Field(default=JobState.QUEUED.value, index=True, sa_type=String)
+    state: JobState = Field(default=JobState.QUEUED, sa_type=JOB_STATE_TYPE)
     priority: int = 0
     attempts: int = 0
     attempt_base: int = 0
@@ -134,7 +156,7 @@ class CacheEntry(SQLModel, table=True):
     key: str = Field(primary_key=True)
     bytes: int
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    last_used_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    last_used_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     hits: int = 0
 
 

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from ttsd.fsutil import sweep_temp_files
-from ttsd.jobqueue.store import CacheStats, Store
+from ttsd.jobqueue.cache_index import CacheStats
+from ttsd.jobqueue.protocols import CacheIndexStore
 from ttsd.jobspec import JobSpec
 from ttsd.synth.waveform_files import load_waveform, save_waveform
 
@@ -67,7 +68,7 @@ def file_sha256(path: Path) -> str:
 class AudioCache:
     """Waveforms on disk under `root`, indexed in the store."""
 
-    def __init__(self, root: Path, store: Store, max_entries: int, max_bytes: int) -> None:
+    def __init__(self, root: Path, store: CacheIndexStore, max_entries: int, max_bytes: int) -> None:
         self.root = root
         self.store = store
         self.max_entries = max_entries

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ttsd.jobqueue.protocols import WorkerQueue
 from ttsd.jobqueue.states import JobState
-from ttsd.jobqueue.store import Store
 from ttsd.synth.waveform_files import load_waveform, save_waveform
 
 
@@ -44,7 +44,7 @@ class ChunkFiles:
         return [path.name for path in self.root.iterdir() if path.is_dir()]
 
 
-def sweep_finished_chunks(store: Store, files: ChunkFiles) -> None:
+def sweep_finished_chunks(store: WorkerQueue, files: ChunkFiles) -> None:
     """At start: chunks of jobs that finished (or vanished) are no longer needed."""
     states = store.jobs_with_chunks()
     for job_id, state in states.items():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from ttsd.jobqueue.store import Store
+from ttsd.jobqueue.protocols import WorkerQueue
 
 log = logging.getLogger(__name__)
 
@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 class LeaseHeartbeat:
     """Renews a lease in the background while a batch is synthesized."""
 
-    def __init__(self, store: Store, token: str, interval_s: float) -> None:
+    def __init__(self, store: WorkerQueue, token: str, interval_s: float) -> None:
         self._store = store
         self._token = token
         self._interval_s = interval_s

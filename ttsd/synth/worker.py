@@ -27,8 +27,8 @@ from ttsd.delivery.publish import publish
 from ttsd.errors import EngineError, PermanentEngineError, TransientEngineError, TtsdError
 from ttsd.faults import crash_point
 from ttsd.joblog import job_extra, job_logger
+from ttsd.jobqueue.protocols import WorkerQueue
 from ttsd.jobqueue.states import JobState
-from ttsd.jobqueue.store import Store
 from ttsd.jobqueue.tables import ChunkRow, Job, RunInfo
 from ttsd.jobspec import JobSpec
 from ttsd.synth.audio_cache import AudioCache, cache_key
@@ -56,7 +56,7 @@ class WorkContext:
     """Everything a worker needs, shared by all workers of a daemon."""
 
     settings: Settings
-    store: Store
+    store: WorkerQueue
     outbox: Outbox
     engines: EnginePool
     voices_dir: Path

@@ -1,0 +1,565 @@
+"""The queue's contract: what every backend must do, whatever it stores jobs in.
+
+`QueueContract` holds the behaviour tests (dedup, batch claims, leases, guarded finishes, recovery,
+retry and cancel, queries, chunks, the cache index, daemon rows). A backend's test module subclasses
+it and provides two fixtures (huey's `StorageTests` pattern):
+
+- `open_queue`: opens another handle on one fresh, empty queue each time it is called (as another
+  process would), and closes whatever is still open when the test ends;
+- `store`: one handle from `open_queue`.
+
+Everything here goes through the `Queue` protocol; nothing may depend on how a backend is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ttsd.jobqueue.jobs as jobs_module
+from tests.support.fakes import FAKE_MODEL, OTHER_MODEL, make_spec
+from ttsd.errors import JobNotFound, StoreError
+from ttsd.jobqueue.cache_index import CacheStats
+from ttsd.jobqueue.protocols import Queue
+from ttsd.jobqueue.states import JobState
+from ttsd.jobqueue.tables import AudioInfo, Job, RunInfo, utcnow
+
+AUDIO = AudioInfo(file="x.wav", format="wav", sample_rate=24_000, duration_s=1.0, bytes=100, sha256="0" * 64)
+RUN = RunInfo(device="cpu", dtype="float32", seed=None, cache_hit=False, synth_s=0.1)
+
+OpenQueue = Callable[[], Queue]
+"""Opens another handle on the queue under test."""
+
+
+def enqueue(store: Queue, text: str, **fields: Any) -> Job:
+    result = store.enqueue(make_spec(text, **fields))
+    assert result.created
+    return result.job
+
+
+def claim_one(store: Queue, model: str = FAKE_MODEL) -> tuple[str, Job]:
+    token, jobs = store.claim(model, max_batch=1)
+    assert len(jobs) == 1
+    return token, jobs[0]
+
+
+def _claim_later(store: Queue) -> tuple[str, Job]:
+    token, jobs = store.claim(FAKE_MODEL, max_batch=1, now=utcnow() + timedelta(minutes=5))
+    assert len(jobs) == 1
+    return token, jobs[0]
+
+
+class QueueContract:
+    """Subclass with `open_queue` and `store` fixtures to hold a backend to the queue's behaviour."""
+
+    # -- enqueue and dedup ---------------------------------------------------------------------------
+
+    def test_enqueue_creates_a_queued_job(self, store: Queue) -> None:
+        spec = make_spec("hello there", name="greeting", id="client-7", priority=3)
+        result = store.enqueue(spec, source_file="greeting.json")
+        assert result.created
+        job = store.get(result.job.id)
+        assert job.state == JobState.QUEUED
+        assert (job.name, job.model, job.client_id, job.priority) == ("greeting", FAKE_MODEL, "client-7", 3)
+        assert job.source_file == "greeting.json"
+        assert job.content_key == spec.content_key()
+        assert job.batch_key == spec.batch_key()
+        assert job.attempts == 0
+        assert job.lease_token is None
+
+    @pytest.mark.parametrize("state", ["queued", "running", "done"])
+    def test_same_spec_is_a_duplicate_while_live(self, store: Queue, state: str) -> None:
+        first = enqueue(store, "same text")
+        if state != "queued":
+            token, _ = claim_one(store)
+            if state == "done":
+                assert store.finish_done(first.id, token, AUDIO, RUN)
+        again = store.enqueue(make_spec("same text"))
+        assert not again.created
+        assert again.job.id == first.id
+        assert len(store.jobs(limit=None)) == 1
+
+    @pytest.mark.parametrize("ending", ["failed", "cancelled"])
+    def test_same_spec_after_failure_or_cancel_is_a_new_job(self, store: Queue, ending: str) -> None:
+        first = enqueue(store, "same text")
+        if ending == "failed":
+            token, _ = claim_one(store)
+            assert store.finish_failed(first.id, token, "boom", "it broke", 3, None) == JobState.FAILED
+        else:
+            store.cancel(first.id)
+        again = store.enqueue(make_spec("same text"))
+        assert again.created
+        assert again.job.id != first.id
+        assert store.enqueue(make_spec("same text")).job.id == again.job.id
+
+    def test_a_different_field_is_a_different_job(self, store: Queue) -> None:
+        first = enqueue(store, "same text")
+        assert store.enqueue(make_spec("same text", sample_rate=16_000)).job.id != first.id
+        assert store.enqueue(make_spec("same text", name="other")).job.id != first.id
+
+    # -- claims --------------------------------------------------------------------------------------
+
+    def test_claim_takes_highest_priority_then_oldest_up_to_max_batch(self, store: Queue) -> None:
+        low = enqueue(store, "low", priority=-1)
+        old = enqueue(store, "old")
+        high = enqueue(store, "high", priority=5)
+        new = enqueue(store, "new")
+        newest = enqueue(store, "newest")
+        token, jobs = store.claim(FAKE_MODEL, max_batch=3)
+        assert [job.id for job in jobs] == [high.id, old.id, new.id]
+        for job in jobs:
+            current = store.get(job.id)
+            assert current.state == JobState.RUNNING
+            assert current.lease_token == token
+            assert current.heartbeat_at is not None and current.started_at is not None
+        _, rest = store.claim(FAKE_MODEL, max_batch=3)
+        assert [job.id for job in rest] == [newest.id, low.id]
+        assert store.claim(FAKE_MODEL, max_batch=3)[1] == []
+
+    def test_claim_never_mixes_batch_keys_or_models(self, store: Queue) -> None:
+        a1 = enqueue(store, "a1")
+        warm = enqueue(store, "warm", generation={"temperature": 0.5})
+        a2 = enqueue(store, "a2")
+        seeded1 = enqueue(store, "seeded1", seed=1)
+        seeded2 = enqueue(store, "seeded2", seed=1)
+        other = enqueue(store, "other model", model=OTHER_MODEL)
+        batches = []
+        while True:
+            _, jobs = store.claim(FAKE_MODEL, max_batch=10)
+            if not jobs:
+                break
+            assert len({job.batch_key for job in jobs}) == 1
+            batches.append([job.id for job in jobs])
+        # Same sampling shares a call; other sampling runs apart; a seeded job always runs alone.
+        assert batches == [[a1.id, a2.id], [warm.id], [seeded1.id], [seeded2.id]]
+        assert store.get(other.id).state == JobState.QUEUED
+        assert [job.id for job in store.claim(OTHER_MODEL, max_batch=10)[1]] == [other.id]
+
+    def test_claim_skips_jobs_whose_not_before_is_in_the_future(self, store: Queue) -> None:
+        job = enqueue(store, "later")
+        token, _ = claim_one(store)
+        assert store.finish_failed(job.id, token, "flaky", "try again", 3, retry_after_s=60) == JobState.QUEUED
+        assert store.claim(FAKE_MODEL, max_batch=4)[1] == []
+        assert store.models_with_queued_jobs() == [FAKE_MODEL]
+        _, jobs = store.claim(FAKE_MODEL, max_batch=4, now=utcnow() + timedelta(seconds=61))
+        assert [j.id for j in jobs] == [job.id]
+        assert store.get(job.id).not_before is None
+
+    def test_concurrent_claims_hand_out_every_job_exactly_once(self, open_queue: OpenQueue) -> None:
+        setup = open_queue()
+        ids = set()
+        for number in range(200):
+            model = FAKE_MODEL if number % 2 else OTHER_MODEL
+            ids.add(setup.enqueue(make_spec(f"job {number}", model=model, priority=number % 3)).job.id)
+        setup.close()
+
+        claimed: list[tuple[str, str]] = []
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+        start = threading.Barrier(4)
+
+        def claimer(index: int) -> None:
+            own = open_queue()  # its own connections, as another worker would have
+            try:
+                start.wait(timeout=10)
+                models = [FAKE_MODEL, OTHER_MODEL] if index % 2 else [OTHER_MODEL, FAKE_MODEL]
+                while True:
+                    got = 0
+                    for model in models:
+                        token, jobs = own.claim(model, max_batch=3)
+                        got += len(jobs)
+                        with lock:
+                            claimed.extend((job.id, token) for job in jobs)
+                    if not got:
+                        return
+            except BaseException as error:
+                errors.append(error)
+            finally:
+                own.close()
+
+        threads = [threading.Thread(target=claimer, args=(index,)) for index in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+            assert not thread.is_alive()
+        assert errors == []
+        counts = Counter(job_id for job_id, _ in claimed)
+        assert set(counts) == ids
+        assert max(counts.values()) == 1
+        check = open_queue()
+        try:
+            for job_id, token in claimed:
+                assert check.holds_lease(job_id, token)
+            assert check.counts() == {FAKE_MODEL: {"running": 100}, OTHER_MODEL: {"running": 100}}
+            assert check.integrity_check() == "ok"
+        finally:
+            check.close()
+
+    # -- leases and guarded finishes -----------------------------------------------------------------
+
+    def test_finish_done_with_the_lease_records_the_result(self, store: Queue) -> None:
+        job = enqueue(store, "fine")
+        token, _ = claim_one(store)
+        run = RunInfo(device="cpu", dtype="float32", seed=7, cache_hit=False, synth_s=0.25)
+        assert store.finish_done(job.id, token, AUDIO, run)
+        done = store.get(job.id)
+        assert done.state == JobState.DONE
+        assert done.attempts == 1
+        assert done.lease_token is None
+        assert done.finished_at is not None
+        assert (done.audio_file, done.audio_sha256, done.duration_s) == ("x.wav", "0" * 64, 1.0)
+        assert (done.device, done.dtype, done.seed, done.synth_s) == ("cpu", "float32", 7, 0.25)
+        assert done.chunks_done == done.chunks_total
+        assert not store.finish_done(job.id, token, AUDIO, RUN)  # once only
+        assert store.get(job.id).attempts == 1
+
+    def test_finish_done_refuses_a_wrong_token(self, store: Queue) -> None:
+        job = enqueue(store, "fine")
+        claim_one(store)
+        assert not store.finish_done(job.id, "not-the-token", AUDIO, RUN)
+        assert store.get(job.id).state == JobState.RUNNING
+
+    def test_finish_done_refuses_a_cancelled_job(self, store: Queue) -> None:
+        job = enqueue(store, "cancel me")
+        token, _ = claim_one(store)
+        store.cancel(job.id)
+        assert not store.holds_lease(job.id, token)
+        assert not store.finish_done(job.id, token, AUDIO, RUN)
+        after = store.get(job.id)
+        assert after.state == JobState.CANCELLED
+        assert after.audio_file is None
+        assert after.attempts == 0
+
+    def test_a_stale_lease_loses_to_the_new_holder(self, store: Queue) -> None:
+        job = enqueue(store, "reclaimed")
+        stale, _ = claim_one(store)
+        assert store.release_all_running() == [job.id]
+        fresh, _ = claim_one(store)
+        assert not store.holds_lease(job.id, stale)
+        assert store.holds_lease(job.id, fresh)
+        assert not store.finish_done(job.id, stale, AUDIO, RUN)
+        assert store.finish_failed(job.id, stale, "x", "y", 3, None) is None
+        assert store.heartbeat(stale) == 0
+        current = store.get(job.id)
+        assert (current.state, current.lease_token, current.attempts) == (JobState.RUNNING, fresh, 0)
+        assert store.finish_done(job.id, fresh, AUDIO, RUN)
+
+    def test_finish_failed_with_retry_requeues_until_max_attempts(self, store: Queue) -> None:
+        job = enqueue(store, "flaky")
+        for attempt in (1, 2):
+            before = utcnow()
+            token, _ = claim_one(store) if attempt == 1 else _claim_later(store)
+            state = store.finish_failed(job.id, token, "flaky", f"try {attempt}", 3, retry_after_s=30)
+            assert state == JobState.QUEUED
+            queued = store.get(job.id)
+            assert queued.attempts == attempt
+            assert queued.lease_token is None
+            assert (queued.error_code, queued.error_message) == ("flaky", f"try {attempt}")
+            assert queued.not_before is not None
+            assert before + timedelta(seconds=29) < queued.not_before < utcnow() + timedelta(seconds=31)
+        token, _ = _claim_later(store)
+        assert store.finish_failed(job.id, token, "flaky", "try 3", 3, retry_after_s=30) == JobState.FAILED
+        failed = store.get(job.id)
+        assert (failed.state, failed.attempts, failed.error_code) == (JobState.FAILED, 3, "flaky")
+        assert failed.finished_at is not None
+        assert store.failed_job_ids() == [job.id]
+
+    def test_finish_failed_without_retry_fails_at_once(self, store: Queue) -> None:
+        job = enqueue(store, "hopeless")
+        token, _ = claim_one(store)
+        assert store.finish_failed(job.id, token, "bad_speaker", "no such voice", 3, None) == JobState.FAILED
+        failed = store.get(job.id)
+        assert (failed.attempts, failed.error_code, failed.error_message) == (1, "bad_speaker", "no such voice")
+
+    def test_heartbeat_renews_the_lease(self, store: Queue) -> None:
+        job = enqueue(store, "slow")
+        long_ago = utcnow() - timedelta(minutes=10)
+        token, _ = store.claim(FAKE_MODEL, max_batch=1, now=long_ago)
+        assert store.get(job.id).heartbeat_at == long_ago
+        assert store.heartbeat(token) == 1
+        renewed = store.get(job.id).heartbeat_at
+        assert renewed is not None and renewed > long_ago + timedelta(minutes=9)
+        assert store.recover_interrupted(3, stale_before=utcnow() - timedelta(minutes=1)) == []
+        assert store.holds_lease(job.id, token)
+        assert store.heartbeat("someone-else") == 0
+
+    def test_release_all_running_requeues_without_counting(self, store: Queue) -> None:
+        running = [enqueue(store, f"run {n}") for n in range(3)]
+        waiting = enqueue(store, "waiting", priority=-5)
+        _, jobs = store.claim(FAKE_MODEL, max_batch=3)
+        assert {job.id for job in jobs} == {job.id for job in running}
+        assert sorted(store.release_all_running()) == sorted(job.id for job in running)
+        for job in [*running, waiting]:
+            current = store.get(job.id)
+            assert (current.state, current.attempts, current.lease_token) == (JobState.QUEUED, 0, None)
+        assert store.release_all_running() == []
+
+    # -- recovery ------------------------------------------------------------------------------------
+
+    def test_recover_at_start_counts_the_try_and_fails_at_max_attempts(self, store: Queue) -> None:
+        job = enqueue(store, "crashes the daemon")
+        bystander = enqueue(store, "queued bystander", priority=-1)
+        for attempt in (1, 2):
+            claim_one(store)
+            recovered = store.recover_interrupted(max_attempts=3)
+            assert [j.id for j in recovered] == [job.id]
+            current = store.get(job.id)
+            assert (current.state, current.attempts, current.lease_token) == (JobState.QUEUED, attempt, None)
+        claim_one(store)
+        [last] = store.recover_interrupted(max_attempts=3)
+        assert last.state == JobState.FAILED
+        failed = store.get(job.id)
+        assert (failed.state, failed.attempts, failed.error_code) == (JobState.FAILED, 3, "interrupted")
+        assert failed.error_message and "3" in failed.error_message
+        assert failed.finished_at is not None
+        assert store.get(bystander.id).state == JobState.QUEUED
+        assert store.get(bystander.id).attempts == 0
+
+    def test_recover_with_stale_before_takes_only_stale_leases(self, store: Queue) -> None:
+        stale = enqueue(store, "stalled")
+        alive = enqueue(store, "alive")
+        store.claim(FAKE_MODEL, max_batch=1, now=utcnow() - timedelta(minutes=5))
+        alive_token, _ = claim_one(store)
+        recovered = store.recover_interrupted(3, stale_before=utcnow() - timedelta(seconds=60))
+        assert [job.id for job in recovered] == [stale.id]
+        assert store.get(stale.id).state == JobState.QUEUED
+        assert store.get(stale.id).attempts == 1
+        assert store.holds_lease(alive.id, alive_token)
+        assert store.get(alive.id).attempts == 0
+
+    # -- people: retry and cancel --------------------------------------------------------------------
+
+    def test_retry_gives_a_fresh_attempt_budget_and_clears_errors(self, store: Queue) -> None:
+        job = enqueue(store, "flaky")
+        for _ in range(2):
+            token, _ = _claim_later(store)
+            store.finish_failed(job.id, token, "flaky", "again", 2, retry_after_s=1)
+        failed = store.get(job.id)
+        assert (failed.state, failed.attempts) == (JobState.FAILED, 2)
+        retried = store.retry(job.id)
+        assert (retried.state, retried.attempts, retried.attempt_base) == (JobState.QUEUED, 2, 2)
+        current = store.get(job.id)
+        assert (current.error_code, current.error_message, current.not_before) == (None, None, None)
+        assert (current.finished_at, current.started_at) == (None, None)
+        # The budget starts over: one failed try is re-queued again, the second fails.
+        token, _ = _claim_later(store)
+        assert store.finish_failed(job.id, token, "flaky", "again", 2, retry_after_s=1) == JobState.QUEUED
+        token, _ = _claim_later(store)
+        assert store.finish_failed(job.id, token, "flaky", "again", 2, retry_after_s=1) == JobState.FAILED
+        assert store.get(job.id).attempts == 4
+
+    def test_retry_refuses_pending_jobs_and_requeues_done_ones(self, store: Queue) -> None:
+        job = enqueue(store, "fine")
+        with pytest.raises(StoreError):
+            store.retry(job.id)
+        token, _ = claim_one(store)
+        with pytest.raises(StoreError):
+            store.retry(job.id)
+        assert store.finish_done(job.id, token, AUDIO, RUN)
+        again = store.retry(job.id)
+        assert (again.state, again.attempt_base) == (JobState.QUEUED, 1)
+
+    def test_cancel_queued_and_running_but_not_finished_jobs(self, store: Queue) -> None:
+        queued = enqueue(store, "queued")
+        cancelled = store.cancel(queued.id)
+        assert cancelled.state == JobState.CANCELLED
+        assert cancelled.finished_at is not None
+        assert store.get(queued.id).error_code == "cancelled"
+        running = enqueue(store, "running")
+        token, _ = claim_one(store)
+        assert store.cancel(running.name).state == JobState.CANCELLED
+        assert store.heartbeat(token) == 0
+        done = enqueue(store, "done")
+        token, _ = claim_one(store)
+        assert store.finish_done(done.id, token, AUDIO, RUN)
+        for ref in (done.id, queued.id):
+            with pytest.raises(StoreError):
+                store.cancel(ref)
+        assert store.get(done.id).state == JobState.DONE
+        with pytest.raises(JobNotFound):
+            store.cancel("no-such-job")
+
+    def test_attempts_never_decrease_and_leases_stay_consistent(self, store: Queue) -> None:
+        """A seeded random walk over every operation, checking the invariants after each step."""
+        rng = random.Random(1234)
+        texts = [f"walk {n}" for n in range(5)]
+        ids = [enqueue(store, text).id for text in texts]
+        tokens: dict[str, str] = {}
+        seen_attempts = dict.fromkeys(ids, 0)
+        seen_states: set[str] = set()
+        later = utcnow() + timedelta(hours=1)
+        for _ in range(150):
+            job_id = rng.choice(ids)
+            action = rng.choice(["claim", "done", "fail", "retry_fail", "recover", "release", "cancel", "retry"])
+            if action == "claim":
+                token, jobs = store.claim(FAKE_MODEL, max_batch=rng.randint(1, 3), now=later)
+                tokens.update((job.id, token) for job in jobs)
+            elif action == "done":
+                store.finish_done(job_id, tokens.get(job_id, "none"), AUDIO, RUN)
+            elif action in ("fail", "retry_fail"):
+                delay = 1.0 if action == "retry_fail" else None
+                store.finish_failed(job_id, tokens.get(job_id, "none"), "x", "y", 3, delay)
+            elif action == "recover":
+                store.recover_interrupted(3)
+            elif action == "release":
+                store.release_all_running()
+            else:
+                with contextlib.suppress(StoreError):
+                    getattr(store, action)(job_id)
+            for job in store.jobs(limit=None):
+                assert job.attempts >= seen_attempts[job.id], (action, job)
+                seen_attempts[job.id] = job.attempts
+                seen_states.add(job.state)
+                assert job.attempt_base <= job.attempts
+                assert (job.state == JobState.RUNNING) == (job.lease_token is not None)
+                if job.state == JobState.DONE:
+                    assert job.audio_file is not None and job.error_code is None
+        assert seen_states == {state.value for state in JobState if state != JobState.REJECTED}
+        assert max(seen_attempts.values()) >= 3
+        assert store.integrity_check() == "ok"
+
+    # -- chunks of long jobs -------------------------------------------------------------------
+
+    def test_chunks_are_planned_once_and_resume_where_they_stopped(self, store: Queue) -> None:
+        job = enqueue(store, "a long text")
+        token, _ = claim_one(store)
+        assert store.chunks(job.id) == []
+        planned = store.plan_chunks(job.id, token, [("One.", 300), ("Two.", 0)])
+        assert planned is not None
+        assert [(c.index, c.text, c.pause_after_ms, c.done) for c in planned] == [
+            (0, "One.", 300, False),
+            (1, "Two.", 0, False),
+        ]
+        assert (store.get(job.id).chunks_total, store.get(job.id).chunks_done) == (2, 0)
+        assert store.chunk_done(job.id, token, 0, 1.5, 0.25, cache_hit=False)
+        assert store.chunk_done(job.id, token, 0, 1.5, 0.25, cache_hit=False)  # recorded twice, counted once
+        progress = store.get(job.id)
+        assert (progress.chunks_done, progress.audio_s_done, progress.synth_s) == (1, 1.5, 0.25)
+        assert store.jobs_with_chunks() == {job.id: "running"}
+        store.recover_interrupted(3)
+        fresh, _ = claim_one(store)
+        resumed = store.plan_chunks(job.id, fresh, [("Something else entirely.", 0)])
+        assert resumed is not None
+        assert [(c.text, c.done, c.duration_s) for c in resumed] == [("One.", True, 1.5), ("Two.", False, None)]
+        assert store.plan_chunks(job.id, token, []) is None  # the interrupted holder's lease is gone
+        assert not store.chunk_done(job.id, token, 1, 1.0, 0.1, cache_hit=False)
+        assert not store.chunk_done(job.id, fresh, 7, 1.0, 0.1, cache_hit=False)  # no such chunk
+        assert store.chunk_done(job.id, fresh, 1, 0.5, 0.1, cache_hit=True)
+        assert store.finish_done(job.id, fresh, AUDIO, RUN)
+        assert store.get(job.id).chunks_done == 2
+        assert store.jobs_with_chunks() == {job.id: "done"}
+        store.drop_chunks(job.id)
+        assert (store.chunks(job.id), store.jobs_with_chunks()) == ([], {})
+
+    def test_retry_starts_a_chunked_job_over(self, store: Queue) -> None:
+        job = enqueue(store, "a long text")
+        token, _ = claim_one(store)
+        store.plan_chunks(job.id, token, [("One.", 0), ("Two.", 0)])
+        store.chunk_done(job.id, token, 0, 1.0, 0.1, cache_hit=False)
+        assert store.finish_failed(job.id, token, "bad_speaker", "no such voice", 3, None) == JobState.FAILED
+        store.retry(job.id)
+        assert store.chunks(job.id) == []
+        retried = store.get(job.id)
+        assert (retried.chunks_done, retried.audio_s_done) == (0, 0.0)
+
+    # -- the audio cache's index ----------------------------------------------------------------
+
+    def test_cache_index_counts_lookups_and_evicts_least_recently_used(self, store: Queue) -> None:
+        assert store.cache_stats() == CacheStats(entries=0, bytes=0, hits=0, misses=0)
+        assert not store.cache_lookup("a")
+        for key, size in (("a", 100), ("b", 200), ("c", 300)):
+            store.cache_record(key, size)
+        assert store.cache_lookup("a")  # now the most recently used
+        stats = store.cache_stats()
+        assert (stats.entries, stats.bytes, stats.hits, stats.misses, stats.hit_rate) == (3, 600, 1, 1, 0.5)
+        assert store.cache_evict(max_entries=2, max_bytes=10_000) == ["b"]
+        assert store.cache_evict(max_entries=10, max_bytes=350) == ["c"]
+        store.cache_forget("a", count_miss=True)  # its file was unusable: the hit becomes a miss
+        assert store.cache_stats() == CacheStats(entries=0, bytes=0, hits=0, misses=2)
+        store.cache_record("d", 50)
+        store.cache_record("d", 70)  # the same key again replaces the entry
+        assert store.cache_stats().bytes == 70
+        assert store.cache_clear() == ["d"]
+        assert store.cache_stats() == CacheStats(entries=0, bytes=0, hits=0, misses=0)
+
+    # -- queries -------------------------------------------------------------------------------------
+
+    def test_get_by_id_name_and_unique_prefix(self, store: Queue, monkeypatch: pytest.MonkeyPatch) -> None:
+        ids = iter(["abcd0001", "abcd0002", "beef0003"])
+        monkeypatch.setattr(jobs_module, "new_job_id", lambda: next(ids))
+        first = enqueue(store, "first take", name="scene")
+        second = enqueue(store, "second take", name="scene")
+        other = enqueue(store, "other", name="beef")
+        assert store.get("abcd0001").id == first.id
+        assert store.get("scene").id == second.id  # the newest with that name
+        assert store.get("beef").id == other.id  # a name beats a prefix
+        assert store.get("beef0").id == other.id
+        assert store.get("abcd0002").id == second.id
+        for ref in ("abcd", "abc", "zzzz", "", "beef000_", "abcd%", "%"):
+            with pytest.raises(JobNotFound):
+                store.get(ref)
+
+    def test_jobs_are_listed_newest_first_with_filters(self, store: Queue) -> None:
+        first = enqueue(store, "one")
+        second = enqueue(store, "two", model=OTHER_MODEL)
+        third = enqueue(store, "three")
+        assert [job.id for job in store.jobs()] == [third.id, second.id, first.id]
+        assert [job.id for job in store.jobs(model=FAKE_MODEL)] == [third.id, first.id]
+        assert [job.id for job in store.jobs(limit=1)] == [third.id]
+        claim_one(store, OTHER_MODEL)
+        assert [job.id for job in store.jobs(state="running")] == [second.id]
+        assert [job.id for job in store.jobs(since=third.created_at)] == [third.id]
+        assert store.pending_count(FAKE_MODEL) == 2
+        assert store.pending_count(OTHER_MODEL) == 1
+
+    def test_latest_per_name(self, store: Queue) -> None:
+        enqueue(store, "old take", name="scene")
+        newer = enqueue(store, "new take", name="scene")
+        solo = enqueue(store, "solo")
+        latest = {job.name: job.id for job in store.latest_per_name()}
+        assert latest == {"scene": newer.id, "solo": solo.id}
+        found = store.newest_named("scene")
+        assert found is not None and found.id == newer.id
+        assert store.newest_named(newer.id) is None  # by name only, never by id
+
+    def test_counts_per_model_and_state(self, store: Queue) -> None:
+        for n in range(3):
+            enqueue(store, f"a{n}")
+        enqueue(store, "b", model=OTHER_MODEL)
+        token, job = claim_one(store)
+        store.finish_done(job.id, token, AUDIO, RUN)
+        claim_one(store)
+        assert store.counts() == {FAKE_MODEL: {"done": 1, "running": 1, "queued": 1}, OTHER_MODEL: {"queued": 1}}
+
+    def test_daemon_rows(self, store: Queue, tmp_path: Path) -> None:
+        assert store.latest_daemon() is None
+        first = store.register_daemon(tmp_path / "in", tmp_path / "out", "1.0")
+        second = store.register_daemon(tmp_path / "in", tmp_path / "out", "1.1")
+        latest = store.latest_daemon()
+        assert latest is not None and latest.id == second.id
+        assert (latest.version, latest.inbox, latest.stopped_at) == ("1.1", str(tmp_path / "in"), None)
+        store.daemon_heartbeat(second.id, '{"device": "cpu"}', '[{"model": "fake"}]')
+        store.daemon_stopped(second.id)
+        latest = store.latest_daemon()
+        assert latest is not None
+        assert (latest.device_plan, latest.loaded_models) == ('{"device": "cpu"}', '[{"model": "fake"}]')
+        assert latest.heartbeat_at >= second.heartbeat_at
+        assert latest.stopped_at is not None and latest.stopped_at >= latest.started_at
+        assert first.id != second.id
+
+    def test_reopening_keeps_the_queue(self, open_queue: OpenQueue) -> None:
+        first = open_queue()
+        job = first.enqueue(make_spec("persist me")).job
+        first.close()
+        second = open_queue()
+        assert second.get(job.id).state == JobState.QUEUED
+        assert not second.enqueue(make_spec("persist me")).created

@@ -1,0 +1,100 @@
+"""The queue's SQLite file: engines, PRAGMAs, transactions, file modes, and the schema at open.
+
+SQLite in WAL mode with `synchronous=FULL`, so a committed transaction survives a crash and a power
+loss. pysqlite's own transaction handling is switched off and every write transaction starts with
+`BEGIN IMMEDIATE` (a deferred one that upgrades to a write can fail with SQLITE_BUSY at once,
+whatever the busy timeout says). No transaction is ever held while audio is synthesized: a claim
+is a short write, and the result is recorded by a guarded update that only the lease holder wins.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlmodel import Session
+
+from ttsd.jobqueue.migrations import migrate
+
+
+def _make_engine(db_path: Path, immediate: bool) -> Engine:
+    engine = create_engine(
+        f"sqlite:///{db_path}",
+        # Pooled connections are handed to one thread at a time; opening one per query (and running
+        # its PRAGMAs) cost more than the queries themselves. ttsd never forks with a connection open
+        # (hooks start programs through subprocess, which execs at once).
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=4,
+        max_overflow=16,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        if sys.platform == "darwin":
+            # macOS fsync does not reach the platter; F_FULLFSYNC does.
+            cursor.execute("PRAGMA fullfsync=ON")
+            cursor.execute("PRAGMA checkpoint_fullfsync=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """The open queue file: a writer and a reader engine, and a session from each per transaction.
+
+    Opening creates the file (private) if needed and brings its schema up to date.
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Create the file private before SQLite opens it (SQLite gives -wal and -shm the same mode),
+        # so the queue is never readable by others, not even for a moment.
+        os.close(os.open(db_path, os.O_RDWR | os.O_CREAT, 0o600))
+        self._writer = _make_engine(db_path, immediate=True)
+        self._reader = _make_engine(db_path, immediate=False)
+        try:
+            migrate(self._writer, db_path)
+        except BaseException:
+            self.close()
+            raise
+        for suffix in ("", "-wal", "-shm"):
+            path = Path(f"{db_path}{suffix}")
+            if path.exists():
+                path.chmod(0o600)
+
+    def close(self) -> None:
+        """Release the connection pools."""
+        self._writer.dispose()
+        self._reader.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """A write transaction (`BEGIN IMMEDIATE`), committed when the block ends without error."""
+        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        """A read transaction: one consistent snapshot for the block."""
+        with Session(self._reader, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def integrity_check(self) -> str:
+        """SQLite's own verdict on the database file ("ok" when sound)."""
+        with self._read() as session:
+            return str(session.connection().exec_driver_sql("PRAGMA integrity_check").scalar())

@@ -1,0 +1,224 @@
+"""A job's life in the queue: enqueued (once per distinct job), claimed in batches under a lease,
+kept alive by heartbeats, finished by the lease holder only, recovered when its worker is gone,
+released at shutdown, cancelled or retried by people. Each state change is one of
+`ttsd.jobqueue.transitions`; this module finds the rows and holds the transactions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
+
+from ttsd.errors import StoreError
+from ttsd.jobqueue import transitions
+from ttsd.jobqueue.chunks import delete_chunks
+from ttsd.jobqueue.queries import JobQueries, leased
+from ttsd.jobqueue.states import JobState
+from ttsd.jobqueue.tables import AudioInfo, Job, RunInfo, utcnow
+from ttsd.jobspec import JobSpec
+
+LIVE_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.DONE)
+"""A new spec equal to a job in one of these states is that job again (a duplicate)."""
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    """The job a spec landed in, and whether this call created it (False: a duplicate)."""
+
+    job: Job
+    created: bool
+
+
+def new_job_id() -> str:
+    """A short random id; sortable ids are not needed since every job has created_at."""
+    return uuid.uuid4().hex[:12]
+
+
+def claim_query(model: str, now: datetime) -> SelectOfScalar[Job]:
+    """Queued jobs of `model` that may start at `now`, in claim order: highest priority, then oldest."""
+    return (
+        select(Job)
+        .where(
+            Job.model == model,
+            Job.state == JobState.QUEUED,
+            (col(Job.not_before).is_(None)) | (col(Job.not_before) <= now),
+        )
+        .order_by(col(Job.priority).desc(), col(Job.created_at), col(Job.id))
+    )
+
+
+def _new_job(key: str, spec: JobSpec, source_file: str | None) -> Job:
+    return Job(
+        id=new_job_id(),
+        content_key=key,
+        name=spec.name,
+        client_id=spec.client_id,
+        model=spec.model,
+        batch_key=spec.batch_key(),
+        spec_json=spec.model_dump_json(),
+        source_file=source_file,
+        priority=spec.priority,
+        seed=spec.seed,
+        chunks_total=1,
+    )
+
+
+class JobLifecycle(JobQueries):
+    """Every write that moves a job."""
+
+    def enqueue(self, spec: JobSpec, source_file: str | None = None) -> EnqueueResult:
+        """Record a job, unless the same resolved job is already queued, running or done."""
+        return self.enqueue_many([(spec, source_file)])[0]
+
+    def enqueue_many(self, items: Sequence[tuple[JobSpec, str | None]]) -> list[EnqueueResult]:
+        """`enqueue` for several jobs (spec, source file) in one transaction: a burst of files pays
+        one commit instead of one each. The same job twice in `items` is one job."""
+        results: list[EnqueueResult] = []
+        keyed = [(spec.content_key(), spec, source_file) for spec, source_file in items]
+        with self._write() as session:
+            live = session.exec(
+                select(Job)
+                .where(col(Job.content_key).in_({key for key, _, _ in keyed}), col(Job.state).in_(LIVE_STATES))
+                .order_by(col(Job.created_at))
+            )
+            known: dict[str, Job] = {job.content_key: job for job in live}  # the newest wins
+            for key, spec, source_file in keyed:
+                existing = known.get(key)
+                if existing is not None:
+                    results.append(EnqueueResult(existing, created=False))
+                    continue
+                job = known[key] = _new_job(key, spec, source_file)
+                results.append(EnqueueResult(job, created=True))
+            session.add_all([result.job for result in results if result.created])
+        return results
+
+    def claim(self, model: str, max_batch: int, now: datetime | None = None) -> tuple[str, list[Job]]:
+        """Lease up to `max_batch` compatible queued jobs of `model`, highest priority then oldest first.
+
+        A job that was tried before without finishing runs alone: if it is what crashes the process,
+        it must not take fresh neighbours down with it (and use up their attempts) every time.
+        Returns the lease token (needed for heartbeats and the guarded finish) and the jobs.
+        """
+        now = now or utcnow()
+        token = uuid.uuid4().hex
+        with self._write() as session:
+            first = session.exec(claim_query(model, now).limit(1)).first()
+            if first is None:
+                return token, []
+            jobs = [first]
+            if first.attempts == first.attempt_base and max_batch > 1:
+                jobs += session.exec(
+                    claim_query(model, now)
+                    .where(
+                        col(Job.attempts) == col(Job.attempt_base),
+                        Job.batch_key == first.batch_key,
+                        col(Job.id) != first.id,
+                    )
+                    .limit(max_batch - 1)
+                )
+            for job in jobs:
+                transitions.claim(job, token, now)
+                session.add(job)
+        return token, jobs
+
+    def heartbeat(self, token: str) -> int:
+        """Renew a lease; returns how many of its jobs are still running under it."""
+        with self._write() as session:
+            result = session.execute(
+                update(Job)
+                .where(col(Job.lease_token) == token, col(Job.state) == JobState.RUNNING)
+                .values(heartbeat_at=utcnow())
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def finish_done(
+        self, job_id: str, token: str, audio: AudioInfo, run: RunInfo, install: Callable[[], None] | None = None
+    ) -> bool:
+        """Mark a job done, only if `token` still holds it. False: the result must be discarded.
+
+        `install` (making the audio file visible) runs inside the same write transaction, after the
+        lease check: no other finish can slip in between, so a worker that lost its lease never
+        replaces the audio of the job's newer result.
+        """
+        with self._write() as session:
+            job = leased(session, job_id, token)
+            if job is None:
+                return False
+            if install is not None:
+                install()
+            transitions.succeed(job, audio, run, utcnow())
+            session.add(job)
+            return True
+
+    def finish_failed(
+        self, job_id: str, token: str, code: str, message: str, max_attempts: int, retry_after_s: float | None
+    ) -> JobState | None:
+        """Record a failed try. With `retry_after_s` and attempts left, the job is queued again after
+        that delay; otherwise it fails. Returns the new state, or None if the lease was lost."""
+        with self._write() as session:
+            job = leased(session, job_id, token)
+            if job is None:
+                return None
+            now = utcnow()
+            retry_at = None if retry_after_s is None else now + timedelta(seconds=retry_after_s)
+            state = transitions.fail(job, code, message, max_attempts, retry_at, now)
+            session.add(job)
+            return state
+
+    def release_all_running(self) -> list[str]:
+        """At shutdown, with the daemon lock held: every running job goes back to the queue, uncounted."""
+        with self._write() as session:
+            jobs = list(session.exec(select(Job).where(Job.state == JobState.RUNNING)))
+            for job in jobs:
+                transitions.release(job)
+                session.add(job)
+            return [job.id for job in jobs]
+
+    def recover_interrupted(self, max_attempts: int, stale_before: datetime | None = None) -> list[Job]:
+        """Running jobs whose worker is gone: count the interrupted try, then queue or fail them.
+
+        At start every running job is interrupted (`stale_before` None); while running, only those
+        whose heartbeat is older than `stale_before`.
+        """
+        query = select(Job).where(Job.state == JobState.RUNNING)
+        if stale_before is not None:
+            query = query.where(col(Job.heartbeat_at) < stale_before)
+        with self._write() as session:
+            jobs = list(session.exec(query))
+            now = utcnow()
+            for job in jobs:
+                transitions.interrupt(job, max_attempts, now)
+                session.add(job)
+            return jobs
+
+    def cancel(self, ref: str) -> Job:
+        """Cancel a queued or running job (a running job's result will be discarded)."""
+        job_id = self.get(ref).id
+        with self._write() as session:
+            current = _still_there(session, job_id)
+            transitions.cancel(current, utcnow())
+            session.add(current)
+            return current
+
+    def retry(self, ref: str) -> Job:
+        """Queue a failed, cancelled or done job again, with a fresh attempt budget."""
+        job_id = self.get(ref).id
+        with self._write() as session:
+            current = _still_there(session, job_id)
+            transitions.retry(current)
+            session.add(current)
+            delete_chunks(session, job_id)
+            return current
+
+
+def _still_there(session: Session, job_id: str) -> Job:
+    # Jobs are never deleted today; a row gone between the lookup and this write is a damaged queue.
+    job = session.get(Job, job_id)
+    if job is None:
+        raise StoreError(f"job {job_id} is gone")
+    return job

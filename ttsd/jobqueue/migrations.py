@@ -1,0 +1,202 @@
+"""The queue's schema, as numbered steps applied in order, tracked in SQLite's `PRAGMA user_version`.
+
+A database records the last step applied to it. Opening one applies the steps it lacks, each in its
+own write transaction together with the version bump, so a crash mid-upgrade leaves the previous
+version intact and the next open finishes the job. Two processes opening the same old file at once
+serialize on `BEGIN IMMEDIATE`, and the second finds the step already done.
+
+ttsd 0.1.0 created its tables without recording a version (user_version 0). Step 1 is exactly that
+schema, so such a file is recognized by its `job` table and marked as version 1 as it is.
+
+To change the schema, append a step; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine
+
+from ttsd.errors import StoreError
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step: the schema version it produces and the statements that get there."""
+
+    version: int
+    summary: str
+    apply: Callable[[Connection], None]
+
+
+SCHEMA_0_1_0 = (
+    """
+    CREATE TABLE job (
+        id VARCHAR NOT NULL,
+        content_key VARCHAR NOT NULL,
+        name VARCHAR NOT NULL,
+        client_id VARCHAR,
+        model VARCHAR NOT NULL,
+        batch_key VARCHAR NOT NULL,
+        spec_json VARCHAR NOT NULL,
+        source_file VARCHAR,
+        state VARCHAR NOT NULL,
+        priority INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        attempt_base INTEGER NOT NULL,
+        not_before DATETIME,
+        lease_token VARCHAR,
+        heartbeat_at DATETIME,
+        created_at DATETIME NOT NULL,
+        started_at DATETIME,
+        finished_at DATETIME,
+        error_code VARCHAR,
+        error_message VARCHAR,
+        device VARCHAR,
+        dtype VARCHAR,
+        seed INTEGER,
+        cache_hit BOOLEAN NOT NULL,
+        synth_s FLOAT,
+        chunks_done INTEGER NOT NULL,
+        chunks_total INTEGER NOT NULL,
+        audio_s_done FLOAT NOT NULL,
+        audio_file VARCHAR,
+        audio_format VARCHAR,
+        sample_rate INTEGER,
+        duration_s FLOAT,
+        audio_bytes INTEGER,
+        audio_sha256 VARCHAR,
+        PRIMARY KEY (id)
+    )
+    """,
+    "CREATE INDEX ix_job_content_key ON job (content_key)",
+    "CREATE INDEX ix_job_name ON job (name)",
+    "CREATE INDEX ix_job_model ON job (model)",
+    "CREATE INDEX ix_job_state ON job (state)",
+    """
+    CREATE TABLE chunk (
+        job_id VARCHAR NOT NULL,
+        "index" INTEGER NOT NULL,
+        text VARCHAR NOT NULL,
+        pause_after_ms INTEGER NOT NULL,
+        done BOOLEAN NOT NULL,
+        cache_hit BOOLEAN NOT NULL,
+        duration_s FLOAT,
+        PRIMARY KEY (job_id, "index")
+    )
+    """,
+    """
+    CREATE TABLE daemonrecord (
+        id VARCHAR NOT NULL,
+        pid INTEGER NOT NULL,
+        hostname VARCHAR NOT NULL,
+        started_at DATETIME NOT NULL,
+        heartbeat_at DATETIME NOT NULL,
+        stopped_at DATETIME,
+        inbox VARCHAR NOT NULL,
+        outbox VARCHAR NOT NULL,
+        device_plan VARCHAR NOT NULL,
+        loaded_models VARCHAR NOT NULL,
+        version VARCHAR NOT NULL,
+        PRIMARY KEY (id)
+    )
+    """,
+    """
+    CREATE TABLE cacheentry (
+        "key" VARCHAR NOT NULL,
+        bytes INTEGER NOT NULL,
+        created_at DATETIME NOT NULL,
+        last_used_at DATETIME NOT NULL,
+        hits INTEGER NOT NULL,
+        PRIMARY KEY ("key")
+    )
+    """,
+    "CREATE INDEX ix_cacheentry_last_used_at ON cacheentry (last_used_at)",
+    """
+    CREATE TABLE counter (
+        name VARCHAR NOT NULL,
+        value INTEGER NOT NULL,
+        PRIMARY KEY (name)
+    )
+    """,
+)
+"""The tables and indexes ttsd 0.1.0 created (SQLModel's `create_all` of that release), verbatim."""
+
+
+def _create_0_1_0_schema(connection: Connection) -> None:
+    if _has_table(connection, "job"):
+        return  # written by ttsd 0.1.0, which created all of it at once without a version
+    for statement in SCHEMA_0_1_0:
+        connection.exec_driver_sql(statement)
+
+
+def _add_claim_index(connection: Connection) -> None:
+    # The claim query filters on model and state and orders by priority DESC, created_at, id. With
+    # only single-column indexes SQLite searched ix_job_state and sorted every queued job in a temp
+    # B-tree on each claim; this index hands them over already in claim order. It starts with
+    # `model`, so ix_job_model is a redundant prefix that only costs writes.
+    connection.exec_driver_sql("CREATE INDEX ix_job_claim ON job (model, state, priority DESC, created_at, id)")
+    connection.exec_driver_sql("DROP INDEX ix_job_model")
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "the ttsd 0.1.0 schema", _create_0_1_0_schema),
+    Migration(2, "one index in claim order for the claim query", _add_claim_index),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def schema_version(connection: Connection) -> int:
+    """The last migration applied to the database (0: none recorded)."""
+    return int(connection.exec_driver_sql("PRAGMA user_version").scalar_one())
+
+
+def migrate(engine: Engine, db_path: Path) -> int:
+    """Apply the migrations `db_path` lacks, in order, one transaction each; returns its version.
+
+    `engine` must start its transactions with `BEGIN IMMEDIATE`, so the version is read under the
+    write lock that the step then uses. A database newer than this ttsd is refused untouched.
+    """
+    version = _version_outside_transactions(engine)
+    _refuse_newer(version, db_path)
+    for migration in MIGRATIONS:
+        if version >= migration.version:
+            continue
+        with engine.begin() as connection:
+            version = schema_version(connection)
+            _refuse_newer(version, db_path)
+            if version < migration.version:
+                migration.apply(connection)
+                # PRAGMA takes no bound parameters; the version is our own integer.
+                connection.exec_driver_sql(f"PRAGMA user_version = {migration.version:d}")
+                version = migration.version
+    return version
+
+
+def _version_outside_transactions(engine: Engine) -> int:
+    # A database that is up to date (nearly every open) is left without taking the write lock; the
+    # driver connection runs in autocommit, where the engine's BEGIN IMMEDIATE is never issued.
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA user_version")
+        (version,) = cursor.fetchone() or (0,)
+        cursor.close()
+    finally:
+        connection.close()
+    return int(version)
+
+
+def _refuse_newer(version: int, db_path: Path) -> None:
+    if version > LATEST_VERSION:
+        raise StoreError(
+            f"the queue database {db_path} has schema version {version}, but this ttsd knows versions "
+            f"up to {LATEST_VERSION}: it was written by a newer ttsd; run that one (or a newer one)"
+        )
+
+
+def _has_table(connection: Connection, name: str) -> bool:
+    found = connection.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return found.first() is not None

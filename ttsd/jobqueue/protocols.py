@@ -1,0 +1,138 @@
+"""What each part of ttsd asks of the queue, as small protocols.
+
+Consumers are typed against these rather than against `Store`, so each one's dependency on the
+queue is exactly what it calls, and another backend only has to provide these methods. `Store`
+satisfies all of them (mypy checks that wherever one is handed over, and `Queue` names the whole).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from ttsd.jobqueue.cache_index import CacheStats
+from ttsd.jobqueue.jobs import EnqueueResult
+from ttsd.jobqueue.states import JobState
+from ttsd.jobqueue.tables import AudioInfo, ChunkRow, DaemonRecord, Job, RunInfo
+from ttsd.jobspec import JobSpec
+
+
+class JobLookup(Protocol):
+    """What publishing a job's status file reads: the job, and whether it still owns its name."""
+
+    def get(self, ref: str) -> Job: ...
+
+    def newest_named(self, name: str) -> Job | None: ...
+
+
+class IntakeQueue(JobLookup, Protocol):
+    """The intake thread's queue (ttsd.intake.intake) and the status-file rebuild (ttsd.delivery.publish)."""
+
+    def enqueue_many(self, items: Sequence[tuple[JobSpec, str | None]]) -> list[EnqueueResult]: ...
+
+    def pending_count(self, model: str) -> int: ...
+
+    def retry(self, ref: str) -> Job: ...
+
+    def latest_per_name(self) -> list[Job]: ...
+
+
+class WorkerQueue(JobLookup, Protocol):
+    """A synthesis worker's queue (ttsd.synth.worker), and the chunk sweep at start (ttsd.synth.chunk_files)."""
+
+    def claim(self, model: str, max_batch: int, now: datetime | None = None) -> tuple[str, list[Job]]: ...
+
+    def heartbeat(self, token: str) -> int: ...
+
+    def holds_lease(self, job_id: str, token: str) -> bool: ...
+
+    def plan_chunks(self, job_id: str, token: str, pieces: list[tuple[str, int]]) -> list[ChunkRow] | None: ...
+
+    def chunk_done(
+        self, job_id: str, token: str, index: int, duration_s: float, synth_s: float, cache_hit: bool
+    ) -> bool: ...
+
+    def chunks(self, job_id: str) -> list[ChunkRow]: ...
+
+    def drop_chunks(self, job_id: str) -> None: ...
+
+    def jobs_with_chunks(self) -> dict[str, str]: ...
+
+    def finish_done(
+        self, job_id: str, token: str, audio: AudioInfo, run: RunInfo, install: Callable[[], None] | None = None
+    ) -> bool: ...
+
+    def finish_failed(
+        self, job_id: str, token: str, code: str, message: str, max_attempts: int, retry_after_s: float | None
+    ) -> JobState | None: ...
+
+
+class CacheIndexStore(Protocol):
+    """The audio cache's index (ttsd.synth.audio_cache)."""
+
+    def cache_lookup(self, key: str) -> bool: ...
+
+    def cache_record(self, key: str, size: int) -> None: ...
+
+    def cache_forget(self, key: str, count_miss: bool = False) -> None: ...
+
+    def cache_evict(self, max_entries: int, max_bytes: int) -> list[str]: ...
+
+    def cache_stats(self) -> CacheStats: ...
+
+    def cache_clear(self) -> list[str]: ...
+
+
+class PeopleQueue(JobLookup, CacheIndexStore, Protocol):
+    """The command line's queue (ttsd.cli): looking, steering, and the cache through `AudioCache`."""
+
+    def jobs(
+        self,
+        state: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = 50,
+    ) -> list[Job]: ...
+
+    def counts(self) -> dict[str, dict[str, int]]: ...
+
+    def finished_since(self, since: datetime) -> list[Job]: ...
+
+    def failed_job_ids(self) -> list[str]: ...
+
+    def cancel(self, ref: str) -> Job: ...
+
+    def retry(self, ref: str) -> Job: ...
+
+    def latest_daemon(self) -> DaemonRecord | None: ...
+
+
+class DaemonQueue(Protocol):
+    """What the daemon itself does with the queue, besides handing it to the parts above."""
+
+    def register_daemon(self, inbox: Path, outbox: Path, version: str) -> DaemonRecord: ...
+
+    def daemon_heartbeat(self, daemon_id: str, device_plan: str, loaded_models: str) -> None: ...
+
+    def daemon_stopped(self, daemon_id: str) -> None: ...
+
+    def recover_interrupted(self, max_attempts: int, stale_before: datetime | None = None) -> list[Job]: ...
+
+    def release_all_running(self) -> list[str]: ...
+
+    def models_with_queued_jobs(self) -> list[str]: ...
+
+    def pending_total(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class Queue(IntakeQueue, WorkerQueue, PeopleQueue, DaemonQueue, Protocol):
+    """Everything a queue backend provides: what the contract tests (tests/component/queue_contract.py)
+    hold every backend to."""
+
+    def enqueue(self, spec: JobSpec, source_file: str | None = None) -> EnqueueResult: ...
+
+    def integrity_check(self) -> str: ...

@@ -1,0 +1,128 @@
+"""Reading jobs: by reference, lists and counts for people, and what backpressure and leases ask."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from ttsd.errors import JobNotFound
+from ttsd.jobqueue import transitions
+from ttsd.jobqueue.database import Database
+from ttsd.jobqueue.states import JobState
+from ttsd.jobqueue.tables import Job
+
+PENDING_STATES = (JobState.QUEUED, JobState.RUNNING)
+
+
+def leased(session: Session, job_id: str, token: str) -> Job | None:
+    """The job, if it is running under `token` (not cancelled, recovered or finished meanwhile)."""
+    job = session.get(Job, job_id)
+    return job if job is not None and transitions.holds_lease(job, token) else None
+
+
+def _newest_named(session: Session, name: str) -> Job | None:
+    query = select(Job).where(Job.name == name).order_by(col(Job.created_at).desc(), col(Job.id))
+    return session.exec(query.limit(1)).first()
+
+
+class JobQueries(Database):
+    """Reads of the job table."""
+
+    def get(self, ref: str) -> Job:
+        """A job by id, by output name (the newest with that name), or by a unique id prefix."""
+        with self._read() as session:
+            job = session.get(Job, ref)
+            if job is None:
+                job = _newest_named(session, ref)
+            if job is None and len(ref) >= 4:
+                # autoescape: a `_` or `%` in what was typed is not a LIKE wildcard.
+                prefixed = select(Job).where(col(Job.id).startswith(ref, autoescape=True)).limit(2)
+                matches = list(session.exec(prefixed))
+                job = matches[0] if len(matches) == 1 else None
+        if job is None:
+            raise JobNotFound(f"no job with id or name {ref!r}")
+        return job
+
+    def newest_named(self, name: str) -> Job | None:
+        """The newest job with output `name`: the one that owns the name's audio and status."""
+        with self._read() as session:
+            return _newest_named(session, name)
+
+    def holds_lease(self, job_id: str, token: str) -> bool:
+        """Whether `token` still owns the running job (it was not cancelled or recovered meanwhile)."""
+        with self._read() as session:
+            return leased(session, job_id, token) is not None
+
+    def pending_count(self, model: str) -> int:
+        """Jobs of `model` queued or running: what backpressure measures."""
+        with self._read() as session:
+            return session.exec(
+                select(func.count()).select_from(Job).where(Job.model == model, col(Job.state).in_(PENDING_STATES))
+            ).one()
+
+    def pending_total(self) -> int:
+        """Jobs queued or running, across every model."""
+        with self._read() as session:
+            return session.exec(select(func.count()).select_from(Job).where(col(Job.state).in_(PENDING_STATES))).one()
+
+    def models_with_queued_jobs(self) -> list[str]:
+        """Models that have work waiting."""
+        with self._read() as session:
+            return list(session.exec(select(Job.model).where(Job.state == JobState.QUEUED).distinct()))
+
+    def jobs(
+        self,
+        state: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = 50,
+    ) -> list[Job]:
+        """Jobs, newest first, optionally filtered."""
+        query = select(Job).order_by(col(Job.created_at).desc(), col(Job.id))
+        if state is not None:
+            query = query.where(Job.state == state)
+        if model is not None:
+            query = query.where(Job.model == model)
+        if since is not None:
+            query = query.where(col(Job.created_at) >= since)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as session:
+            return list(session.exec(query))
+
+    def latest_per_name(self) -> list[Job]:
+        """For each output name, its newest job: the one its status file must describe."""
+        newest = select(Job.name, func.max(Job.created_at).label("created_at")).group_by(col(Job.name)).subquery()
+        query = select(Job).join(
+            newest, (col(Job.name) == newest.c.name) & (col(Job.created_at) == newest.c.created_at)
+        )
+        with self._read() as session:
+            return list(session.exec(query))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Number of jobs per model and state."""
+        with self._read() as session:
+            rows = session.exec(select(Job.model, Job.state, func.count()).group_by(col(Job.model), col(Job.state)))
+            counts: dict[str, dict[str, int]] = {}
+            for model, state, number in rows:
+                counts.setdefault(model, {})[state] = number
+            return counts
+
+    def finished_since(self, since: datetime) -> list[Job]:
+        """Jobs that reached done or failed since `since` (for per-model metrics)."""
+        with self._read() as session:
+            return list(
+                session.exec(
+                    select(Job).where(
+                        col(Job.state).in_((JobState.DONE, JobState.FAILED)),
+                        col(Job.finished_at) >= since,
+                    )
+                )
+            )
+
+    def failed_job_ids(self) -> list[str]:
+        """Ids of every failed job."""
+        with self._read() as session:
+            return list(session.exec(select(Job.id).where(Job.state == JobState.FAILED)))

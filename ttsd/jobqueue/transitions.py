@@ -1,0 +1,174 @@
+"""Every move a job makes between states, each written once, and the table of moves that exist.
+
+These functions change a loaded `Job` in memory and never touch the database: the caller holds the
+write transaction (and has checked the lease where one is needed), so a move and its row update
+commit together. Nothing else assigns `Job.state`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from enum import StrEnum
+from typing import Final
+
+from ttsd.errors import StoreError
+from ttsd.jobqueue.states import JobState
+from ttsd.jobqueue.tables import AudioInfo, Job, RunInfo
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = (
+    JobState.QUEUED,
+    JobState.RUNNING,
+    JobState.DONE,
+    JobState.FAILED,
+    JobState.CANCELLED,
+)
+
+
+class Transition(StrEnum):
+    """The ways a job changes state."""
+
+    CLAIM = "claim"
+    SUCCEED = "succeed"
+    FAIL = "fail"
+    INTERRUPT = "interrupt"
+    RELEASE = "release"
+    CANCEL = "cancel"
+    RETRY = "retry"
+
+
+MOVES: Final[Mapping[Transition, tuple[frozenset[JobState], frozenset[JobState]]]] = {
+    Transition.CLAIM: (frozenset({QUEUED}), frozenset({RUNNING})),
+    Transition.SUCCEED: (frozenset({RUNNING}), frozenset({DONE})),
+    # A failed try either ends the job or, when transient and attempts are left, queues it again.
+    Transition.FAIL: (frozenset({RUNNING}), frozenset({FAILED, QUEUED})),
+    Transition.INTERRUPT: (frozenset({RUNNING}), frozenset({QUEUED, FAILED})),
+    Transition.RELEASE: (frozenset({RUNNING}), frozenset({QUEUED})),
+    Transition.CANCEL: (frozenset({QUEUED, RUNNING}), frozenset({CANCELLED})),
+    Transition.RETRY: (frozenset({DONE, FAILED, CANCELLED}), frozenset({QUEUED})),
+}
+"""Transition -> (the states it starts from, the states it may end in). No other move exists."""
+
+
+class IllegalTransition(StoreError):
+    """A job was asked to make a move the table does not allow (e.g. cancelling a done job)."""
+
+
+def _in_order(states: frozenset[JobState]) -> str:
+    return " or ".join(state.value for state in JobState if state in states)
+
+
+def _move(job: Job, transition: Transition, target: JobState) -> None:
+    sources, targets = MOVES[transition]
+    verb = transition.value
+    if job.state not in sources:
+        raise IllegalTransition(
+            f"cannot {verb} job {job.id}: it is {job.state} ({verb} applies to {_in_order(sources)} jobs only)"
+        )
+    if target not in targets:
+        raise IllegalTransition(f"{verb} never leads to {target}, only to {_in_order(targets)} (job {job.id})")
+    job.state = target
+
+
+def holds_lease(job: Job, token: str) -> bool:
+    """Whether `token` is the live lease of `job` (it was not cancelled, recovered or finished)."""
+    return job.state == RUNNING and job.lease_token == token
+
+
+def claim(job: Job, token: str, now: datetime) -> None:
+    """queued -> running, leased to `token` from `now`."""
+    _move(job, Transition.CLAIM, RUNNING)
+    job.lease_token = token
+    job.heartbeat_at = now
+    job.started_at = now
+    job.not_before = None
+
+
+def succeed(job: Job, audio: AudioInfo, run: RunInfo, now: datetime) -> None:
+    """running -> done, with the delivered audio and how it was made; the try counts."""
+    _move(job, Transition.SUCCEED, DONE)
+    job.attempts += 1
+    job.lease_token = None
+    job.finished_at = now
+    job.error_code = None
+    job.error_message = None
+    job.audio_file = audio.file
+    job.audio_format = audio.format
+    job.sample_rate = audio.sample_rate
+    job.duration_s = audio.duration_s
+    job.audio_bytes = audio.bytes
+    job.audio_sha256 = audio.sha256
+    job.device = run.device
+    job.dtype = run.dtype
+    job.seed = run.seed
+    job.cache_hit = run.cache_hit
+    job.synth_s = run.synth_s
+    job.chunks_done = job.chunks_total
+
+
+def fail(job: Job, code: str, message: str, max_attempts: int, retry_at: datetime | None, now: datetime) -> JobState:
+    """running -> queued again at `retry_at` (a transient failure with attempts left), else
+    running -> failed for good. The try counts either way; returns the new state."""
+    requeue = retry_at is not None and _tries(job) + 1 < max_attempts
+    _move(job, Transition.FAIL, QUEUED if requeue else FAILED)
+    _count_try(job)
+    job.error_code = code
+    job.error_message = message
+    if requeue:
+        job.not_before = retry_at
+    else:
+        job.finished_at = now
+    return job.state
+
+
+def interrupt(job: Job, max_attempts: int, now: datetime) -> JobState:
+    """A running job whose worker is gone (the daemon restarted, or its heartbeat went stale): the
+    interrupted try counts, then the job is queued again or, out of attempts, fails."""
+    tries = _tries(job) + 1
+    _move(job, Transition.INTERRUPT, QUEUED if tries < max_attempts else FAILED)
+    _count_try(job)
+    if job.state == FAILED:
+        job.finished_at = now
+        job.error_code = "interrupted"
+        job.error_message = (
+            f"interrupted {tries} times (the daemon stopped or crashed during synthesis); "
+            "giving up after TTS_MAX_ATTEMPTS"
+        )
+    return job.state
+
+
+def release(job: Job) -> None:
+    """running -> queued at a clean shutdown: the try was not the job's fault, so it does not count."""
+    _move(job, Transition.RELEASE, QUEUED)
+    job.lease_token = None
+
+
+def cancel(job: Job, now: datetime) -> None:
+    """queued or running -> cancelled (a running job's lease dies with it, so its result is discarded)."""
+    _move(job, Transition.CANCEL, CANCELLED)
+    job.lease_token = None
+    job.finished_at = now
+    job.error_code = "cancelled"
+    job.error_message = "cancelled by request"
+
+
+def retry(job: Job) -> None:
+    """done, failed or cancelled -> queued, with a fresh attempt budget and no progress."""
+    _move(job, Transition.RETRY, QUEUED)
+    job.attempt_base = job.attempts
+    job.not_before = None
+    job.finished_at = None
+    job.started_at = None
+    job.error_code = None
+    job.error_message = None
+    job.chunks_done = 0
+    job.audio_s_done = 0.0
+
+
+def _count_try(job: Job) -> None:
+    job.attempts += 1
+    job.lease_token = None
+
+
+def _tries(job: Job) -> int:
+    return job.attempts - job.attempt_base
