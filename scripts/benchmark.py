@@ -46,6 +46,7 @@ from types import FrameType
 from typing import Any
 
 from ttsd.catalog import build_registry, checkpoint_kind
+from ttsd.client import read_status, stage_job, status_path
 from ttsd.synth.engine.base import DevicePlan
 from ttsd.synth.engine.device import plan_device
 from ttsd.synth.engine.qwen_import import import_qwen_tts_quietly
@@ -404,23 +405,6 @@ def wait_until(condition: Callable[[], bool | None], timeout: float, what: str, 
     return time.perf_counter()
 
 
-def stage_job(inbox: Path, name: str, job: dict[str, Any]) -> tuple[Path, Path]:
-    """Write a job under a hidden temporary name in the inbox (which the daemon ignores); returns the
-    temporary path and the name renaming it makes it a job file."""
-    temp = inbox / f".{name}.json.tmp"
-    temp.write_text(json.dumps(job), encoding="utf-8")
-    return temp, inbox / f"{name}.json"
-
-
-def read_status(outbox: Path, name: str) -> dict[str, Any] | None:
-    """The status document of output `name`, if it exists (status files are replaced atomically)."""
-    try:
-        document = json.loads((outbox / f"{name}.status.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return document if isinstance(document, dict) else None
-
-
 def state_of(outbox: Path, name: str) -> str | None:
     """The state its status file gives output `name`, if any."""
     document = read_status(outbox, name)
@@ -440,7 +424,7 @@ class StatusReader:
     def state(self, name: str) -> str | None:
         """The state of output `name` now (None while it has no status file)."""
         try:
-            info = (self.outbox / f"{name}.status.json").stat()
+            info = status_path(self.outbox, name).stat()
         except FileNotFoundError:
             return None
         # Status files are replaced by rename: a new inode or mtime means a new document.
@@ -477,9 +461,9 @@ def wait_done(daemon: Daemon, names: Sequence[str], timeout: float, poll_s: floa
 
 def drop_and_time(daemon: Daemon, name: str, job: dict[str, Any], states: frozenset[str], timeout: float) -> float:
     """Rename one job file in and return the seconds until its status file is in one of `states`."""
-    temp, final = stage_job(daemon.inbox, name, job)
+    staged = stage_job(daemon.inbox, f"{name}.json", job)
     started = time.perf_counter()
-    temp.rename(final)
+    staged.drop()
     # A 1 ms poll: the latencies measured are tens of milliseconds.
     seen = wait_until(lambda: daemon.status.state(name) in states, timeout, name, poll_s=0.001)
     return seen - started
@@ -505,12 +489,12 @@ def measure_ttsd(report: Report, daemon: Daemon, options: Options) -> None:
     progress(f"ttsd: warm-up job done in {warm:.2f}s; dropping {options.jobs} jobs at once")
     names = [f"e2e-{i:04d}" for i in range(options.jobs)]
     staged = [
-        stage_job(daemon.inbox, name, synthesis_job(text, options))
+        stage_job(daemon.inbox, f"{name}.json", synthesis_job(text, options))
         for name, text in zip(names, make_texts(options.jobs), strict=True)
     ]
     started = time.perf_counter()
-    for temp, final in staged:
-        temp.rename(final)
+    for job in staged:
+        job.drop()
     finished = wait_done(daemon, names, options.timeout_s, poll_s=0.02)
     report.ttsd = Run("ttsd", options.jobs, finished - started, None, options.batch)
 
@@ -563,7 +547,7 @@ def measure_intake(report: Report, daemon: Daemon, options: Options) -> None:
     count = options.intake_files
     progress(f"intake: staging {count} job files")
     staged = [
-        stage_job(daemon.inbox, f"burst-{i:05d}", {"text": text, "model": PARKED_MODEL})
+        stage_job(daemon.inbox, f"burst-{i:05d}.json", {"text": text, "model": PARKED_MODEL})
         for i, text in enumerate(make_texts(count, prefix="Burst"))
     ]
     # Creating the hidden files sends the daemon a hint for each (ignored at once); let it drain
@@ -571,8 +555,8 @@ def measure_intake(report: Report, daemon: Daemon, options: Options) -> None:
     time.sleep(1.0)
     progress(f"intake: renaming {count} files into the inbox")
     started = time.perf_counter()
-    for temp, final in staged:
-        temp.rename(final)
+    for job in staged:
+        job.drop()
     recorded = wait_until(lambda: count_rows(daemon.db_path) >= count, options.timeout_s, "the burst", 0.01)
     moved = wait_until(lambda: count_moved(daemon.inbox) >= count, options.timeout_s, "the burst moved", 0.01)
     report.intake = IntakeResult(count, recorded - started, moved - started)

@@ -1,5 +1,6 @@
 """Shared fixtures: the tiny checkpoint of the real architecture (built once per session) and
-isolated folders for daemon processes."""
+isolated folders for daemon processes; and the lane markers (`unit`, `component`, `e2e`) every test
+gets from the folder it lives in."""
 
 from __future__ import annotations
 
@@ -15,6 +16,30 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 from tests.support.daemon_harness import GHOST_MODEL, DaemonEnv
+
+TESTS_ROOT = Path(__file__).parent
+# The folder names are the marker names (registered in pyproject.toml, so --strict-markers holds).
+LANES = ("unit", "component", "e2e")
+
+
+def lane_of(path: Path) -> str | None:
+    """The lane of a test file: the first folder under tests/ (None for a file outside tests/)."""
+    try:
+        return path.relative_to(TESTS_ROOT).parts[0]
+    except ValueError:
+        return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its lane, so `-m unit` (or `-m "not e2e"`) selects by speed class."""
+    for item in items:
+        lane = lane_of(Path(item.path))
+        if lane is None:
+            continue
+        if lane not in LANES:
+            # CI runs the lanes folder by folder: a test elsewhere would run locally and never in CI.
+            raise pytest.UsageError(f"{item.nodeid} is in no lane: move it under tests/{{{','.join(LANES)}}}/")
+        item.add_marker(lane)
 
 
 @pytest.fixture(scope="session")

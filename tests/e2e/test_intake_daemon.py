@@ -60,9 +60,17 @@ def test_files_dropped_while_the_daemon_was_down_are_all_taken_at_start(ghost_en
 
     daemon = ghost_env.start()
     daemon.wait_ready()
-    wait_for(lambda: not inbox_waiting(ghost_env), 60, "every job file to be taken")
+    wait_for(
+        lambda: not inbox_waiting(ghost_env),
+        60,
+        lambda: f"every job file to be taken (still waiting: {inbox_waiting(ghost_env)})",
+    )
     expected = sorted([*names, "offline-lines-1", "offline-lines-2", "offline-lines-3"])
-    wait_for(lambda: len(db_rows(ghost_env)) >= len(expected), 30, "every job to be recorded")
+    wait_for(
+        lambda: len(db_rows(ghost_env)) >= len(expected),
+        30,
+        lambda: f"every job to be recorded (now {len(db_rows(ghost_env))} of {len(expected)})",
+    )
     assert daemon.terminate() == 0
 
     rows = db_rows(ghost_env)

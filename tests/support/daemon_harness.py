@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,21 +12,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ttsd.client import read_status, stage_job
+
 T = TypeVar("T")
 
 READY_LINE = "serving"
 GHOST_MODEL = "ghost"  # a registry name whose weights are nowhere: its jobs fail at once, without a model
 
 
-def wait_for(condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll `condition` until it returns something truthy; fail the test after `timeout` seconds."""
+def wait_for(
+    condition: Callable[[], T | None],
+    timeout: float,
+    what: str | Callable[[], str],
+    interval: float = 0.05,
+) -> T:
+    """Poll `condition` until it returns something truthy; fail the test after `timeout` seconds.
+
+    `what` names what was awaited; as a callable it is called only once the wait has failed, so the
+    message can say how things stand then (`lambda: f"... (now {env.status(name)})"`), not before.
+    """
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+            described = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {described}")
         time.sleep(interval)
 
 
@@ -114,6 +125,9 @@ class DaemonEnv:
             "HF_HUB_OFFLINE": "1",
             "HF_HOME": str(root / "hf-home"),
             "PYTHONUNBUFFERED": "1",
+            # torch's default, one thread per core, runs the tiny model 5-20x slower on a busy
+            # 2-core machine than one thread does.
+            "TTS_TORCH_THREADS": "1",
         }
         env.pop("TTS_FAULT", None)
         return cls(root, inbox, outbox, state, env)
@@ -157,19 +171,13 @@ class DaemonEnv:
         return path
 
     def drop_json(self, name: str, job: dict[str, Any]) -> Path:
-        """Write a JSON job file atomically (temp name, then rename)."""
-        temp = self.inbox / f".{name}.tmp"
-        temp.write_text(json.dumps(job), encoding="utf-8")
-        temp.rename(self.inbox / name)
-        return self.inbox / name
+        """Write a JSON job file atomically under exactly the file name `name` (staged under a hidden
+        temp name, then renamed into place, replacing a file of that name), as ttsd's client does."""
+        return stage_job(self.inbox, name, job).drop()
 
     def status(self, name: str) -> dict[str, Any] | None:
         """The status document of output `name`, if it exists and is complete."""
-        try:
-            document = json.loads((self.outbox / f"{name}.status.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return document if isinstance(document, dict) else None
+        return read_status(self.outbox, name)
 
     def wait_state(self, name: str, states: tuple[str, ...], timeout: float = 90) -> dict[str, Any]:
         """Wait until `name`'s status file says one of `states`."""
@@ -178,4 +186,4 @@ class DaemonEnv:
             document = self.status(name)
             return document if document is not None and document.get("state") in states else None
 
-        return wait_for(reached, timeout, f"{name} to reach {'/'.join(states)} (now {self.status(name)})")
+        return wait_for(reached, timeout, lambda: f"{name} to reach {'/'.join(states)} (now {self.status(name)})")
