@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 class TtsdError(Exception):
     """Base of every error ttsd raises on purpose."""
@@ -73,3 +75,22 @@ class JobNotFound(TtsdError):
     """No job matches the id or output name given."""
 
     code = "not_found"
+
+
+class LaunchdError(TtsdError):
+    """A launchctl step failed, or the plist could not be built or written."""
+
+    code = "launchd"
+
+
+class LaunchdUnsupported(LaunchdError):
+    """The system-changing steps were asked for on a system without launchd."""
+
+    code = "launchd_unsupported"
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"launchd is macOS-only (this is {sys.platform}): nothing was changed. Use --dry-run to see "
+            "the plist and commands an install would use. On Linux, run `ttsd run` under a supervisor, "
+            "such as a systemd user unit (Restart=always, KillSignal=SIGTERM)."
+        )

@@ -17,6 +17,7 @@ included.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import stat
@@ -138,12 +139,16 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
     except OSError as exc:
-        if _NOFOLLOW and exc.errno == getattr(os, "ELOOP", None):
+        if _NOFOLLOW and exc.errno == errno.ELOOP:
             raise NotRegularFile(exc.errno, "a symbolic link, not a file", str(path)) from exc
         raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file", str(path))
+    except BaseException:
+        os.close(fd)
+        raise
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise NotRegularFile(0, "not a regular file", str(path))
         return handle.read(max_bytes)
 
 

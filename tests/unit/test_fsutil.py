@@ -226,12 +226,6 @@ def test_read_regular_file_refuses_a_symlink_and_a_folder(tmp_path: Path) -> Non
         read_regular_file(tmp_path / "absent", 100)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ttsd/fsutil.py: a symlink raises a plain OSError (ELOOP is looked up as os.ELOOP, which does not "
-    "exist; errno.ELOOP does) and a folder raises IsADirectoryError (os.fdopen refuses it before the fstat "
-    "check), not NotRegularFile as documented; intake then says 'unreadable' instead of 'not_regular'",
-)
 @pytest.mark.parametrize("kind", ["symlink", "folder"])
 def test_read_regular_file_says_not_regular_for_a_symlink_or_a_folder(tmp_path: Path, kind: str) -> None:
     path = tmp_path / "planted.json"

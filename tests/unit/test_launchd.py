@@ -19,7 +19,9 @@ from ttsd.cli import main as ttsd_main
 from ttsd.cli.launchd import launchd_group
 from ttsd.cli.main import Context
 from ttsd.config import LoadedSettings, Settings, load_settings
+from ttsd.errors import LaunchdError, LaunchdUnsupported
 from ttsd.ops import launchd
+from ttsd.ops import plist as agent_plist
 
 UID = 501
 PYTHON = Path("/Users/me/ttsd/.venv/bin/python")
@@ -91,7 +93,7 @@ def on_linux(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def render(settings: Settings, home: Path, environ: dict[str, str] | None = None, **kw: Any) -> dict[str, Any]:
-    document = plistlib.loads(launchd.render_plist(settings, PYTHON, home, environ or {}, **kw))
+    document = plistlib.loads(agent_plist.render_plist(settings, PYTHON, home, environ or {}, **kw))
     assert isinstance(document, dict)
     return document
 
@@ -109,7 +111,7 @@ def files_under(path: Path) -> list[Path]:
 
 def test_the_plist_runs_the_venv_python_under_launchd_s_rules(settings: Settings, home: Path) -> None:
     plist = render(settings, home)
-    assert plist["Label"] == launchd.LABEL == "com.ttsd.daemon"
+    assert plist["Label"] == agent_plist.LABEL == "com.ttsd.daemon"
     assert plist["ProgramArguments"] == [str(PYTHON), "-m", "ttsd", "run"]
     assert Path(plist["ProgramArguments"][0]).is_absolute()
     assert plist["RunAtLoad"] is True and plist["KeepAlive"] is True
@@ -137,7 +139,7 @@ def test_the_environment_pins_the_folders_and_model(settings: Settings, home: Pa
 def test_exit_timeout_outlasts_the_shutdown_grace(settings: Settings, home: Path, grace: float) -> None:
     plist = render(settings.model_copy(update={"shutdown_grace_s": grace}), home)
     assert isinstance(plist["ExitTimeOut"], int)
-    assert plist["ExitTimeOut"] >= grace + launchd.EXIT_TIMEOUT_MARGIN_S
+    assert plist["ExitTimeOut"] >= grace + agent_plist.EXIT_TIMEOUT_MARGIN_S
 
 
 def test_hf_token_is_never_written(settings: Settings, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,8 +184,8 @@ def test_odd_characters_in_paths_survive(settings: Settings, home: Path, tmp_pat
 
 
 def test_a_relative_python_is_refused(settings: Settings, home: Path) -> None:
-    with pytest.raises(launchd.LaunchdError, match="absolute"):
-        launchd.render_plist(settings, Path(".venv/bin/python"), home, {})
+    with pytest.raises(LaunchdError, match="absolute"):
+        agent_plist.render_plist(settings, Path(".venv/bin/python"), home, {})
 
 
 # -- install, uninstall, status (a fake launchctl) ----------------------------------------------
@@ -235,14 +237,14 @@ def test_reinstall_boots_out_waits_and_rides_out_the_eio_race(settings: Settings
 @pytest.mark.usefixtures("on_macos")
 def test_a_failed_bootstrap_is_an_error_that_says_so(settings: Settings, home: Path) -> None:
     plan = launchd.plan_install(settings, PYTHON, home, UID, {})
-    with pytest.raises(launchd.LaunchdError, match=r"bootstrap .* failed \(37\)"):
+    with pytest.raises(LaunchdError, match=r"bootstrap .* failed \(37\)"):
         launchd.install(plan, FakeLaunchctl(bootstrap_codes=[37]), no_sleep)
 
 
 @pytest.mark.usefixtures("on_macos")
 def test_an_agent_that_never_unloads_is_an_error(settings: Settings, home: Path) -> None:
     plan = launchd.plan_install(settings, PYTHON, home, UID, {})
-    with pytest.raises(launchd.LaunchdError, match="still loaded"):
+    with pytest.raises(LaunchdError, match="still loaded"):
         launchd.install(plan, FakeLaunchctl(loaded=True, unload_after=10**6), no_sleep)
 
 
@@ -274,11 +276,11 @@ def test_status_reports_launchd_s_account(home: Path) -> None:
 @pytest.mark.usefixtures("on_linux")
 def test_off_macos_install_and_uninstall_refuse_and_change_nothing(settings: Settings, home: Path) -> None:
     fake = FakeLaunchctl()
-    with pytest.raises(launchd.LaunchdUnsupported) as refused:
+    with pytest.raises(LaunchdUnsupported) as refused:
         launchd.install(launchd.plan_install(settings, PYTHON, home, UID, {}), fake, no_sleep)
     for hint in ("macOS-only", "--dry-run", "systemd", "ttsd run"):
         assert hint in refused.value.message
-    with pytest.raises(launchd.LaunchdUnsupported):
+    with pytest.raises(LaunchdUnsupported):
         launchd.uninstall(launchd.plan_uninstall(settings, home, UID), fake, no_sleep)
     assert fake.calls == [] and files_under(home) == [] and not settings.state_dir.exists()
     status = launchd.status(launchd.Agent(home=home, uid=UID), fake)
@@ -329,7 +331,7 @@ def test_install_dry_run_shows_the_plist_and_commands(loaded: LoadedSettings, ho
 def test_install_off_macos_fails_with_the_way_forward(loaded: LoadedSettings, home: Path) -> None:
     result = invoke(loaded, "install")
     assert result.exit_code != 0
-    assert isinstance(result.exception, launchd.LaunchdUnsupported)
+    assert isinstance(result.exception, LaunchdUnsupported)
     assert "--dry-run" in result.exception.message
     assert files_under(home) == []
 
