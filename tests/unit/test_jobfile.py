@@ -3,6 +3,7 @@ typed rejection, and the properties the queue relies on (never raises, bounded t
 
 from __future__ import annotations
 
+import codecs
 import json
 import time
 from typing import Any
@@ -190,6 +191,23 @@ def test_each_model_kind_accepts_its_fields(job: Job, kind: str) -> None:
 def test_a_leading_bom_is_tolerated(bom_file: str) -> None:
     data = b"\xef\xbb\xbf" + (b"Hi." if bom_file.endswith(".txt") else b'{"text": "Hi."}')
     assert accepted(data, bom_file).text == "Hi."
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"])
+@pytest.mark.parametrize("bom_file", ["a.json", "a.txt", "a.jsonl"])
+def test_utf16_and_utf32_with_a_bom_are_read(bom_file: str, encoding: str) -> None:
+    # Notepad's and TextEdit's "Unicode" is UTF-16 with a byte order mark.
+    body = "Grüße, 世界." if bom_file.endswith(".txt") else '{"text": "Grüße, 世界."}'
+    bom = {"utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE}.get(encoding, b"")
+    bom = bom or {"utf-32-le": codecs.BOM_UTF32_LE, "utf-32-be": codecs.BOM_UTF32_BE}.get(encoding, b"")
+    assert accepted(bom + body.encode(encoding), bom_file).text == "Grüße, 世界."
+
+
+def test_utf16_without_a_bom_is_refused_with_a_way_forward() -> None:
+    rejection = rejected("Hello.".encode("utf-16-le"), "binary", file_name="a.txt")
+    assert "not a text job file" in rejection.message
+    broken = codecs.BOM_UTF16_LE + "Hi".encode("utf-16-le") + b"\x00\xd8"  # a lone high surrogate
+    assert "save the file as UTF-8" in rejected(broken, "encoding", file_name="a.txt").message
 
 
 def test_suffix_is_case_insensitive() -> None:

@@ -5,6 +5,7 @@ Nothing here touches the disk, the queue or the model: the same bytes always giv
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import re
@@ -44,6 +45,12 @@ _MAX_INT_DIGITS = 100
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # Prose may hold tabs, line and page breaks; names and identifiers hold no control character at all.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 _PROSE_FIELDS = ("text", "instruct", "ref_text")
 _IDENTIFIER_FIELDS = ("model", "speaker", "language", "ref_audio", "id")
 
@@ -154,15 +161,30 @@ def _short_int(token: str) -> int:
 
 
 def decode_text(data: bytes, max_bytes: int) -> str:
-    """Strict UTF-8 (a leading BOM tolerated) within the size cap."""
+    """Strict UTF-8 (a leading BOM tolerated), or UTF-16/UTF-32 when a BOM says so (what Notepad and
+    TextEdit save as "Unicode"), within the size cap."""
     if len(data) > max_bytes:
         raise _reject("too_large", f"the file is {len(data)} bytes; the limit is {max_bytes}")
-    if b"\x00" in data:
+    encoding = _bom_encoding(data)
+    # In UTF-16 and UTF-32 most characters hold zero bytes: only a decoded NUL means binary there.
+    if encoding == "utf-8-sig" and b"\x00" in data:
         raise _reject("binary", "the file holds NUL bytes: it is not a text job file")
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise _reject("encoding", f"not valid UTF-8 at byte {exc.start}") from exc
+        name = encoding.removesuffix("-sig").upper()
+        raise _reject("encoding", f"not valid {name} at byte {exc.start}: save the file as UTF-8") from exc
+    if "\x00" in text:
+        raise _reject("binary", "the file holds NUL characters: it is not a text job file")
+    return text
+
+
+def _bom_encoding(data: bytes) -> str:
+    # UTF-32 first: its little-endian BOM starts with UTF-16's.
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return encoding
+    return "utf-8-sig"
 
 
 def decode_json(text: str) -> Any:
