@@ -3,6 +3,9 @@ for the loaded qwen-tts model. The real model is exercised end to end elsewhere.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -120,3 +123,18 @@ def test_engine_exceptions_are_typed(raised: Exception, kind: type[Exception], c
     with pytest.raises(kind) as caught:
         engine(raised, FULL).synthesize(REQUESTS, {}, seed=None)
     assert caught.value.code == code  # type: ignore[attr-defined]
+
+
+def test_importing_qwen_tts_writes_nothing_to_the_terminal_without_sox() -> None:
+    # Without the SoX binary, sox's import-time probe used to print "sox: not found" on every start.
+    code = "from ttsd.synth.engine.qwen_import import import_qwen_tts_quietly; import_qwen_tts_quietly()"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "PATH": "/nonexistent"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("", "")

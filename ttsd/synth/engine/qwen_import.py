@@ -6,6 +6,8 @@ import contextlib
 import importlib
 import io
 import logging
+import os
+import sys
 from types import ModuleType
 
 
@@ -16,11 +18,32 @@ def import_qwen_tts_quietly() -> ModuleType:
     the CLI, and the `sox` dependency logs a warning when the SoX binary is missing. Both are
     harmless, so they are discarded. The redirect swaps `sys.stdout`/`sys.stderr` for the whole
     process while the first import runs (4-5 s); later calls hit the module cache at once.
-    A `/bin/sh: sox: not found` line written by a child shell goes to file descriptor 2 directly
-    and cannot be caught this way.
     """
     # Their config classes log every defaulted sub-config at INFO on each load.
     logging.getLogger("qwen_tts").setLevel(logging.WARNING)
     logging.getLogger("sox").setLevel(logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        _import_sox_quietly()
         return importlib.import_module("qwen_tts")
+
+
+def _import_sox_quietly() -> None:
+    """Import `sox` with its probe's shell kept quiet.
+
+    `sox` probes for the SoX binary at import with `os.popen("sox -h")`; without SoX (ttsd does not
+    need it) the shell writes `sox: not found` straight to file descriptor 2, past any Python-level
+    redirect, on every start. Only that probe, during that import, has its stderr discarded."""
+    if "sox" in sys.modules:
+        return
+    original = os.popen
+
+    def probe(cmd: str, mode: str = "r", buffering: int = -1) -> os._wrap_close:
+        return original(f"{cmd} 2>/dev/null", mode, buffering)
+
+    os.popen = probe
+    try:
+        importlib.import_module("sox")
+    except ImportError:
+        return
+    finally:
+        os.popen = original
