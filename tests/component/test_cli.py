@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+import ttsd.cli.jobs as jobs_module
+import ttsd.cli.submit as submit_module
 from ttsd.cli import main
 from ttsd.cli.submit import default_output_name
 from ttsd.cli.views import progress_line
@@ -202,3 +204,29 @@ def test_progress_line_and_show_progress(folders: dict[str, Path]) -> None:
         "progress     queued    [....................] 0/1 chunks, 0.0s of audio"
         in invoke(folders, "show", "hello").output
     )
+
+
+@pytest.mark.parametrize(
+    "args", [("--json", "status"), ("status", "--json"), ("--json", "jobs"), ("--json", "cache", "stats")]
+)
+def test_json_goes_before_or_after_the_command(folders: dict[str, Path], args: tuple[str, ...]) -> None:
+    result = invoke(folders, *args)
+    assert result.exit_code == 0, result.output
+    json.loads(result.output)
+
+
+@pytest.mark.parametrize("command", ["submit", "wait"])
+def test_ctrl_c_while_waiting_says_the_job_goes_on(
+    folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    if command == "wait":
+        monkeypatch.setattr(jobs_module.time, "sleep", interrupted)
+        result = invoke(folders, "wait", enqueue(folders).id)
+    else:
+        monkeypatch.setattr(submit_module, "wait_for_status", interrupted)
+        result = invoke(folders, "submit", "Wait for me.", "--model", "tiny", "--wait")
+    assert result.exit_code == 130, result.output
+    assert "stopped waiting" in result.output and "go on" in result.output.replace("goes on", "go on")

@@ -8,10 +8,11 @@ import time
 
 import click
 
-from ttsd.cli.main import EXIT_FAILED, Context, fail, json_option, main, pass_context
+from ttsd.cli.main import EXIT_FAILED, EXIT_INTERRUPTED, Context, fail, json_option, main, pass_context
 from ttsd.cli.views import job_row, parse_since, progress_line, styled_state
 from ttsd.delivery.status import status_document
 from ttsd.jobqueue.states import JobState
+from ttsd.jobqueue.tables import Job
 
 WAIT_POLL_S = 0.1
 
@@ -47,14 +48,10 @@ def wait(ctx: Context, refs: tuple[str, ...], timeout: float | None) -> None:
     """Block until every JOB is finished; exit 0 only if all are done."""
     ids = [ctx.store.get(ref).id for ref in refs]
     deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        found = [ctx.store.get(job_id) for job_id in ids]
-        if all(JobState(job.state).terminal for job in found):
-            break
-        if deadline is not None and time.monotonic() > deadline:
-            pending = ", ".join(f"{job.name} ({job.state})" for job in found if not JobState(job.state).terminal)
-            fail(f"gave up after {timeout:g}s; still unfinished: {pending}")
-        time.sleep(WAIT_POLL_S)
+    try:
+        found = _wait_until_finished(ctx, ids, deadline, timeout)
+    except KeyboardInterrupt:
+        fail("stopped waiting; the jobs go on (ttsd status shows them)", EXIT_INTERRUPTED)
     rows = [job_row(job) for job in found]
 
     def human() -> None:
@@ -64,6 +61,17 @@ def wait(ctx: Context, refs: tuple[str, ...], timeout: float | None) -> None:
     ctx.emit(rows, human)
     if any(job.state != JobState.DONE for job in found):
         sys.exit(EXIT_FAILED)
+
+
+def _wait_until_finished(ctx: Context, ids: list[str], deadline: float | None, timeout: float | None) -> list[Job]:
+    while True:
+        found = [ctx.store.get(job_id) for job_id in ids]
+        if all(JobState(job.state).terminal for job in found):
+            return found
+        if deadline is not None and time.monotonic() > deadline:
+            pending = ", ".join(f"{job.name} ({job.state})" for job in found if not JobState(job.state).terminal)
+            fail(f"gave up after {timeout:g}s; still unfinished: {pending}")
+        time.sleep(WAIT_POLL_S)
 
 
 @main.command()

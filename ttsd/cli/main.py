@@ -1,7 +1,8 @@
 """The `ttsd` group and what every subcommand shares: the context (settings, the queue, how to
 print), `--json`, and the one place where typed errors become messages and exit codes.
 
-Exit codes: 0 ok, 1 failed (a job failed, the daemon could not start), 2 usage, 3 not found.
+Exit codes: 0 ok, 1 failed (a job failed, the daemon could not start), 2 usage, 3 not found, 130
+interrupted (Ctrl-C while waiting: the jobs go on).
 Subcommand modules register themselves on `main`; this module never imports them (ttsd.cli's
 `__init__` assembles the command).
 """
@@ -28,6 +29,7 @@ from ttsd.ops.lock import daemon_running
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 
 @dataclass
@@ -112,6 +114,7 @@ class _Group(click.Group):
 @click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Queue, cache and models.")
 @click.option("--inbox", type=click.Path(path_type=Path, file_okay=False), help="Folder watched for jobs.")
 @click.option("--outbox", type=click.Path(path_type=Path, file_okay=False), help="Folder audio is written to.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON (also a flag of each command).")
 @click.pass_context
 def main(
     click_ctx: click.Context,
@@ -119,8 +122,9 @@ def main(
     state_dir: Path | None,
     inbox: Path | None,
     outbox: Path | None,
+    as_json: bool,
 ) -> None:
     """ttsd: drop job files in an inbox, get speech in an outbox."""
     loaded = load_settings(overrides={"state_dir": state_dir, "inbox": inbox, "outbox": outbox}, config_file=config)
-    click_ctx.obj = Context(loaded=loaded)
+    click_ctx.obj = Context(loaded=loaded, as_json=as_json)
     click_ctx.call_on_close(lambda: click_ctx.obj._store and click_ctx.obj._store.close())

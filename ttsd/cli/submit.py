@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ttsd.cli.main import EXIT_FAILED, Context, fail, json_option, main, pass_context
+from ttsd.cli.main import EXIT_FAILED, EXIT_INTERRUPTED, Context, fail, json_option, main, pass_context
 from ttsd.cli.views import progress_line
 from ttsd.client import status_path, submit_job, wait_for_status
 from ttsd.intake.jobfile import job_defaults, parse_object
@@ -74,6 +74,8 @@ def submit(ctx: Context, /, text: str, wait: bool, timeout: float | None, **fiel
         document = wait_for_status(outbox, name, timeout, on_change=progress)
     except TimeoutError as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        fail(f"stopped waiting; the job goes on (ttsd show {name} / ttsd wait {name})", EXIT_INTERRUPTED)
     finally:
         if progress is not None:
             progress.close()
