@@ -169,3 +169,32 @@ def test_a_hit_is_delivered_without_loading_the_model(tmp_path: Path) -> None:
         assert loads == [FAKE_MODEL, FAKE_MODEL] and store.get(fresh.id).cache_hit is False
         assert store.cache_stats().hits == 1
         store.close()
+
+
+def test_takes_rendered_before_a_lease_was_lost_are_still_cached(tmp_path: Path) -> None:
+    with scratch_dir(tmp_path) as root:
+        config = Settings(inbox=root / "in", outbox=root / "out", state_dir=root / "state")
+        store = Store(config.db_path)
+        text = "The first sentence is here. The second one follows. And the third one ends it."
+        job = store.enqueue(make_spec(text, name="cancelled", chunking={"max_chars": 30})).job
+
+        # The job is cancelled while its chunks are being spoken: the worker loses its lease.
+        def cancel(_requests: object) -> None:
+            store.cancel(job.id)
+
+        engine = FakeEngine(on_synthesize=cancel)
+        context = WorkContext(
+            settings=config,
+            store=store,
+            outbox=Outbox(config.outbox),
+            engines=EnginePool(REGISTRY, lambda _entry: engine, idle_s=600),
+            voices_dir=config.inbox / "voices",
+            chunks=ChunkFiles(config.state_dir / "chunks"),
+            cache=AudioCache(config.cache_dir, store, 100, 10**9),
+            revision=lambda model: "rev1",
+        )
+        assert Worker(FAKE_MODEL, 0, context, threading.Event()).work_once()
+        assert engine.calls == [3], "the three chunks share one generate call"
+        assert store.get(job.id).state == "cancelled"
+        assert store.cache_stats().entries == 3, "every take the engine made is kept for a retry"
+        store.close()

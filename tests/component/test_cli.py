@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +224,8 @@ def test_ctrl_c_while_waiting_says_the_job_goes_on(
         raise KeyboardInterrupt
 
     if command == "wait":
-        monkeypatch.setattr(jobs_module.time, "sleep", interrupted)
+        monkeypatch.setattr(jobs_module, "WAIT_POLL_S", 0.0)
+        monkeypatch.setattr(time, "sleep", interrupted)
         result = invoke(folders, "wait", enqueue(folders).id)
     else:
         monkeypatch.setattr(submit_module, "wait_for_status", interrupted)

@@ -186,6 +186,9 @@ class Worker(threading.Thread):
             return
         for unit, wav in zip(group, wavs, strict=True):
             if unit.job.id in failed:
+                # Its job failed or was taken away mid-call; a sound take still serves a retry.
+                if self._problem(unit, wav) is None:
+                    self._remember(unit, wav)
                 continue
             try:
                 wav = self._guarded(unit, wav)
@@ -202,9 +205,7 @@ class Worker(threading.Thread):
 
     def _guarded(self, unit: _Unit, wav: np.ndarray) -> np.ndarray:
         """The take, or a re-render with another seed when a quality guard refuses it."""
-        entry = self.context.registry.get(self.model)
-        check_length = entry is None or not entry.tiny  # tiny random weights never stop by themselves
-        problem = quality_problem(wav, unit.spec.sample_rate, unit.chunk.text, check_length)
+        problem = self._problem(unit, wav)
         attempt = 0
         while problem is not None:
             if attempt == QUALITY_RERENDERS:
@@ -216,8 +217,14 @@ class Worker(threading.Thread):
             log.warning("job %s chunk %d: %s; re-rendering (%d/%d)", unit.job.id, unit.chunk.index, problem,
                         attempt, QUALITY_RERENDERS, extra=job_extra(unit.job))  # fmt: skip
             wav = self._synthesize([unit], seed=(unit.spec.seed or 0) + 7919 * attempt + unit.chunk.index)[0][0]
-            problem = quality_problem(wav, unit.spec.sample_rate, unit.chunk.text, check_length)
+            problem = self._problem(unit, wav)
         return wav
+
+    def _problem(self, unit: _Unit, wav: np.ndarray) -> str | None:
+        """Why a quality guard refuses this take, or None."""
+        entry = self.context.registry.get(self.model)
+        check_length = entry is None or not entry.tiny  # tiny random weights never stop by themselves
+        return quality_problem(wav, unit.spec.sample_rate, unit.chunk.text, check_length)
 
     def _record_chunk(
         self, token: str, job: Job, spec: JobSpec, chunk: ChunkRow, audio: np.ndarray, synth_s: float, cache_hit: bool
