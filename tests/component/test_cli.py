@@ -49,7 +49,7 @@ def enqueue(folders: dict[str, Path], **fields: Any) -> Job:
 def test_status_on_a_fresh_state_directory(folders: dict[str, Path]) -> None:
     result = invoke(folders, "status", "--json")
     assert result.exit_code == 0
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert data["daemon"] == {"running": False}
     assert data["queue"] == {} and data["running"] == []
     human = invoke(folders, "status")
@@ -60,7 +60,7 @@ def test_jobs_show_and_their_json_shapes(folders: dict[str, Path]) -> None:
     first = enqueue(folders, output="one")
     enqueue(folders, output="two", text="Second.")
 
-    listing = json.loads(invoke(folders, "jobs", "--json").output)
+    listing = json.loads(invoke(folders, "jobs", "--json").stdout)
     assert [row["name"] for row in listing] == ["two", "one"]
     assert set(listing[0]) == {
         "id",
@@ -73,16 +73,16 @@ def test_jobs_show_and_their_json_shapes(folders: dict[str, Path]) -> None:
         "duration_s",
         "error",
     }
-    assert json.loads(invoke(folders, "jobs", "--state", "done", "--json").output) == []
+    assert json.loads(invoke(folders, "jobs", "--state", "done", "--json").stdout) == []
 
     for ref in (first.id, first.id[:6], "one"):
         shown = invoke(folders, "show", ref, "--json")
         assert shown.exit_code == 0
-        document = json.loads(shown.output)
+        document = json.loads(shown.stdout)
         assert document["job_id"] == first.id and document["state"] == "queued"
         assert document["text"] == "Hello."
 
-    status = json.loads(invoke(folders, "status", "--json").output)
+    status = json.loads(invoke(folders, "status", "--json").stdout)
     assert status["queue"] == {"tiny": {"queued": 2}}
 
 
@@ -95,13 +95,13 @@ def test_unknown_job_exits_3(folders: dict[str, Path]) -> None:
 def test_cancel_and_retry(folders: dict[str, Path]) -> None:
     job = enqueue(folders)
     cancelled = invoke(folders, "cancel", job.id, "--json")
-    assert cancelled.exit_code == 0 and json.loads(cancelled.output)["state"] == "cancelled"
+    assert cancelled.exit_code == 0 and json.loads(cancelled.stdout)["state"] == "cancelled"
     status_file = json.loads((folders["outbox"] / "hello.status.json").read_text())
     assert status_file["state"] == "cancelled"
     assert invoke(folders, "cancel", job.id).exit_code == 1
 
     retried = invoke(folders, "retry", job.id, "--json")
-    assert retried.exit_code == 0 and json.loads(retried.output)[0]["state"] == "queued"
+    assert retried.exit_code == 0 and json.loads(retried.stdout)[0]["state"] == "queued"
     assert invoke(folders, "retry").exit_code == 2
 
 
@@ -121,7 +121,7 @@ def test_submit_writes_a_valid_job_file_atomically(folders: dict[str, Path]) -> 
         "--json",
     )
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     path = Path(data["file"])
     assert path == folders["inbox"] / "greeting.json"
     assert json.loads(path.read_text()) == {
@@ -134,13 +134,13 @@ def test_submit_writes_a_valid_job_file_atomically(folders: dict[str, Path]) -> 
     assert [p.name for p in folders["inbox"].iterdir()] == ["greeting.json"]
 
     again = invoke(folders, "submit", "Another.", "--model", "tiny", "--output", "greeting", "--json")
-    assert Path(json.loads(again.output)["file"]).name == "greeting-2.json"
+    assert Path(json.loads(again.stdout)["file"]).name == "greeting-2.json"
 
 
 def test_submit_reads_stdin_and_names_the_job_from_its_text(folders: dict[str, Path]) -> None:
     result = invoke(folders, "submit", "-", "--model", "tiny", "--json", stdin="Read from a pipe.")
     assert result.exit_code == 0
-    name = json.loads(result.output)["name"]
+    name = json.loads(result.stdout)["name"]
     assert name == default_output_name("Read from a pipe.")
     assert name.startswith("read-from-a-pipe-")
 
@@ -161,15 +161,15 @@ def test_bad_settings_are_a_usage_error(folders: dict[str, Path], monkeypatch: p
 
 def test_jobs_since_filter_and_wait(folders: dict[str, Path]) -> None:
     job = enqueue(folders)
-    assert len(json.loads(invoke(folders, "jobs", "--since", "1h", "--json").output)) == 1
-    assert json.loads(invoke(folders, "jobs", "--since", "2999-01-01", "--json").output) == []
+    assert len(json.loads(invoke(folders, "jobs", "--since", "1h", "--json").stdout)) == 1
+    assert json.loads(invoke(folders, "jobs", "--since", "2999-01-01", "--json").stdout) == []
     assert invoke(folders, "jobs", "--since", "yesterday").exit_code == 2
 
     timed_out = invoke(folders, "wait", job.id, "--timeout", "0.2")
     assert timed_out.exit_code == 1 and "still unfinished: hello (queued)" in timed_out.output
     invoke(folders, "cancel", job.id)
     finished = invoke(folders, "wait", "hello", "--json")
-    assert finished.exit_code == 1 and json.loads(finished.output)[0]["state"] == "cancelled"
+    assert finished.exit_code == 1 and json.loads(finished.stdout)[0]["state"] == "cancelled"
     assert invoke(folders, "wait", "nope").exit_code == 3
 
 
@@ -186,7 +186,7 @@ def test_status_reports_the_last_hour_per_model(folders: dict[str, Path]) -> Non
             assert store.finish_done(job.id, token, audio, run)
     finally:
         store.close()
-    data = json.loads(invoke(folders, "status", "--json").output)
+    data = json.loads(invoke(folders, "status", "--json").stdout)
     figures = data["last_hour"]["tiny"]
     assert figures["done"] == 2 and figures["failed"] == 0 and figures["retries"] == 0
     assert figures["rtf"] == 0.5 and figures["cache_hit_rate"] == 0.5 and figures["audio_s"] == 4.0
@@ -213,7 +213,7 @@ def test_progress_line_and_show_progress(folders: dict[str, Path]) -> None:
 def test_json_goes_before_or_after_the_command(folders: dict[str, Path], args: tuple[str, ...]) -> None:
     result = invoke(folders, *args)
     assert result.exit_code == 0, result.output
-    json.loads(result.output)
+    json.loads(result.stdout)
 
 
 @pytest.mark.parametrize("command", ["submit", "wait"])
@@ -232,3 +232,54 @@ def test_ctrl_c_while_waiting_says_the_job_goes_on(
         result = invoke(folders, "submit", "Wait for me.", "--model", "tiny", "--wait")
     assert result.exit_code == 130, result.output
     assert "stopped waiting" in result.output and "go on" in result.output.replace("goes on", "go on")
+
+
+@pytest.fixture
+def stopped_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """A state directory whose daemon (a LaunchAgent, say) served other folders and is not running;
+    the CLI runs from an unrelated folder with no folder settings of its own."""
+    for name in ("TTS_INBOX", "TTS_OUTBOX", "TTS_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    places = {name: tmp_path / name for name in ("state", "inbox", "outbox", "elsewhere")}
+    places["elsewhere"].mkdir()
+    monkeypatch.chdir(places["elsewhere"])
+    store = Store(places["state"] / "ttsd.sqlite3")
+    record = store.register_daemon(places["inbox"], places["outbox"], "test")
+    store.daemon_stopped(record.id)
+    store.close()
+    return places
+
+
+def test_submit_while_the_daemon_is_down_uses_its_folders_and_says_so(stopped_daemon: dict[str, Path]) -> None:
+    result = CliRunner().invoke(
+        main, ["--state-dir", str(stopped_daemon["state"]), "submit", "Later.", "--model", "tiny", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    submitted = json.loads(result.stdout)
+    assert Path(submitted["file"]).parent == stopped_daemon["inbox"]
+    assert submitted["daemon_running"] is False
+    assert "no daemon is running" in result.stderr and "will run when one starts" in result.stderr
+    assert not (stopped_daemon["elsewhere"] / "inbox").exists(), "never a guessed folder"
+
+
+def test_cancel_while_the_daemon_is_down_writes_into_its_outbox(stopped_daemon: dict[str, Path]) -> None:
+    store = Store(stopped_daemon["state"] / "ttsd.sqlite3")
+    try:
+        settings = Settings(state_dir=stopped_daemon["state"], default_model="tiny")
+        job = store.enqueue(parse_object({"text": "Never mind."}, "never", job_defaults(settings))).job
+    finally:
+        store.close()
+    result = CliRunner().invoke(main, ["--state-dir", str(stopped_daemon["state"]), "cancel", job.id])
+    assert result.exit_code == 0, result.output
+    assert json.loads((stopped_daemon["outbox"] / "never.status.json").read_text())["state"] == "cancelled"
+    assert not (stopped_daemon["elsewhere"] / "outbox").exists()
+    assert "no daemon is running" in result.stderr
+
+
+def test_with_no_daemon_ever_the_note_names_the_folders_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TTS_INBOX", "TTS_OUTBOX", "TTS_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["--state-dir", str(tmp_path / "state"), "submit", "Hi.", "--model", "tiny"])
+    assert result.exit_code == 0, result.output
+    assert f"{tmp_path / 'inbox'} -> {tmp_path / 'outbox'} (from the default settings)" in result.stderr

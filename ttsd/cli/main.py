@@ -32,6 +32,16 @@ EXIT_NOT_FOUND = 3
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 
+@dataclass(frozen=True)
+class DaemonFolders:
+    """Where the CLI drops job files and writes status files, and whether a daemon serves them now."""
+
+    inbox: Path
+    outbox: Path
+    running: bool
+    source: str
+
+
 @dataclass
 class Context:
     """What every command gets: the settings, the store (opened on first use) and how to print."""
@@ -52,13 +62,27 @@ class Context:
             self._store = Store(self.settings.db_path)
         return self._store
 
-    def live_folders(self) -> tuple[Path, Path]:
-        """The running daemon's inbox and outbox, unless folders were set explicitly here."""
+    def daemon_folders(self) -> DaemonFolders:
+        """The inbox and outbox of the daemon that owns this state directory, from its record, whether
+        or not it runs now; folders set here explicitly (flags, environment, config file) win."""
         explicit = {"inbox", "outbox"} & set(self.loaded.sources)
         record = self.store.latest_daemon()
-        if record is not None and not explicit and daemon_running(self.settings):
-            return Path(record.inbox), Path(record.outbox)
-        return self.settings.inbox, self.settings.outbox
+        running = daemon_running(self.settings)
+        if record is not None and not explicit:
+            return DaemonFolders(Path(record.inbox), Path(record.outbox), running, "the daemon's record")
+        source = "the settings given here" if explicit else "the default settings"
+        return DaemonFolders(self.settings.inbox, self.settings.outbox, running, source)
+
+    def note_idle_daemon(self, folders: DaemonFolders) -> None:
+        """Say on stderr, once, that no daemon serves these folders right now."""
+        if folders.running:
+            return
+        state = self.settings.state_dir
+        click.echo(
+            f"ttsd: no daemon is running on {state}; the job will run when one starts (`ttsd run`). "
+            f"Folders: {folders.inbox} -> {folders.outbox} (from {folders.source}).",
+            err=True,
+        )
 
     def emit(self, data: Any, human: Callable[[], None]) -> None:
         """Print `data` as JSON with --json, else the human form."""

@@ -38,7 +38,8 @@ def cancel(ctx: Context, job: str) -> None:
 
 
 def _republish(ctx: Context, changed: list[Job]) -> None:
-    _inbox, outbox = ctx.live_folders()
-    writer = Outbox(outbox)
+    folders = ctx.daemon_folders()
+    ctx.note_idle_daemon(folders)
+    writer = Outbox(folders.outbox)
     for job in changed:
         publish(ctx.store, writer, job.id)

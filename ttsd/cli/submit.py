@@ -61,11 +61,18 @@ def submit(ctx: Context, /, text: str, wait: bool, timeout: float | None, **fiel
     if fields["normalize"]:
         job["normalize"] = True
     name = job.get("output") or default_output_name(text)
-    inbox, outbox = ctx.live_folders()
+    folders = ctx.daemon_folders()
+    inbox, outbox = folders.inbox, folders.outbox
     parse_object(job, name, job_defaults(ctx.settings))
     path = submit_job(inbox, name, job)
     name = job.get("output") or sanitize_name(path.stem)
-    submitted = {"file": str(path), "name": name, "status_file": str(status_path(outbox, name))}
+    submitted = {
+        "file": str(path),
+        "name": name,
+        "status_file": str(status_path(outbox, name)),
+        "daemon_running": folders.running,
+    }
+    ctx.note_idle_daemon(folders)
     if not wait:
         ctx.emit(submitted, lambda: click.echo(f"queued {path.name} -> {submitted['status_file']}"))
         return
