@@ -19,7 +19,8 @@ from ttsd.catalog import build_registry
 from ttsd.config import Settings
 from ttsd.delivery.outbox import Outbox
 from ttsd.delivery.publish import publish, rebuild_status_files
-from ttsd.intake.intake import VOICES_DIR, Intake, IntakeSettings
+from ttsd.intake.folders import VOICES_DIR
+from ttsd.intake.intake import Intake, IntakeSettings
 from ttsd.intake.watcher import Hint, InboxWatcher
 from ttsd.joblog import job_extra
 from ttsd.jobqueue.store import Store

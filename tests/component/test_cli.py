@@ -283,3 +283,14 @@ def test_with_no_daemon_ever_the_note_names_the_folders_used(tmp_path: Path, mon
     result = CliRunner().invoke(main, ["--state-dir", str(tmp_path / "state"), "submit", "Hi.", "--model", "tiny"])
     assert result.exit_code == 0, result.output
     assert f"{tmp_path / 'inbox'} -> {tmp_path / 'outbox'} (from the default settings)" in result.stderr
+
+
+def test_status_counts_the_files_waiting_in_the_inbox(folders: dict[str, Path]) -> None:
+    inbox = folders["inbox"]
+    (inbox / "accepted").mkdir(parents=True)
+    (inbox / "accepted" / "old.json").write_text("{}")
+    for name in ("one.json", "two.txt", ".hidden.json", "half.json.part"):
+        (inbox / name).write_text("x")
+    status = json.loads(invoke(folders, "status", "--json").stdout)
+    assert status["inbox_waiting"] == 2
+    assert "2 file(s) waiting to be taken" in invoke(folders, "status").stdout

@@ -24,19 +24,14 @@ from typing import Any
 import pytest
 from watchdog.events import FileCreatedEvent, FileModifiedEvent, FileMovedEvent
 
+import ttsd.intake.intake as intake_module
 from tests.support.fakes import FakeClock, scratch_dir
 from ttsd.config import Settings
 from ttsd.delivery.outbox import Outbox
 from ttsd.delivery.status import status_document
-from ttsd.intake.intake import (
-    ACCEPTED_DIR,
-    REASON_SUFFIX,
-    REJECTED_DIR,
-    Intake,
-    IntakeSettings,
-    Outcome,
-    is_ignored,
-)
+from ttsd.intake.folders import ACCEPTED_DIR, REASON_SUFFIX, REJECTED_DIR, is_ignored
+from ttsd.intake.intake import Intake, IntakeSettings, Outcome
+from ttsd.intake.jobfile import JobDefaults, ParsedEntry, parse_job_file
 from ttsd.intake.watcher import Hint, _QueueingHandler
 from ttsd.jobqueue.store import Store
 from ttsd.jobqueue.tables import Job
@@ -662,3 +657,38 @@ def test_watcher_hints_name_files_the_way_intake_knows_the_inbox(tmp_path: Path)
         Hint(alias / "b.json", arrived_by_rename=True),
         Hint(alias / "caf\udce9.json", arrived_by_rename=False),
     ]
+
+
+def test_held_back_files_are_not_parsed_again_until_there_is_room_then_go_oldest_first(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[str] = []
+
+    def counting(file_name: str, data: bytes, defaults: JobDefaults) -> list[ParsedEntry]:
+        parsed.append(file_name)
+        return parse_job_file(file_name, data, defaults)
+
+    monkeypatch.setattr(intake_module, "parse_job_file", counting)
+    bench.intake.settings = replace(bench.intake.settings, max_queue_size=1)
+    # Dropped newest-name-first: the order of arrival (mtime), not of names, decides who goes first.
+    for age, name in enumerate(("d", "c", "b", "a")):
+        path = bench.drop(f"{name}.json", job_bytes(f"file {name}"))
+        moment = 1_700_000_000 + age
+        os.utime(path, (moment, moment))
+    bench.pump()
+    assert [job.name for job in bench.jobs()] == ["d"]
+    assert sorted(parsed) == ["a.json", "b.json", "c.json", "d.json"]
+
+    parsed.clear()
+    for _ in range(3):
+        bench.pump()
+    assert parsed == [], "a full queue must not make intake read the waiting files again"
+
+    bench.store.cancel(bench.jobs()[0].id)  # room for one more
+    bench.pump()
+    assert sorted(job.name for job in bench.jobs()) == ["c", "d"], "the oldest waiting file goes next"
+
+    (bench.inbox / "a.json").write_bytes(job_bytes("file a, edited"))  # a changed file is read again
+    parsed.clear()
+    bench.pump()
+    assert "a.json" in parsed

@@ -28,7 +28,8 @@ from ttsd.config import Settings
 from ttsd.delivery.outbox import Outbox, UnsafeOutputPath
 from ttsd.errors import JobRejected, PermanentEngineError
 from ttsd.fsutil import TEMP_PREFIX, TEMP_SUFFIX
-from ttsd.intake.intake import REASON_SUFFIX, REJECTED_DIR, Intake, IntakeSettings
+from ttsd.intake.folders import REASON_SUFFIX, REJECTED_DIR
+from ttsd.intake.intake import Intake, IntakeSettings
 from ttsd.intake.jobfile import JobDefaults, parse_job_file, parse_object
 from ttsd.intake.watcher import Hint
 from ttsd.jobqueue.store import Store

@@ -13,12 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.daemon_harness import DaemonEnv, wait_for
-from ttsd.intake.intake import (
-    ACCEPTED_DIR,
-    REASON_SUFFIX,
-    REJECTED_DIR,
-    is_ignored,
-)
+from ttsd.intake.folders import ACCEPTED_DIR, REASON_SUFFIX, REJECTED_DIR, is_ignored
 
 
 def job_bytes(text: str, **fields: Any) -> bytes:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support.daemon_harness import DaemonEnv, wait_for
-from ttsd.intake.intake import REASON_SUFFIX, REJECTED_DIR
+from ttsd.intake.folders import REASON_SUFFIX, REJECTED_DIR
 
 
 @contextmanager

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -11,6 +13,7 @@ import click
 from ttsd.cli.main import Context, json_option, main, pass_context
 from ttsd.cli.views import cache_view, job_row
 from ttsd.delivery.status import iso
+from ttsd.intake.folders import INTAKE_FOLDERS, is_ignored
 from ttsd.jobqueue.metrics import model_metrics
 from ttsd.jobqueue.states import JobState
 from ttsd.ops.lock import daemon_running
@@ -35,6 +38,21 @@ def _daemon_view(ctx: Context) -> dict[str, Any]:
     return view
 
 
+def waiting_files(inbox: Path) -> int:
+    """Job files in the inbox not yet taken (held back by a full queue, or still being written)."""
+    try:
+        with os.scandir(inbox) as entries:
+            return sum(
+                1
+                for entry in entries
+                if entry.name not in INTAKE_FOLDERS
+                and not is_ignored(entry.name)
+                and entry.is_file(follow_symlinks=False)
+            )
+    except OSError:
+        return 0
+
+
 @main.command()
 @json_option
 @pass_context
@@ -46,9 +64,11 @@ def status(ctx: Context) -> None:
     cache = cache_view(ctx.store.cache_stats(), ctx.settings)
     failures = [job_row(job) for job in ctx.store.jobs(state=JobState.FAILED.value, limit=3)]
     last_hour = model_metrics(ctx.store.finished_since(datetime.now(UTC) - timedelta(hours=1)))
+    waiting = waiting_files(ctx.daemon_folders().inbox)
     data = {
         "daemon": daemon,
         "queue": counts,
+        "inbox_waiting": waiting,
         "running": running,
         "recent_failures": failures,
         "last_hour": last_hour,
@@ -78,6 +98,10 @@ def status(ctx: Context) -> None:
             click.echo(f"{model:<24}" + "".join(f"{per_state.get(s, 0):>10}" for s in states))
         if not counts:
             click.echo("(no jobs yet)")
+        if waiting:
+            click.echo(
+                f"inbox    {waiting} file(s) waiting to be taken (a model's queue is full, or still being written)"
+            )
         for row in running:
             click.echo(f"running  {row['id']}  {row['name']}  ({row['model']}, attempt {row['attempts'] + 1})")
         for model, figures in last_hour.items():

@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -33,6 +32,16 @@ from ttsd.delivery.status import rejection_document, status_document
 from ttsd.errors import JobRejected, TtsdError
 from ttsd.faults import crash_point
 from ttsd.fsutil import NotRegularFile, read_regular_file, write_new_file
+from ttsd.intake.folders import (
+    ACCEPTED_DIR,
+    INTAKE_FOLDERS,
+    REASON_SUFFIX,
+    REJECTED_DIR,
+    display_name,
+    file_signature,
+    is_ignored,
+    unique_destination,
+)
 from ttsd.intake.jobfile import JOB_SUFFIXES, JobDefaults, ParsedEntry, job_defaults, parse_job_file
 from ttsd.intake.watcher import Hint
 from ttsd.jobqueue.jobs import EnqueueResult
@@ -43,24 +52,6 @@ from ttsd.names import sanitize_name
 log = logging.getLogger(__name__)
 
 INTAKE_GROUP = 64  # files recorded per queue transaction in a burst
-ACCEPTED_DIR = "accepted"
-REJECTED_DIR = "rejected"
-VOICES_DIR = "voices"
-_IGNORED_SUFFIXES = (".tmp", ".part", ".crdownload", ".download", ".swp", ".swx", "~")
-# vim's write test file, and the folder decorations Finder and Explorer drop into any folder.
-_IGNORED_NAMES = frozenset({"4913", "Icon\r", "Thumbs.db", "desktop.ini"})
-REASON_SUFFIX = ".reason.txt"
-
-
-def is_ignored(name: str) -> bool:
-    """Names that are never jobs: hidden files, partial downloads, editor and temp files."""
-    return name.startswith((".", "~$", "#")) or name.endswith(_IGNORED_SUFFIXES) or name in _IGNORED_NAMES
-
-
-def display_name(name: str) -> str:
-    """A file name as text that can be stored and written anywhere: a Linux name that is not valid
-    UTF-8 comes from os.scandir with lone surrogates, which SQLite and UTF-8 writers refuse."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 @dataclass(frozen=True)
@@ -103,15 +94,6 @@ class _Candidate:
     since: float = 0.0
 
 
-def _unique_destination(folder: Path, name: str) -> Path:
-    target = folder / name
-    if not os.path.lexists(target):
-        return target
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-    stem, dot, suffix = name.rpartition(".")
-    return folder / (f"{stem}.{stamp}.{suffix}" if dot and stem else f"{name}.{stamp}")
-
-
 class Intake(threading.Thread):
     """The single thread that turns inbox files into jobs."""
 
@@ -135,10 +117,12 @@ class Intake(threading.Thread):
         self.on_enqueued = on_enqueued
         self.clock = clock
         self._pending: dict[Path, _Candidate] = {}
+        # Files held back by backpressure: what they looked like when parsed, and their models.
+        self._held: dict[Path, tuple[tuple[int, int, int], frozenset[str]]] = {}
         # Room left in each model's queue, counted once per take_ready pass rather than once per
         # file (a burst of thousands of files would otherwise ask the database thousands of times).
         self._room: dict[str, int] | None = None
-        for folder in (ACCEPTED_DIR, REJECTED_DIR, VOICES_DIR):
+        for folder in INTAKE_FOLDERS:
             # Not group/world writable whatever the umask (a planted voice or link has no business there).
             (self.inbox / folder).mkdir(parents=True, exist_ok=True, mode=0o755)
 
@@ -182,7 +166,7 @@ class Intake(threading.Thread):
         try:
             with os.scandir(self.inbox) as entries:
                 for entry in entries:
-                    if entry.name not in (ACCEPTED_DIR, REJECTED_DIR, VOICES_DIR):
+                    if entry.name not in INTAKE_FOLDERS:
                         self.consider(Path(entry.path), arrived_by_rename=False)
         except OSError:
             log.exception("cannot scan the inbox %s", self.inbox)
@@ -203,23 +187,40 @@ class Intake(threading.Thread):
         Ready files are recorded in groups (one queue transaction per group). One file that cannot
         be taken (it vanished, a disk error) never stops the others."""
         now = self.clock()
-        ready: list[Path] = []
-        for path, candidate in list(self._pending.items()):
-            try:
-                info = path.lstat()
-            except OSError:
-                self._pending.pop(path, None)  # gone; the next scan brings it back if it is not
-                continue
-            if stat.S_ISREG(info.st_mode) and not candidate.renamed and not self._settled(candidate, info, now):
-                continue
-            self._pending.pop(path, None)
-            ready.append(path)
+        ready: list[tuple[int, str, Path]] = []
         self._room = {}
         try:
-            for start in range(0, len(ready), INTAKE_GROUP):
-                self._take_group(ready[start : start + INTAKE_GROUP])
+            for path, candidate in list(self._pending.items()):
+                try:
+                    info = path.lstat()
+                except OSError:
+                    self._pending.pop(path, None)  # gone; the next scan brings it back if it is not
+                    self._held.pop(path, None)
+                    continue
+                if stat.S_ISREG(info.st_mode) and not candidate.renamed and not self._settled(candidate, info, now):
+                    continue
+                self._pending.pop(path, None)
+                if not self._still_held_back(path, info):
+                    ready.append((info.st_mtime_ns, path.name, path))
+            # First come, first served: under backpressure the oldest waiting files go first.
+            ready.sort()
+            paths = [path for _mtime, _name, path in ready]
+            for start in range(0, len(paths), INTAKE_GROUP):
+                self._take_group(paths[start : start + INTAKE_GROUP])
         finally:
             self._room = None
+
+    def _still_held_back(self, path: Path, info: os.stat_result) -> bool:
+        """Whether a file held back earlier, unchanged since, still finds its models' queues full:
+        then it is not read and parsed again (thousands of waiting files would cost a core)."""
+        held = self._held.get(path)
+        if held is None:
+            return False
+        signature, models = held
+        if signature != file_signature(info):
+            del self._held[path]
+            return False
+        return any(self._room_for(model) <= 0 for model in models)
 
     def _settled(self, candidate: _Candidate, info: os.stat_result, now: float) -> bool:
         """Whether the file has looked the same for `stable_s` (intake's own clock, not its mtime)."""
@@ -244,9 +245,14 @@ class Intake(threading.Thread):
             except (TtsdError, OSError):
                 log.exception("intake of %s failed; it stays in the inbox", display_name(path.name))
                 entries = None
-            if entries is None or self._held_back(entries):
+            if entries is None:
                 outcomes[path] = Outcome()
                 continue
+            if self._held_back(entries):
+                self._remember_held_back(path, entries)
+                outcomes[path] = Outcome()
+                continue
+            self._held.pop(path, None)
             for entry in entries:
                 if entry.spec is not None and self._room is not None and entry.spec.model in self._room:
                     self._room[entry.spec.model] -= 1
@@ -317,6 +323,13 @@ class Intake(threading.Thread):
         models = {entry.spec.model for entry in entries if entry.spec is not None}
         return any(self._room_for(model) <= 0 for model in models)
 
+    def _remember_held_back(self, path: Path, entries: list[ParsedEntry]) -> None:
+        try:
+            info = path.lstat()
+        except OSError:
+            return
+        self._held[path] = (file_signature(info), frozenset(entry.spec.model for entry in entries if entry.spec))
+
     def _room_for(self, model: str) -> int:
         # Within a pass the count only errs low (workers may finish jobs meanwhile): a file held
         # back by it is taken at the next scan, and the queue limit is never overshot.
@@ -369,7 +382,7 @@ class Intake(threading.Thread):
         return file_name is not None and (self.outbox.root / file_name).is_file()
 
     def _move(self, path: Path, folder: str, entries: list[ParsedEntry]) -> None:
-        destination = _unique_destination(self.inbox / folder, path.name)
+        destination = unique_destination(self.inbox / folder, path.name)
         try:
             path.rename(destination)
         except FileNotFoundError:

@@ -1,0 +1,44 @@
+"""The inbox as intake sees it: its own folders (accepted/, rejected/, voices/), the names it
+leaves alone, and how file names and file versions are told apart."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+ACCEPTED_DIR = "accepted"
+REJECTED_DIR = "rejected"
+VOICES_DIR = "voices"
+INTAKE_FOLDERS = frozenset({ACCEPTED_DIR, REJECTED_DIR, VOICES_DIR})
+_IGNORED_SUFFIXES = (".tmp", ".part", ".crdownload", ".download", ".swp", ".swx", "~")
+# vim's write test file, and the folder decorations Finder and Explorer drop into any folder.
+_IGNORED_NAMES = frozenset({"4913", "Icon\r", "Thumbs.db", "desktop.ini"})
+REASON_SUFFIX = ".reason.txt"
+
+
+def is_ignored(name: str) -> bool:
+    """Names that are never jobs: hidden files, partial downloads, editor and temp files."""
+    return name.startswith((".", "~$", "#")) or name.endswith(_IGNORED_SUFFIXES) or name in _IGNORED_NAMES
+
+
+def display_name(name: str) -> str:
+    """A file name as text that can be stored and written anywhere: a Linux name that is not valid
+    UTF-8 comes from os.scandir with lone surrogates, which SQLite and UTF-8 writers refuse."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def file_signature(info: os.stat_result) -> tuple[int, int, int]:
+    """What a file looked like: a change of any of these means it was written again."""
+    return (info.st_size, info.st_mtime_ns, info.st_ino)
+
+
+def unique_destination(folder: Path, name: str) -> Path:
+    """Where `name` can be moved into `folder` without replacing anything: the name itself, else the
+    name with a timestamp before its suffix."""
+    target = folder / name
+    if not os.path.lexists(target):
+        return target
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    stem, dot, suffix = name.rpartition(".")
+    return folder / (f"{stem}.{stamp}.{suffix}" if dot and stem else f"{name}.{stamp}")
