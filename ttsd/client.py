@@ -8,19 +8,62 @@ under a hidden temp name (which intake ignores) and then hard-linked or renamed 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ttsd.delivery.status import STATUS_SUFFIX, is_terminal
-from ttsd.fsutil import NotRegularFile, link_new, read_regular_file, stage_file
+from ttsd.config import LoadedSettings
+from ttsd.delivery.status import STATUS_SUFFIX, is_terminal, read_status_document
+from ttsd.errors import TtsdError
+from ttsd.fsutil import link_new, stage_file
+from ttsd.jobqueue.tables import DaemonRecord
+from ttsd.names import sanitize_name
+from ttsd.ops.lock import daemon_running
 
-MAX_STATUS_BYTES = 1024**2  # a status document is a few KiB; anything bigger is not one of ours
 POLL_S = 0.1
 MAX_NAME_ATTEMPTS = 1000
+
+
+@dataclass(frozen=True)
+class DaemonFolders:
+    """Where the CLI drops job files and writes status files, and whether a daemon serves them now."""
+
+    inbox: Path
+    outbox: Path
+    running: bool
+    source: str
+
+
+def daemon_folders(loaded: LoadedSettings, record: DaemonRecord | None) -> DaemonFolders:
+    """Where to drop jobs and write status files: the folders of the daemon that owns the state
+    directory (its latest `record`), whether or not it runs now, so a job submitted while it is down
+    still lands where it will look. Folders set explicitly (flags, environment, config file) win."""
+    explicit = {"inbox", "outbox"} & set(loaded.sources)
+    running = daemon_running(loaded.settings)
+    if record is not None and not explicit:
+        return DaemonFolders(Path(record.inbox), Path(record.outbox), running, "the daemon's record")
+    source = "the settings given here" if explicit else "the default settings"
+    return DaemonFolders(loaded.settings.inbox, loaded.settings.outbox, running, source)
+
+
+class InboxCrowded(TtsdError):
+    """Every name a job file could take is held by a file still waiting in the inbox."""
+
+    code = "inbox_crowded"
+
+
+def default_output_name(job: Mapping[str, Any]) -> str:
+    """A readable name for a job that sets no `output`: its first words plus a short hash of the
+    whole job, so two different jobs with the same text never share a name."""
+    words = re.findall(r"\w+", str(job.get("text", "")).lower())[:5]
+    fields = {key: value for key, value in job.items() if key != "output"}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()[:6]
+    return sanitize_name("-".join([*words, digest]) if words else f"job-{digest}")[:60]
 
 
 def job_bytes(job: Mapping[str, Any]) -> bytes:
@@ -41,7 +84,7 @@ def submit_job(inbox: Path, name: str, job: Mapping[str, Any]) -> Path:
     try:
         return link_new(job_bytes(job), inbox, _candidate_names(name))
     except FileExistsError:
-        raise FileExistsError(f"too many files named {name}*.json are waiting in {inbox}") from None
+        raise InboxCrowded(f"too many files named {name}*.json are waiting in {inbox}") from None
 
 
 @dataclass(frozen=True)
@@ -70,11 +113,7 @@ def status_path(outbox: Path, name: str) -> Path:
 def read_status(outbox: Path, name: str) -> dict[str, Any] | None:
     """The status document of output `name`, or None while there is none (or it is not one of
     ttsd's: a symlink, a FIFO, something that is not a JSON object)."""
-    try:
-        document = json.loads(read_regular_file(status_path(outbox, name), MAX_STATUS_BYTES).decode("utf-8"))
-    except (OSError, NotRegularFile, ValueError, RecursionError):
-        return None
-    return document if isinstance(document, dict) else None
+    return read_status_document(status_path(outbox, name))
 
 
 def wait_for_status(

@@ -12,9 +12,10 @@ from click.testing import CliRunner, Result
 
 import ttsd.cli.jobs as jobs_module
 import ttsd.cli.submit as submit_module
+import ttsd.client as client_module
 from ttsd.cli import main
-from ttsd.cli.submit import default_output_name
 from ttsd.cli.views import progress_line
+from ttsd.client import default_output_name
 from ttsd.config import Settings
 from ttsd.intake.jobfile import job_defaults, parse_object
 from ttsd.jobqueue.store import Store
@@ -141,8 +142,25 @@ def test_submit_reads_stdin_and_names_the_job_from_its_text(folders: dict[str, P
     result = invoke(folders, "submit", "-", "--model", "tiny", "--json", stdin="Read from a pipe.")
     assert result.exit_code == 0
     name = json.loads(result.stdout)["name"]
-    assert name == default_output_name("Read from a pipe.")
+    assert name == default_output_name({"text": "Read from a pipe.", "model": "tiny"})
     assert name.startswith("read-from-a-pipe-")
+
+
+def test_default_names_differ_for_jobs_that_differ_beyond_their_text(folders: dict[str, Path]) -> None:
+    names = {
+        json.loads(invoke(folders, "submit", "Same words.", "--model", "tiny", *extra, "--json").stdout)["name"]
+        for extra in ([], ["--seed", "1"], ["--speaker", "Ryan"], ["--format", "flac"])
+    }
+    assert len(names) == 4, names
+
+
+def test_submit_says_so_when_every_name_is_taken(folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_module, "MAX_NAME_ATTEMPTS", 4)
+    for _ in range(3):
+        assert invoke(folders, "submit", "Hi.", "--model", "tiny", "--output", "busy").exit_code == 0
+    result = invoke(folders, "submit", "Hi.", "--model", "tiny", "--output", "busy")
+    assert result.exit_code == 1
+    assert "too many files named busy*.json are waiting" in result.output
 
 
 def test_submit_refuses_a_bad_job_before_writing_it(folders: dict[str, Path]) -> None:

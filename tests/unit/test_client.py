@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from ttsd import client
-from ttsd.client import read_status, stage_job, status_path, submit_job, wait_for_status
+from ttsd.client import InboxCrowded, read_status, stage_job, status_path, submit_job, wait_for_status
+from ttsd.delivery import status as status_module
 from ttsd.fsutil import TEMP_PREFIX, TEMP_SUFFIX, atomic_write
 
 
@@ -50,7 +51,7 @@ def test_submit_job_gives_up_when_every_name_is_waiting(tmp_path: Path, monkeypa
     monkeypatch.setattr(client, "MAX_NAME_ATTEMPTS", 3)  # chapter.json and chapter-2.json only
     submit_job(tmp_path, "chapter", {"text": "one"})
     submit_job(tmp_path, "chapter", {"text": "two"})
-    with pytest.raises(FileExistsError, match=r"too many files named chapter\*\.json"):
+    with pytest.raises(InboxCrowded, match=r"too many files named chapter\*\.json"):
         submit_job(tmp_path, "chapter", {"text": "three"})
     assert sorted(path.name for path in tmp_path.iterdir()) == ["chapter-2.json", "chapter.json"]
 
@@ -96,7 +97,7 @@ def test_read_status_is_none_for_garbage(tmp_path: Path, content: bytes) -> None
 
 def test_read_status_is_none_for_a_document_past_the_size_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_status(tmp_path, "big", {"state": "done", "padding": "x" * 100})
-    monkeypatch.setattr(client, "MAX_STATUS_BYTES", 50)
+    monkeypatch.setattr(status_module, "MAX_STATUS_BYTES", 50)
     assert read_status(tmp_path, "big") is None
 
 

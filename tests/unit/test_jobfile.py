@@ -624,7 +624,11 @@ def test_explicit_defaults_give_the_same_content_key() -> None:
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=20)
 valid_jobs = st.fixed_dictionaries(
-    {"text": st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=40).filter(str.strip)},
+    {
+        "text": st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=40).filter(
+            str.strip
+        )
+    },
     optional={
         "language": st.sampled_from(["Auto", "English", "Chinese"]),
         "speaker": st.sampled_from(["Vivian", "Ryan"]),

@@ -20,26 +20,16 @@ from typing import Any, NoReturn
 import click
 
 from ttsd import __version__
+from ttsd.client import DaemonFolders, daemon_folders
 from ttsd.config import LoadedSettings, Settings, load_settings
 from ttsd.errors import ConfigError, JobNotFound, JobRejected, TtsdError
 from ttsd.jobqueue.protocols import PeopleQueue
 from ttsd.jobqueue.store import Store
-from ttsd.ops.lock import daemon_running
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
-
-
-@dataclass(frozen=True)
-class DaemonFolders:
-    """Where the CLI drops job files and writes status files, and whether a daemon serves them now."""
-
-    inbox: Path
-    outbox: Path
-    running: bool
-    source: str
 
 
 @dataclass
@@ -63,15 +53,8 @@ class Context:
         return self._store
 
     def daemon_folders(self) -> DaemonFolders:
-        """The inbox and outbox of the daemon that owns this state directory, from its record, whether
-        or not it runs now; folders set here explicitly (flags, environment, config file) win."""
-        explicit = {"inbox", "outbox"} & set(self.loaded.sources)
-        record = self.store.latest_daemon()
-        running = daemon_running(self.settings)
-        if record is not None and not explicit:
-            return DaemonFolders(Path(record.inbox), Path(record.outbox), running, "the daemon's record")
-        source = "the settings given here" if explicit else "the default settings"
-        return DaemonFolders(self.settings.inbox, self.settings.outbox, running, source)
+        """The folders of the daemon that owns this state directory (see ttsd.client)."""
+        return daemon_folders(self.loaded, self.store.latest_daemon())
 
     def note_idle_daemon(self, folders: DaemonFolders) -> None:
         """Say on stderr, once, that no daemon serves these folders right now."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,17 +10,10 @@ import click
 
 from ttsd.cli.main import EXIT_FAILED, EXIT_INTERRUPTED, Context, fail, json_option, main, pass_context
 from ttsd.cli.views import progress_line
-from ttsd.client import status_path, submit_job, wait_for_status
+from ttsd.client import default_output_name, status_path, submit_job, wait_for_status
 from ttsd.intake.jobfile import job_defaults, parse_object
 from ttsd.jobqueue.states import JobState
 from ttsd.names import sanitize_name
-
-
-def default_output_name(text: str) -> str:
-    """A readable, collision-resistant name: the first words plus a short hash of the text."""
-    words = re.findall(r"\w+", text.lower())[:5]
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:6]
-    return sanitize_name("-".join([*words, digest]) if words else f"job-{digest}")[:60]
 
 
 @main.command()
@@ -60,7 +51,7 @@ def submit(ctx: Context, /, text: str, wait: bool, timeout: float | None, **fiel
         job["cache"] = False
     if fields["normalize"]:
         job["normalize"] = True
-    name = job.get("output") or default_output_name(text)
+    name = job.get("output") or default_output_name(job)
     folders = ctx.daemon_folders()
     inbox, outbox = folders.inbox, folders.outbox
     parse_object(job, name, job_defaults(ctx.settings))
