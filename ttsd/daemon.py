@@ -8,7 +8,6 @@ import os
 import queue
 import signal
 import threading
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -33,7 +32,8 @@ from ttsd.synth.chunk_files import ChunkFiles, sweep_finished_chunks
 from ttsd.synth.engine.pool import EngineLoader, EnginePool, LoadOptions, qwen_loader
 from ttsd.synth.engine.qwen_import import import_qwen_tts_quietly
 from ttsd.synth.engine.weights import revision_resolver
-from ttsd.synth.worker import WorkContext, Worker
+from ttsd.synth.worker import WorkContext
+from ttsd.synth.workers import WorkerSet
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class _Parts:
     drain: DrainTracker
     intake: Intake
     watcher: InboxWatcher
+    workers: WorkerSet
     daemon_id: str
 
 
@@ -74,9 +75,7 @@ class Daemon:
         self.registry = build_registry(settings.models)
         self._warm_up_engine = loader is None
         self._loader = loader or qwen_loader(load_options(settings))
-        self._workers: dict[str, list[Worker]] = {}
         self.abandoned_work = False
-        self._workers_lock = threading.Lock()
 
     def request_stop(self, signum: int = 0, _frame: FrameType | None = None) -> None:
         """Signal handler and API: only sets a flag; the main loop does the rest."""
@@ -115,16 +114,7 @@ class Daemon:
             else None
         )
         hints: queue.Queue[Hint | None] = queue.Queue()
-        intake = Intake(
-            IntakeSettings.from_settings(settings),
-            store,
-            outbox,
-            hints,
-            self.stop_event,
-            on_enqueued=self.ensure_workers,
-        )
-        parts = _Parts(store, outbox, engines, hooks, drain, intake, InboxWatcher(settings.inbox, hints), record.id)
-        self._context = WorkContext(
+        context = WorkContext(
             settings=settings,
             store=store,
             outbox=outbox,
@@ -134,10 +124,24 @@ class Daemon:
             registry=self.registry,
             cache=cache,
             revision=revision_resolver(self.registry, settings.models_dir),
-            on_batch_done=intake.nudge,
-            on_job_finished=partial(self._job_finished, parts),
+            # A finished batch may have made room for files held back by backpressure: rescan.
+            on_batch_done=partial(hints.put, None),
+            on_job_finished=partial(_job_finished, hooks, drain, outbox),
         )
-        return parts
+        workers = WorkerSet(context, settings.max_concurrency_per_model, self.stop_event)
+        intake_settings = IntakeSettings.from_settings(settings)
+        intake = Intake(intake_settings, store, outbox, hints, self.stop_event, on_enqueued=workers.ensure)
+        return _Parts(
+            store=store,
+            outbox=outbox,
+            engines=engines,
+            hooks=hooks,
+            drain=drain,
+            intake=intake,
+            watcher=InboxWatcher(settings.inbox, hints),
+            workers=workers,
+            daemon_id=record.id,
+        )
 
     def _start(self, parts: _Parts) -> None:
         settings = self.settings
@@ -148,7 +152,7 @@ class Daemon:
         parts.watcher.start()
         parts.intake.start()
         for model in parts.store.models_with_queued_jobs():
-            self.ensure_workers(model)
+            parts.workers.ensure(model)
         self._preload(parts.engines)
         log.info(
             "ttsd %s serving %s -> %s (state %s)", __version__, settings.inbox, settings.outbox, settings.state_dir
@@ -183,34 +187,6 @@ class Daemon:
             except Exception:
                 log.exception("could not preload model %s", model)
 
-    def ensure_workers(self, model: str) -> None:
-        """Start the workers of `model` on its first job; wake them for each new one."""
-        with self._workers_lock:
-            workers = self._workers.get(model)
-            if workers is None:
-                workers = [
-                    Worker(model, index, self._context, self.stop_event)
-                    for index in range(self.settings.max_concurrency_per_model)
-                ]
-                self._workers[model] = workers
-                for worker in workers:
-                    worker.start()
-        for worker in workers:
-            worker.wake.set()
-
-    def _all_workers(self) -> list[Worker]:
-        with self._workers_lock:
-            return [worker for workers in self._workers.values() for worker in workers]
-
-    @staticmethod
-    def _job_finished(parts: _Parts, job: Job) -> None:
-        """A job reached its final state: run the completion hook, and the drain hook once the queue
-        is empty."""
-        parts.hooks.job_finished(job, parts.outbox)
-        summary = parts.drain.job_finished(job)
-        if summary is not None:
-            parts.hooks.queue_drained(summary)
-
     def _housekeeping(self, parts: _Parts) -> None:
         store, outbox, engines = parts.store, parts.outbox, parts.engines
         try:
@@ -227,9 +203,9 @@ class Daemon:
                     extra=job_extra(job),
                 )
                 publish(store, outbox, job.id)
-                self.ensure_workers(job.model)
+                parts.workers.ensure(job.model)
             for model in store.models_with_queued_jobs():
-                self.ensure_workers(model)
+                parts.workers.ensure(model)
             engines.unload_idle()
             plan = engines.loaded()
             device = json.dumps(plan[0] if plan else {})
@@ -243,15 +219,12 @@ class Daemon:
         self.stop_event.set()
         parts.watcher.stop()
         parts.intake.join(timeout=5)
-        deadline = time.monotonic() + self.settings.shutdown_grace_s
-        for worker in self._all_workers():
-            worker.wake.set()
-        for worker in self._all_workers():
-            worker.join(timeout=max(0.0, deadline - time.monotonic()))
-        self.abandoned_work = any(worker.is_alive() for worker in self._all_workers())
+        self.abandoned_work = not parts.workers.stop(self.settings.shutdown_grace_s)
         for job_id in store.release_all_running():
-            log.warning("job %s did not finish within the grace period: back to the queue", job_id)
-            publish(store, parts.outbox, job_id)
+            job = publish(store, parts.outbox, job_id)
+            log.warning(
+                "job %s did not finish within the grace period: back to the queue", job_id, extra=job_extra(job)
+            )
         if not self.abandoned_work:
             # A model still inside a generate call is not unloaded: the process exit frees it.
             parts.engines.close()
@@ -259,6 +232,15 @@ class Daemon:
         store.daemon_stopped(parts.daemon_id)
         store.close()
         log.info("stopped")
+
+
+def _job_finished(hooks: HookRunner, drain: DrainTracker, outbox: Outbox, job: Job) -> None:
+    """A job reached its final state: run the completion hook, and the drain hook once the queue is
+    empty."""
+    hooks.job_finished(job, outbox)
+    summary = drain.job_finished(job)
+    if summary is not None:
+        hooks.queue_drained(summary)
 
 
 def install_signal_handlers(daemon: Daemon) -> None:

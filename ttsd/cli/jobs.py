@@ -66,10 +66,10 @@ def wait(ctx: Context, refs: tuple[str, ...], timeout: float | None) -> None:
 def _wait_until_finished(ctx: Context, ids: list[str], deadline: float | None, timeout: float | None) -> list[Job]:
     while True:
         found = [ctx.store.get(job_id) for job_id in ids]
-        if all(JobState(job.state).terminal for job in found):
+        if all(job.state.terminal for job in found):
             return found
         if deadline is not None and time.monotonic() > deadline:
-            pending = ", ".join(f"{job.name} ({job.state})" for job in found if not JobState(job.state).terminal)
+            pending = ", ".join(f"{job.name} ({job.state})" for job in found if not job.state.terminal)
             fail(f"gave up after {timeout:g}s; still unfinished: {pending}")
         time.sleep(WAIT_POLL_S)
 

@@ -126,10 +126,6 @@ class Intake(threading.Thread):
             # Not group/world writable whatever the umask (a planted voice or link has no business there).
             (self.inbox / folder).mkdir(parents=True, exist_ok=True, mode=0o755)
 
-    def nudge(self) -> None:
-        """Ask for a scan soon (room may have freed up for files held back by backpressure)."""
-        self.hints.put(None)
-
     def run(self) -> None:
         next_scan = 0.0
         while not self.stop_event.is_set():

@@ -8,6 +8,7 @@ from sqlmodel import Session, col, select
 
 from ttsd.jobqueue.database import Database
 from ttsd.jobqueue.queries import leased
+from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import ChunkRow, Job
 
 
@@ -74,8 +75,8 @@ class ChunkRecords(Database):
         with self._write() as session:
             delete_chunks(session, job_id)
 
-    def jobs_with_chunks(self) -> dict[str, str]:
+    def jobs_with_chunks(self) -> dict[str, JobState]:
         """Job id -> state, for every job that still has chunk rows."""
         with self._read() as session:
             rows = session.exec(select(Job.id, Job.state).where(col(Job.id).in_(select(ChunkRow.job_id).distinct())))
-            return dict(rows.all())
+            return {job_id: JobState(state) for job_id, state in rows.all()}

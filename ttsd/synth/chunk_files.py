@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from ttsd.jobqueue.protocols import WorkerQueue
-from ttsd.jobqueue.states import JobState
 from ttsd.synth.waveform_files import load_waveform, save_waveform
 
 
@@ -48,8 +47,8 @@ def sweep_finished_chunks(store: WorkerQueue, files: ChunkFiles) -> None:
     """At start: chunks of jobs that finished (or vanished) are no longer needed."""
     states = store.jobs_with_chunks()
     for job_id, state in states.items():
-        if JobState(state).terminal:
+        if state.terminal:
             store.drop_chunks(job_id)
     for job_id in files.job_ids():
-        if job_id not in states or JobState(states[job_id]).terminal:
+        if job_id not in states or states[job_id].terminal:
             files.discard(job_id)

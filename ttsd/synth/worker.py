@@ -28,7 +28,6 @@ from ttsd.errors import EngineError, PermanentEngineError, TransientEngineError,
 from ttsd.faults import crash_point
 from ttsd.joblog import job_extra, job_logger
 from ttsd.jobqueue.protocols import WorkerQueue
-from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import ChunkRow, Job, RunInfo
 from ttsd.jobspec import JobSpec
 from ttsd.synth.audio_cache import AudioCache, cache_key
@@ -127,7 +126,7 @@ class Worker(threading.Thread):
                 self._fail(token, job, error)
                 continue
             if pending is None:
-                self._discard(job.id, "it was cancelled or reclaimed")
+                self._discard(job, "it was cancelled or reclaimed")
                 continue
             plans.append((job, spec))
             units += pending
@@ -201,7 +200,7 @@ class Worker(threading.Thread):
                 token, unit.job, unit.spec, unit.chunk, wav, seconds / len(group), cache_hit=False
             ):
                 failed.add(unit.job.id)
-                self._discard(unit.job.id, "it was cancelled or reclaimed")
+                self._discard(unit.job, "it was cancelled or reclaimed")
 
     def _guarded(self, unit: _Unit, wav: np.ndarray) -> np.ndarray:
         """The take, or a re-render with another seed when a quality guard refuses it."""
@@ -258,17 +257,17 @@ class Worker(threading.Thread):
             synth_s=round(current.synth_s or 0.0, 3),
         )
         self._deliver_or_fail(token, job, spec, joined, run)
-        if JobState(self.context.store.get(job.id).state).terminal:
-            self._discard(job.id, None)
+        if self.context.store.get(job.id).state.terminal:
+            self._discard(job, None)
 
-    def _discard(self, job_id: str, reason: str | None) -> None:
+    def _discard(self, job: Job, reason: str | None) -> None:
         """Forget a job's chunks once it is finished (or no longer ours)."""
         if reason:
-            log.info("job %s: result discarded because %s", job_id, reason)
-            self._publish(job_id)
-        self.context.chunks.discard(job_id)
-        if JobState(self.context.store.get(job_id).state).terminal:
-            self.context.store.drop_chunks(job_id)
+            log.info("job %s: result discarded because %s", job.id, reason, extra=job_extra(job))
+            self._publish(job.id)
+        self.context.chunks.discard(job.id)
+        if self.context.store.get(job.id).state.terminal:
+            self.context.store.drop_chunks(job.id)
 
     def _cache_key(self, spec: JobSpec, text: str) -> str | None:
         """A chunk's cache address, or None when caching is off or the weights are not yet known."""
@@ -374,9 +373,9 @@ class Worker(threading.Thread):
         try:
             job = publish(self.context.store, self.context.outbox, job_id)
         except (TtsdError, OSError):
-            log.exception("could not write the status of job %s", job_id)
+            log.exception("could not write the status of job %s", job_id, extra={"job_id": job_id})
             return
-        if JobState(job.state).terminal:
+        if job.state.terminal:
             self.context.on_job_finished(job)
 
 
