@@ -22,6 +22,7 @@ from ttsd.intake.folders import VOICES_DIR
 from ttsd.intake.intake import Intake, IntakeSettings
 from ttsd.intake.watcher import Hint, InboxWatcher
 from ttsd.joblog import job_extra
+from ttsd.jobqueue.protocols import Queue
 from ttsd.jobqueue.store import Store
 from ttsd.jobqueue.tables import Job, utcnow
 from ttsd.ops.drain import DrainTracker
@@ -44,7 +45,7 @@ HOUSEKEEPING_S = 1.0
 class _Parts:
     """The collaborators of one daemon run, built together by `Daemon._assemble`."""
 
-    store: Store
+    store: Queue
     outbox: Outbox
     engines: EnginePool
     hooks: HookRunner
@@ -99,7 +100,7 @@ class Daemon:
         for folder in (settings.inbox, settings.outbox):
             # Explicit mode: under a permissive umask the outbox must still not be world-writable.
             folder.mkdir(parents=True, exist_ok=True, mode=0o755)
-        store = Store(settings.db_path)
+        store: Queue = Store(settings.db_path)
         outbox = Outbox(settings.outbox)
         record = store.register_daemon(settings.inbox, settings.outbox, __version__)
         self._recover(store, outbox)
@@ -158,7 +159,7 @@ class Daemon:
             "ttsd %s serving %s -> %s (state %s)", __version__, settings.inbox, settings.outbox, settings.state_dir
         )
 
-    def _recover(self, store: Store, outbox: Outbox) -> None:
+    def _recover(self, store: Queue, outbox: Outbox) -> None:
         interrupted = store.recover_interrupted(self.settings.max_attempts)
         for job in interrupted:
             log.warning(

@@ -24,13 +24,13 @@ from typing import Any
 
 import pytest
 
-import ttsd.jobqueue.jobs as jobs_module
+import ttsd.jobqueue.records as records_module
 from tests.support.fakes import FAKE_MODEL, OTHER_MODEL, make_spec
 from ttsd.errors import JobNotFound, StoreError
-from ttsd.jobqueue.cache_index import CacheStats
 from ttsd.jobqueue.protocols import Queue
+from ttsd.jobqueue.records import AudioInfo, CacheStats, RunInfo
 from ttsd.jobqueue.states import JobState
-from ttsd.jobqueue.tables import AudioInfo, Job, RunInfo, utcnow
+from ttsd.jobqueue.tables import Job, utcnow
 
 AUDIO = AudioInfo(file="x.wav", format="wav", sample_rate=24_000, duration_s=1.0, bytes=100, sha256="0" * 64)
 RUN = RunInfo(device="cpu", dtype="float32", seed=None, cache_hit=False, synth_s=0.1)
@@ -495,7 +495,7 @@ class QueueContract:
 
     def test_get_by_id_name_and_unique_prefix(self, store: Queue, monkeypatch: pytest.MonkeyPatch) -> None:
         ids = iter(["abcd0001", "abcd0002", "beef0003"])
-        monkeypatch.setattr(jobs_module, "new_job_id", lambda: next(ids))
+        monkeypatch.setattr(records_module, "new_job_id", lambda: next(ids))
         first = enqueue(store, "first take", name="scene")
         second = enqueue(store, "second take", name="scene")
         other = enqueue(store, "other", name="beef")

@@ -18,8 +18,9 @@ from ttsd.cli.views import progress_line
 from ttsd.client import default_output_name
 from ttsd.config import Settings
 from ttsd.intake.jobfile import job_defaults, parse_object
+from ttsd.jobqueue.records import AudioInfo, RunInfo
 from ttsd.jobqueue.store import Store
-from ttsd.jobqueue.tables import AudioInfo, Job, RunInfo
+from ttsd.jobqueue.tables import Job
 
 
 @pytest.fixture

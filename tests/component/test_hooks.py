@@ -1,6 +1,6 @@
-"""Completion hooks (ttsd/hooks.py): templates from the settings run without a shell, job fields as
-arguments and environment, failures and timeouts logged without holding anyone up, and one drain
-hook and notification per batch of work."""
+"""Completion hooks (ttsd/ops/hooks.py, ttsd/ops/drain.py): templates from the settings run
+without a shell, job fields as arguments and environment, failures and timeouts logged without
+holding anyone up, and one drain hook and notification per batch of work."""
 
 from __future__ import annotations
 

@@ -18,11 +18,10 @@ from sqlmodel import SQLModel
 import ttsd.jobqueue.migrations as migrations
 from tests.support.fakes import scratch_dir
 from ttsd.errors import StoreError
-from ttsd.jobqueue.cache_index import CacheStats
 from ttsd.jobqueue.migrations import LATEST_VERSION, Migration
+from ttsd.jobqueue.records import AudioInfo, CacheStats, RunInfo
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.store import Store
-from ttsd.jobqueue.tables import AudioInfo, RunInfo
 from ttsd.jobspec import JobSpec
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "queue-0.1.0.sqlite3"

@@ -38,9 +38,10 @@ from hypothesis.stateful import (
 from tests.support.fakes import FAKE_MODEL, OTHER_MODEL, make_spec, scratch_dir, write_audio
 from ttsd.delivery.outbox import Outbox
 from ttsd.errors import StoreError
+from ttsd.jobqueue.records import AudioInfo, RunInfo
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.store import Store
-from ttsd.jobqueue.tables import AudioInfo, RunInfo, utcnow
+from ttsd.jobqueue.tables import utcnow
 
 MODELS = (FAKE_MODEL, OTHER_MODEL)
 TEXTS = ("alpha", "beta", "gamma", "delta", "epsilon")

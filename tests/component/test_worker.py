@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import ttsd.jobqueue.jobs as jobs_module
+import ttsd.jobqueue.records as records_module
 import ttsd.synth.worker as worker_module
 from tests.support.daemon_harness import wait_for
 from tests.support.fakes import (
@@ -44,7 +44,7 @@ from ttsd.synth.engine.base import Engine, SynthesisRequest
 from ttsd.synth.engine.pool import EnginePool
 from ttsd.synth.worker import WorkContext, Worker, retry_delay
 
-# Every field DESIGN.md names for a status file, with the fields of its nested objects.
+# Every field the README names for a status file, with the fields of its nested objects.
 STATUS_FIELDS = {
     "schema",
     "job_id",
@@ -602,7 +602,7 @@ def test_a_name_that_looks_like_another_jobs_id_still_gets_its_status(
 ) -> None:
     rig = make_rig()
     ids = iter(["abcd00000001", "abcd00000002"])
-    monkeypatch.setattr(jobs_module, "new_job_id", lambda: next(ids))
+    monkeypatch.setattr(records_module, "new_job_id", lambda: next(ids))
     rig.add("first", name="plain")
     lookalike = rig.add("second", name="abcd00000001")
     publish(rig.store, rig.outbox, lookalike.id)

@@ -20,7 +20,7 @@ from ttsd.catalog import ModelEntry, ModelKind
 from ttsd.delivery.outbox import Outbox
 from ttsd.errors import EngineError
 from ttsd.intake.jobfile import JobDefaults, parse_object
-from ttsd.jobqueue.tables import AudioInfo
+from ttsd.jobqueue.records import AudioInfo
 from ttsd.jobspec import JobSpec
 from ttsd.synth.engine.base import DevicePlan, Engine, SynthesisRequest, Voices
 

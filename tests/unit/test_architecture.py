@@ -232,7 +232,7 @@ import ttsd.jobqueue.store
 import ttsd.audio as audio
 from ttsd import __version__
 from ttsd.cli import cache
-from ttsd.cli.main import main
+from ttsd.cli.app import main
 from . import chunking
 from ..errors import EngineError
 from typing import TYPE_CHECKING
@@ -258,7 +258,7 @@ def test_the_graph_sees_every_kind_of_import() -> None:
         "ttsd.audio",
         "ttsd",  # from ttsd import __version__: a name in the root package
         "ttsd.cli.cache",  # from ttsd.cli import cache: a module
-        "ttsd.cli.main",  # from ttsd.cli.main import main: a name in a module
+        "ttsd.cli.app",  # from ttsd.cli.app import main: a name in a module
         "ttsd.synth.chunking",  # relative, from the worker's package
         "ttsd.errors",  # relative, two levels up
         "ttsd.config",  # under TYPE_CHECKING
@@ -302,11 +302,11 @@ def test_the_rules_catch_what_they_forbid() -> None:
         "ttsd.jobqueue.store": frozenset({"ttsd.errors"}),
         "ttsd.intake.intake": frozenset({"ttsd.synth.chunking", "ttsd.jobqueue.store"}),  # peers crossing
         "ttsd.synth.chunking": frozenset(),
-        "ttsd.delivery.outbox": frozenset({"ttsd.cli.main", "ttsd.fsutil"}),  # two ranks up
-        "ttsd.cli.main": frozenset({"ttsd.daemon"}),
+        "ttsd.delivery.outbox": frozenset({"ttsd.cli.app", "ttsd.fsutil"}),  # two ranks up
+        "ttsd.cli.app": frozenset({"ttsd.daemon"}),
         "ttsd.daemon": frozenset(),
     }
-    assert upward(graph) == [("ttsd.delivery.outbox", "ttsd.cli.main"), ("ttsd.errors", "ttsd.jobqueue.store")]
+    assert upward(graph) == [("ttsd.delivery.outbox", "ttsd.cli.app"), ("ttsd.errors", "ttsd.jobqueue.store")]
     assert beyond_foundation(graph) == [("ttsd.errors", "ttsd.jobqueue.store")]
     assert crossing(graph) == [("ttsd.intake.intake", "ttsd.synth.chunking")]
 

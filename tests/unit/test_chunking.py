@@ -1,4 +1,4 @@
-"""The long-text splitter (ttsd/chunking.py): boundaries by rule, with examples, then properties over
+"""The long-text splitter (ttsd/synth/chunking.py): boundaries by rule, with examples, then properties over
 generated text in several scripts (nothing dropped, sizes, order, no mid-word cuts, pauses, speed)."""
 
 from __future__ import annotations

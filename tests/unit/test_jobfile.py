@@ -1,4 +1,4 @@
-"""The job-file parser (ttsd/jobs.py): schema 1 as DESIGN.md states it, every defaulting rule, every
+"""The job-file parser (ttsd/intake/jobfile.py): schema 1 as the README states it, every defaulting rule, every
 typed rejection, and the properties the queue relies on (never raises, bounded time, stable keys)."""
 
 from __future__ import annotations

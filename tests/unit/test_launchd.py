@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ttsd.cli import main as ttsd_main
+from ttsd.cli.app import Context
 from ttsd.cli.launchd import launchd_group
-from ttsd.cli.main import Context
 from ttsd.config import LoadedSettings, Settings, load_settings
 from ttsd.errors import LaunchdError, LaunchdUnsupported
 from ttsd.ops import launchd

@@ -1,4 +1,4 @@
-"""Logging (ttsd/logs.py): human lines on a terminal, JSON lines elsewhere and in the rotating log
+"""Logging (ttsd/ops/logs.py): human lines on a terminal, JSON lines elsewhere and in the rotating log
 file, job ids on the records about a job, one set of handlers however often it is set up, and
 `follow` reading the tail, then new lines, across a rotation."""
 

@@ -12,8 +12,9 @@ import pytest
 
 import ttsd
 from ttsd.jobqueue import transitions
+from ttsd.jobqueue.records import AudioInfo, RunInfo
 from ttsd.jobqueue.states import JobState
-from ttsd.jobqueue.tables import AudioInfo, Job, RunInfo, utcnow
+from ttsd.jobqueue.tables import Job, utcnow
 from ttsd.jobqueue.transitions import MOVES, IllegalTransition, Transition
 
 NOW = utcnow()

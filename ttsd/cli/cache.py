@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ttsd.cli.main import Context, json_option, main, pass_context
+from ttsd.cli.app import Context, json_option, main, pass_context
 from ttsd.cli.views import cache_view
 from ttsd.synth.audio_cache import AudioCache
 

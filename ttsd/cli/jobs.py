@@ -8,7 +8,7 @@ import time
 
 import click
 
-from ttsd.cli.main import EXIT_FAILED, EXIT_INTERRUPTED, Context, fail, json_option, main, pass_context
+from ttsd.cli.app import EXIT_FAILED, EXIT_INTERRUPTED, Context, fail, json_option, main, pass_context
 from ttsd.cli.views import job_row, parse_since, progress_line, styled_state
 from ttsd.delivery.status import status_document
 from ttsd.jobqueue.states import JobState

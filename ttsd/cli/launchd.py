@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ttsd.cli.main import Context, json_option, main, pass_context
+from ttsd.cli.app import Context, json_option, main, pass_context
 from ttsd.ops import launchd
 
 dry_run_option = click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")

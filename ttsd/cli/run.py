@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ttsd.cli.main import EXIT_NOT_FOUND, Context, fail, json_option, main, pass_context
+from ttsd.cli.app import EXIT_NOT_FOUND, Context, fail, json_option, main, pass_context
 
 
 @main.command()

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ttsd.cli.main import Context, json_option, main, pass_context
+from ttsd.cli.app import Context, json_option, main, pass_context
 from ttsd.cli.views import cache_view, job_row
 from ttsd.delivery.status import iso
 from ttsd.intake.folders import INTAKE_FOLDERS, is_ignored

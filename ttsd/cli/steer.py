@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ttsd.cli.main import EXIT_USAGE, Context, fail, json_option, main, pass_context
+from ttsd.cli.app import EXIT_USAGE, Context, fail, json_option, main, pass_context
 from ttsd.cli.views import job_row
 from ttsd.delivery.outbox import Outbox
 from ttsd.delivery.publish import publish

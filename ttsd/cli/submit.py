@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ttsd.cli.main import EXIT_FAILED, EXIT_INTERRUPTED, Context, fail, json_option, main, pass_context
+from ttsd.cli.app import EXIT_FAILED, EXIT_INTERRUPTED, Context, fail, json_option, main, pass_context
 from ttsd.cli.views import progress_line
 from ttsd.client import default_output_name, status_path, submit_job, wait_for_status
 from ttsd.intake.jobfile import job_defaults, parse_object

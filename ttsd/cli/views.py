@@ -11,7 +11,7 @@ import click
 
 from ttsd.config import Settings
 from ttsd.delivery.status import iso
-from ttsd.jobqueue.cache_index import CacheStats
+from ttsd.jobqueue.records import CacheStats
 from ttsd.jobqueue.tables import Job
 
 STATE_COLOURS = {

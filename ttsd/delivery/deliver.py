@@ -9,7 +9,7 @@ import numpy as np
 from ttsd.delivery.outbox import Outbox
 from ttsd.faults import crash_point
 from ttsd.jobqueue.protocols import WorkerQueue
-from ttsd.jobqueue.tables import AudioInfo, RunInfo
+from ttsd.jobqueue.records import AudioInfo, RunInfo
 from ttsd.jobspec import JobSpec
 
 

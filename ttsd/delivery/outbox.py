@@ -18,7 +18,7 @@ from ttsd.delivery.status import STATUS_SUFFIX, read_status_document
 from ttsd.errors import TtsdError
 from ttsd.faults import crash_point
 from ttsd.fsutil import atomic_write, install_file, stage_file, sweep_temp_files
-from ttsd.jobqueue.tables import AudioInfo
+from ttsd.jobqueue.records import AudioInfo
 from ttsd.names import name_problem
 
 

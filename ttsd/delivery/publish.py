@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 from ttsd.delivery.outbox import Outbox
 from ttsd.delivery.status import iso, status_document
-from ttsd.jobqueue.protocols import IntakeQueue, JobLookup
+from ttsd.jobqueue.protocols import JobLookup, StatusRebuild
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job
-
-log = logging.getLogger(__name__)
 
 
 def publish(store: JobLookup, outbox: Outbox, job_id: str) -> Job:
@@ -23,7 +19,7 @@ def publish(store: JobLookup, outbox: Outbox, job_id: str) -> Job:
     return job
 
 
-def rebuild_status_files(store: IntakeQueue, outbox: Outbox) -> int:
+def rebuild_status_files(store: StatusRebuild, outbox: Outbox) -> int:
     """At start: rewrite every status file that is missing or disagrees with the queue."""
     rewritten = 0
     for job in store.latest_per_name():

@@ -44,8 +44,8 @@ from ttsd.intake.folders import (
 )
 from ttsd.intake.jobfile import JOB_SUFFIXES, JobDefaults, ParsedEntry, job_defaults, parse_job_file
 from ttsd.intake.watcher import Hint
-from ttsd.jobqueue.jobs import EnqueueResult
 from ttsd.jobqueue.protocols import IntakeQueue
+from ttsd.jobqueue.records import EnqueueResult
 from ttsd.jobqueue.states import JobState
 from ttsd.names import sanitize_name
 

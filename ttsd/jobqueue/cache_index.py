@@ -3,32 +3,15 @@ lifetime hit and miss counters. The waveform files themselves live with `ttsd.sy
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 
 from ttsd.jobqueue.database import Database
+from ttsd.jobqueue.records import CacheStats
 from ttsd.jobqueue.tables import CacheEntry, Counter, utcnow
 
 HITS = "cache_hits"
 MISSES = "cache_misses"
-
-
-@dataclass(frozen=True)
-class CacheStats:
-    """The audio cache at a glance."""
-
-    entries: int
-    bytes: int
-    hits: int
-    misses: int
-
-    @property
-    def hit_rate(self) -> float | None:
-        """Hits over lookups, or None before the first lookup."""
-        lookups = self.hits + self.misses
-        return None if lookups == 0 else round(self.hits / lookups, 4)
 
 
 def _bump(session: Session, name: str) -> None:

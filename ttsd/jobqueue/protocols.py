@@ -12,10 +12,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from ttsd.jobqueue.cache_index import CacheStats
-from ttsd.jobqueue.jobs import EnqueueResult
+from ttsd.jobqueue.records import AudioInfo, CacheStats, EnqueueResult, RunInfo
 from ttsd.jobqueue.states import JobState
-from ttsd.jobqueue.tables import AudioInfo, ChunkRow, DaemonRecord, Job, RunInfo
+from ttsd.jobqueue.tables import ChunkRow, DaemonRecord, Job
 from ttsd.jobspec import JobSpec
 
 
@@ -36,11 +35,23 @@ class IntakeQueue(JobLookup, Protocol):
 
     def retry(self, ref: str) -> Job: ...
 
+
+class StatusRebuild(JobLookup, Protocol):
+    """Rewriting every status file from the queue at start (ttsd.delivery.publish)."""
+
     def latest_per_name(self) -> list[Job]: ...
 
 
+class ChunkSweep(Protocol):
+    """Forgetting the chunks of finished jobs at start (ttsd.synth.chunk_files)."""
+
+    def jobs_with_chunks(self) -> dict[str, JobState]: ...
+
+    def drop_chunks(self, job_id: str) -> None: ...
+
+
 class WorkerQueue(JobLookup, Protocol):
-    """A synthesis worker's queue (ttsd.synth.worker), and the chunk sweep at start (ttsd.synth.chunk_files)."""
+    """A synthesis worker's queue (ttsd.synth.worker and the delivery step it runs)."""
 
     def claim(self, model: str, max_batch: int, now: datetime | None = None) -> tuple[str, list[Job]]: ...
 
@@ -57,8 +68,6 @@ class WorkerQueue(JobLookup, Protocol):
     def chunks(self, job_id: str) -> list[ChunkRow]: ...
 
     def drop_chunks(self, job_id: str) -> None: ...
-
-    def jobs_with_chunks(self) -> dict[str, JobState]: ...
 
     def finish_done(
         self, job_id: str, token: str, audio: AudioInfo, run: RunInfo, install: Callable[[], None] | None = None
@@ -129,7 +138,7 @@ class DaemonQueue(Protocol):
     def close(self) -> None: ...
 
 
-class Queue(IntakeQueue, WorkerQueue, PeopleQueue, DaemonQueue, Protocol):
+class Queue(IntakeQueue, StatusRebuild, ChunkSweep, WorkerQueue, PeopleQueue, DaemonQueue, Protocol):
     """Everything a queue backend provides: what the contract tests (tests/component/queue_contract.py)
     hold every backend to."""
 

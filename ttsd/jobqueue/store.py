@@ -10,12 +10,10 @@ SQL lives in `ttsd.jobqueue` only.
 
 from __future__ import annotations
 
-from ttsd.jobqueue.cache_index import CacheIndex, CacheStats
+from ttsd.jobqueue.cache_index import CacheIndex
 from ttsd.jobqueue.chunks import ChunkRecords
 from ttsd.jobqueue.daemons import DaemonRecords
-from ttsd.jobqueue.jobs import EnqueueResult, JobLifecycle
-
-__all__ = ["CacheStats", "EnqueueResult", "Store"]
+from ttsd.jobqueue.lifecycle import JobLifecycle
 
 
 class Store(JobLifecycle, ChunkRecords, CacheIndex, DaemonRecords):

@@ -1,4 +1,4 @@
-"""SQLModel tables and the job states, shared by the daemon and the CLI.
+"""SQLModel tables (the job states are in ttsd.jobqueue.states), shared by the daemon and the CLI.
 
 These classes map rows to objects; they do not create anything. The schema itself (tables and
 indexes) is written out in `ttsd.jobqueue.migrations`, one numbered step per change, and a test
@@ -7,7 +7,6 @@ checks that these classes and the migrated database agree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -125,29 +124,6 @@ class DaemonRecord(SQLModel, table=True):
     device_plan: str = "{}"
     loaded_models: str = "[]"
     version: str = ""
-
-
-@dataclass(frozen=True)
-class AudioInfo:
-    """What was delivered: the file in the outbox and its measured properties."""
-
-    file: str
-    format: str
-    sample_rate: int
-    duration_s: float
-    bytes: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """How a job's audio was made."""
-
-    device: str | None
-    dtype: str | None
-    seed: int | None
-    cache_hit: bool
-    synth_s: float
 
 
 class CacheEntry(SQLModel, table=True):

@@ -13,8 +13,9 @@ from enum import StrEnum
 from typing import Final
 
 from ttsd.errors import StoreError
+from ttsd.jobqueue.records import AudioInfo, RunInfo
 from ttsd.jobqueue.states import JobState
-from ttsd.jobqueue.tables import AudioInfo, Job, RunInfo
+from ttsd.jobqueue.tables import Job
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = (
     JobState.QUEUED,

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from ttsd.fsutil import sweep_temp_files
-from ttsd.jobqueue.cache_index import CacheStats
 from ttsd.jobqueue.protocols import CacheIndexStore
+from ttsd.jobqueue.records import CacheStats
 from ttsd.jobspec import JobSpec
 from ttsd.synth.waveform_files import load_waveform, save_waveform
 

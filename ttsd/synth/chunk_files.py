@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ttsd.jobqueue.protocols import WorkerQueue
+from ttsd.jobqueue.protocols import ChunkSweep
 from ttsd.synth.waveform_files import load_waveform, save_waveform
 
 
@@ -43,7 +43,7 @@ class ChunkFiles:
         return [path.name for path in self.root.iterdir() if path.is_dir()]
 
 
-def sweep_finished_chunks(store: WorkerQueue, files: ChunkFiles) -> None:
+def sweep_finished_chunks(store: ChunkSweep, files: ChunkFiles) -> None:
     """At start: chunks of jobs that finished (or vanished) are no longer needed."""
     states = store.jobs_with_chunks()
     for job_id, state in states.items():

@@ -28,7 +28,8 @@ from ttsd.errors import EngineError, PermanentEngineError, TransientEngineError,
 from ttsd.faults import crash_point
 from ttsd.joblog import job_extra, job_logger
 from ttsd.jobqueue.protocols import WorkerQueue
-from ttsd.jobqueue.tables import ChunkRow, Job, RunInfo
+from ttsd.jobqueue.records import RunInfo
+from ttsd.jobqueue.tables import ChunkRow, Job
 from ttsd.jobspec import JobSpec
 from ttsd.synth.audio_cache import AudioCache, cache_key
 from ttsd.synth.chunk_files import ChunkFiles

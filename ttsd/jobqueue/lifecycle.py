@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import update
@@ -15,28 +14,16 @@ from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from ttsd.errors import StoreError
-from ttsd.jobqueue import transitions
+from ttsd.jobqueue import records, transitions
 from ttsd.jobqueue.chunks import delete_chunks
 from ttsd.jobqueue.queries import JobQueries, leased
+from ttsd.jobqueue.records import AudioInfo, EnqueueResult, RunInfo
 from ttsd.jobqueue.states import JobState
-from ttsd.jobqueue.tables import AudioInfo, Job, RunInfo, utcnow
+from ttsd.jobqueue.tables import Job, utcnow
 from ttsd.jobspec import JobSpec
 
 LIVE_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.DONE)
 """A new spec equal to a job in one of these states is that job again (a duplicate)."""
-
-
-@dataclass(frozen=True)
-class EnqueueResult:
-    """The job a spec landed in, and whether this call created it (False: a duplicate)."""
-
-    job: Job
-    created: bool
-
-
-def new_job_id() -> str:
-    """A short random id; sortable ids are not needed since every job has created_at."""
-    return uuid.uuid4().hex[:12]
 
 
 def claim_query(model: str, now: datetime) -> SelectOfScalar[Job]:
@@ -54,7 +41,7 @@ def claim_query(model: str, now: datetime) -> SelectOfScalar[Job]:
 
 def _new_job(key: str, spec: JobSpec, source_file: str | None) -> Job:
     return Job(
-        id=new_job_id(),
+        id=records.new_job_id(),
         content_key=key,
         name=spec.name,
         client_id=spec.client_id,
