@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from ttsd.cli import main
 from ttsd.config import load_settings
 from ttsd.errors import ConfigError
+from ttsd.jobqueue.store import Store
 from ttsd.ops.doctor import Check, diagnose
 from ttsd.synth.engine.device import Hardware, plan_device
 
@@ -102,3 +103,18 @@ def test_voices_from_checkpoint_and_static_table(tmp_path: Path, tiny_models: Pa
     only = runner.invoke(main, ["--state-dir", str(state), "voices", "--model", "tiny", "--refresh", "--json"])
     assert [row["model"] for row in json.loads(only.output)] == ["tiny"]
     assert runner.invoke(main, ["--state-dir", str(state), "voices", "--model", "nope"]).exit_code == 3
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_doctor_fails_on_a_damaged_queue_database(tmp_path: Path, damage: str) -> None:
+    loaded = load_settings(overrides={"state_dir": tmp_path / "state"}, environ={"TTS_DEFAULT_MODEL": "tiny"})
+    db_path = loaded.settings.db_path
+    Store(db_path).close()
+    healthy = diagnose(loaded, daemon_running=False, probe=lambda: CPU_ONLY, engine_import=_ok_import)
+    assert [c.detail for c in healthy.checks if c.name == "queue database"] == [f"{db_path} (integrity ok)"]
+    data = db_path.read_bytes()
+    db_path.write_bytes(b"not a database at all" * 300 if damage == "garbage" else data[: len(data) // 2])
+    report = diagnose(loaded, daemon_running=False, probe=lambda: CPU_ONLY, engine_import=_ok_import)
+    [check] = [c for c in report.checks if c.name == "queue database"]
+    assert not check.ok and check.blocking and "damaged" in check.detail
+    assert report.blocked

@@ -9,7 +9,9 @@ is a short write, and the result is recorded by a guarded update that only the l
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -98,3 +100,15 @@ class Database:
         """SQLite's own verdict on the database file ("ok" when sound)."""
         with self._read() as session:
             return str(session.connection().exec_driver_sql("PRAGMA integrity_check").scalar())
+
+
+def inspect_database(db_path: Path) -> str:
+    """SQLite's verdict on a queue file, read-only and without migrating it ("ok" when sound), for
+    `ttsd doctor`: anything else is what is wrong, such as "file is not a database"."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)) as connection:
+            rows = connection.execute("PRAGMA integrity_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    verdict = "; ".join(str(row[0]) for row in rows[:5])
+    return verdict or "no answer"

@@ -15,6 +15,7 @@ from typing import Any
 from ttsd.catalog import build_registry
 from ttsd.config import LoadedSettings
 from ttsd.errors import TtsdError
+from ttsd.jobqueue.database import inspect_database
 from ttsd.synth.engine.device import Hardware, plan_device, probe_hardware
 from ttsd.synth.engine.weights import hf_offline, locate_checkpoint
 
@@ -75,6 +76,15 @@ def _folder_check(name: str, path: Path) -> Check:
     writable = os.access(path, os.W_OK | os.X_OK)
     mode = oct(path.stat().st_mode & 0o777)
     return Check(name, writable, f"{path} (mode {mode}, {'writable' if writable else 'NOT writable'})")
+
+
+def _queue_check(db_path: Path) -> Check:
+    if not db_path.exists():
+        return Check("queue database", True, f"{db_path} (created on first use)")
+    verdict = inspect_database(db_path)
+    if verdict == "ok":
+        return Check("queue database", True, f"{db_path} (integrity ok)")
+    return Check("queue database", False, f"{db_path} is damaged: {verdict}")
 
 
 def _engine_import_check() -> Check:
@@ -149,6 +159,7 @@ def diagnose(
             blocking=False,
         )
     )
+    report.checks.append(_queue_check(settings.db_path))
     daemon_detail = "running" if daemon_running else "not running (start it with `ttsd run`)"
     report.checks.append(Check("daemon", daemon_running, daemon_detail, blocking=False))
     report.facts["executable"] = sys.executable
