@@ -34,7 +34,6 @@ import math
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from typing import Any
 
 from ttsd.catalog import build_registry, checkpoint_kind
 from ttsd.client import read_status, stage_job, status_path
+from ttsd.jobqueue.store import Store
 from ttsd.synth.engine.base import DevicePlan
 from ttsd.synth.engine.device import plan_device
 from ttsd.synth.engine.qwen_import import import_qwen_tts_quietly
@@ -529,11 +529,9 @@ def silent_hub() -> Iterator[str]:
         yield f"http://{host}:{port}"
 
 
-def count_rows(db_path: Path) -> int:
-    """Jobs in the queue, read without taking any write lock (WAL readers do not block the daemon)."""
-    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)) as db:
-        (count,) = db.execute("SELECT count(*) FROM job").fetchone()
-    return int(count)
+def count_rows(store: Store) -> int:
+    """Jobs in the queue, in any state (a WAL reader never blocks the daemon's writes)."""
+    return sum(sum(per_state.values()) for per_state in store.counts().values())
 
 
 def count_moved(inbox: Path) -> int:
@@ -557,7 +555,9 @@ def measure_intake(report: Report, daemon: Daemon, options: Options) -> None:
     started = time.perf_counter()
     for job in staged:
         job.drop()
-    recorded = wait_until(lambda: count_rows(daemon.db_path) >= count, options.timeout_s, "the burst", 0.01)
+    # The daemon created and migrated the queue before it said it was serving: this opens it as is.
+    with contextlib.closing(Store(daemon.db_path)) as store:
+        recorded = wait_until(lambda: count_rows(store) >= count, options.timeout_s, "the burst", 0.01)
     moved = wait_until(lambda: count_moved(daemon.inbox) >= count, options.timeout_s, "the burst moved", 0.01)
     report.intake = IntakeResult(count, recorded - started, moved - started)
 

@@ -25,7 +25,7 @@ import pytest
 from watchdog.events import FileCreatedEvent, FileModifiedEvent, FileMovedEvent
 
 import ttsd.intake.intake as intake_module
-from tests.support.fakes import FakeClock, scratch_dir
+from tests.support.fakes import FakeClock, scratch_dir, take_now
 from ttsd.config import Settings
 from ttsd.delivery.outbox import Outbox
 from ttsd.delivery.status import status_document
@@ -336,8 +336,8 @@ def test_the_same_file_rewritten_with_new_content_is_a_new_job(bench: Bench) -> 
 
 
 def test_the_same_file_rewritten_with_the_same_content_is_one_job(bench: Bench) -> None:
-    first = bench.intake.take(bench.drop("twin.json", job_bytes("say it once")))
-    second = bench.intake.take(bench.drop("twin.json", job_bytes("say it once")))
+    first = take_now(bench.intake, bench.drop("twin.json", job_bytes("say it once")))
+    second = take_now(bench.intake, bench.drop("twin.json", job_bytes("say it once")))
     assert first == Outcome(queued=1, duplicates=0, rejected=0)
     assert second == Outcome(queued=0, duplicates=1, rejected=0)
     [job] = bench.jobs()
@@ -540,8 +540,8 @@ def test_a_fifo_or_symlink_swapped_in_after_the_check_is_still_not_followed(
     (bench.inbox / "swapped-link.json").symlink_to(outside)
     fifo = bench.inbox / "swapped-fifo.json"
     os.mkfifo(fifo)
-    guarded(lambda: bench.intake.take(fifo), timeout=10, fifos=(fifo, bench.inbox / REJECTED_DIR / fifo.name))
-    bench.intake.take(bench.inbox / "swapped-link.json")
+    guarded(lambda: take_now(bench.intake, fifo), timeout=10, fifos=(fifo, bench.inbox / REJECTED_DIR / fifo.name))
+    take_now(bench.intake, bench.inbox / "swapped-link.json")
     for name, code in (("swapped-fifo", "not_regular"), ("swapped-link", "not_regular")):
         document = bench.status(name)
         assert document is not None and document["error"]["code"] == code, document
@@ -603,7 +603,7 @@ def test_a_file_that_vanishes_before_it_is_taken_is_forgotten(bench: Bench) -> N
     bench.clock.advance(STABLE_S)
     bench.intake.take_ready()
     assert bench.job_names() == ["staying"]
-    assert bench.intake.take(bench.inbox / "vanishing.json") == Outcome()
+    assert take_now(bench.intake, bench.inbox / "vanishing.json") == Outcome()
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="APFS only stores UTF-8 names")

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 import ttsd.fsutil as fsutil_module
-from tests.support.fakes import REGISTRY, scratch_dir, write_audio
+from tests.support.fakes import REGISTRY, scratch_dir, take_now, umask, write_audio
 from ttsd.catalog import ModelEntry
 from ttsd.config import Settings
 from ttsd.delivery.outbox import Outbox, UnsafeOutputPath
@@ -81,15 +81,6 @@ def plant_victim(root: Path) -> Path:
 def area(tmp_path: Path) -> Iterator[Path]:
     with scratch_dir(tmp_path) as root:
         yield root
-
-
-@contextmanager
-def umask(mask: int) -> Iterator[None]:
-    previous = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(previous)
 
 
 # -- hostile output names ----------------------------------------------------------------------------
@@ -284,7 +275,7 @@ def test_a_symlink_planted_at_a_reason_file_is_not_written_through(area: Path) -
         reason = inbox / REJECTED_DIR / f"evil.json{REASON_SUFFIX}"
         reason.symlink_to(victim)
         (inbox / "evil.json").write_bytes(b"{ not json")
-        intake.take(inbox / "evil.json")
+        take_now(intake, inbox / "evil.json")
     finally:
         store.close()
     assert victim.read_bytes() == VICTIM_BYTES

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import stat
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.support.daemon_harness import DaemonEnv, wait_for
+from tests.support.fakes import umask
 from ttsd.intake.folders import REASON_SUFFIX, REJECTED_DIR
-
-
-@contextmanager
-def umask(mask: int) -> Iterator[None]:
-    previous = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(previous)
 
 
 def mode(path: Path) -> int:

@@ -6,6 +6,7 @@ Nothing here imports torch or qwen-tts: the store and worker tests run in well u
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 import threading
@@ -19,6 +20,7 @@ import numpy as np
 from ttsd.catalog import ModelEntry, ModelKind
 from ttsd.delivery.outbox import Outbox
 from ttsd.errors import EngineError
+from ttsd.intake.intake import Intake, Outcome
 from ttsd.intake.jobfile import JobDefaults, parse_object
 from ttsd.jobqueue.records import AudioInfo
 from ttsd.jobspec import JobSpec
@@ -164,3 +166,19 @@ def write_audio(outbox: Outbox, name: str, fmt: str, audio: np.ndarray, sample_r
     finally:
         outbox.discard(staged)
     return staged.info
+
+
+def take_now(intake: Intake, path: Path) -> Outcome:
+    """Have intake take one inbox entry at once, whatever its stability (as a settled file would be)."""
+    return intake._take_group([path])[0]
+
+
+@contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """Run the block under another process umask (what ttsd must withstand: 0 makes every file it
+    creates without an explicit mode world-writable)."""
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)

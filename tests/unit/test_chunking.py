@@ -7,12 +7,31 @@ import random
 import re
 import time
 import unicodedata
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ttsd.synth.chunking import DEFAULT_PAUSE_MS, Boundary, Chunk, normalize_ws, split_sentences, split_text
+from ttsd.synth.chunking import (
+    DEFAULT_PAUSE_MS,
+    Boundary,
+    Chunk,
+    _paragraphs,
+    _punctuation_cuts,
+    normalize_ws,
+    split_text,
+)
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of `text` as `split_text` sees them (whitespace-collapsed; paragraphs end them)."""
+    sentences: list[str] = []
+    for paragraph in _paragraphs(text):
+        sentence_cuts, _ = _punctuation_cuts(paragraph)
+        bounds = sorted({0, *sentence_cuts, len(paragraph)})  # the last sentence may end the paragraph
+        sentences.extend(paragraph[a:b].strip() for a, b in pairwise(bounds))
+    return sentences
 
 
 def texts(chunks: list[Chunk]) -> list[str]:

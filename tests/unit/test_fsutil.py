@@ -3,7 +3,6 @@ and locks that die with their holder. The crash and lock tests run a real second
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import signal
@@ -11,12 +10,12 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import ttsd
+from tests.support.fakes import umask
 from ttsd.fsutil import (
     TEMP_PREFIX,
     TEMP_SUFFIX,
@@ -49,15 +48,6 @@ def temp_files(folder: Path) -> list[Path]:
 
 def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-@contextlib.contextmanager
-def umask(mask: int) -> Iterator[None]:
-    previous = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(previous)
 
 
 # -- atomic_write and stage_file ------------------------------------------------------------------

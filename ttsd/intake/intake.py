@@ -227,10 +227,6 @@ class Intake(threading.Thread):
             return self.settings.stable_s <= 0
         return now - candidate.since >= self.settings.stable_s
 
-    def take(self, path: Path) -> Outcome:
-        """Turn one inbox entry into jobs (or rejections) and move it away."""
-        return self._take_group([path])[0]
-
     def _take_group(self, paths: list[Path]) -> list[Outcome]:
         """Parse each file, record all their jobs in one transaction, then publish and move each."""
         parsed: list[tuple[Path, list[ParsedEntry]]] = []

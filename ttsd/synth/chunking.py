@@ -17,7 +17,6 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from itertools import pairwise
 from types import MappingProxyType
 from typing import Final
 
@@ -128,16 +127,6 @@ def split_text(text: str, max_chars: int, gap_ms: int | None = None) -> list[Chu
         Chunk(index=i, text=piece, pause_after_ms=0 if i == last else _pause(boundary, gap_ms))
         for i, (piece, boundary) in enumerate(pieces)
     ]
-
-
-def split_sentences(text: str) -> list[str]:
-    """The sentences of `text` as `split_text` sees them (whitespace-collapsed; paragraphs end them)."""
-    sentences: list[str] = []
-    for paragraph in _paragraphs(text):
-        sentence_cuts, _ = _punctuation_cuts(paragraph)
-        bounds = sorted({0, *sentence_cuts, len(paragraph)})  # the last sentence may end the paragraph
-        sentences.extend(paragraph[a:b].strip() for a, b in pairwise(bounds))
-    return sentences
 
 
 def _pause(boundary: Boundary, gap_ms: int | None) -> int:
