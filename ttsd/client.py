@@ -122,21 +122,60 @@ def wait_for_status(
     timeout: float | None = None,
     on_change: Callable[[dict[str, Any]], None] | None = None,
     poll_s: float = POLL_S,
+    job_id: str | None = None,
 ) -> dict[str, Any]:
     """Wait until the status file of `name` says the job finished (done, failed, cancelled or
-    rejected) and return it. `on_change` sees every new document on the way. Raises TimeoutError,
+    rejected) and return it. With `job_id`, only that job's documents count (an output name can be
+    reused by another job). `on_change` sees every new document on the way. Raises TimeoutError,
     naming the last state seen, after `timeout` seconds."""
     deadline = None if timeout is None else time.monotonic() + timeout
     last: dict[str, Any] | None = None
     while True:
         document = read_status(outbox, name)
+        if document is not None and job_id is not None and document.get("job_id") != job_id:
+            document = None
         if document is not None and document != last:
             last = document
             if on_change is not None:
                 on_change(document)
         if document is not None and is_terminal(document):
             return document
-        if deadline is not None and time.monotonic() > deadline:
-            state = last.get("state") if last else None
-            raise TimeoutError(f"gave up waiting for {name} after {timeout:g}s (last state: {state or 'none'})")
+        _check_deadline(deadline, timeout, name, f" (last state: {(last or {}).get('state') or 'none'})")
         time.sleep(poll_s)
+
+
+def wait_for_submitted(
+    job_file: Path,
+    outbox: Path,
+    name: str,
+    timeout: float | None = None,
+    on_change: Callable[[dict[str, Any]], None] | None = None,
+    poll_s: float = POLL_S,
+) -> dict[str, Any]:
+    """Wait for the job written to `job_file` (by `submit_job`) to finish, and return its status.
+
+    An earlier job may have used the same output name, so its finished status file says nothing
+    about this one. Intake writes a file's status before it moves the file out of the inbox: once
+    `job_file` is gone, the status file names this job (or its rejection), and only that job's
+    documents count from then on."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while job_file.exists():
+        _check_deadline(deadline, timeout, f"{job_file.name} to be taken from the inbox", " (is the daemon running?)")
+        time.sleep(poll_s)
+    taken = read_status(outbox, name)
+    job_id = taken.get("job_id") if taken is not None else None
+    if taken is not None and job_id is None:
+        return _seen(taken, on_change)  # rejected: it never became a job
+    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+    return wait_for_status(outbox, name, remaining, on_change, poll_s, job_id=job_id)
+
+
+def _seen(document: dict[str, Any], on_change: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    if on_change is not None:
+        on_change(document)
+    return document
+
+
+def _check_deadline(deadline: float | None, timeout: float | None, what: str, detail: str) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise TimeoutError(f"gave up waiting for {what} after {timeout:g}s{detail}")

@@ -247,7 +247,7 @@ def test_ctrl_c_while_waiting_says_the_job_goes_on(
         monkeypatch.setattr(time, "sleep", interrupted)
         result = invoke(folders, "wait", enqueue(folders).id)
     else:
-        monkeypatch.setattr(submit_module, "wait_for_status", interrupted)
+        monkeypatch.setattr(submit_module, "wait_for_submitted", interrupted)
         result = invoke(folders, "submit", "Wait for me.", "--model", "tiny", "--wait")
     assert result.exit_code == 130, result.output
     assert "stopped waiting" in result.output and "go on" in result.output.replace("goes on", "go on")

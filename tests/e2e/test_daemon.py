@@ -124,3 +124,20 @@ def test_second_daemon_on_the_same_state_refuses(daemon_env: DaemonEnv) -> None:
     assert "already serving" in second.log()
     assert first.process.poll() is None
     assert first.terminate() == 0
+
+
+def test_submit_wait_returns_the_job_it_wrote_even_when_the_name_was_used_before(daemon_env: DaemonEnv) -> None:
+    daemon = daemon_env.start()
+    daemon.wait_ready()
+    outcomes = []
+    for seed in ("1", "2"):
+        result = daemon_env.cli(
+            "submit", "One name, two takes.", "--output", "reused", "--seed", seed, "--wait", "--json"
+        )
+        assert result.returncode == 0, result.stderr
+        outcomes.append(json.loads(result.stdout))
+    first, second = outcomes
+    assert first["state"] == second["state"] == "done"
+    assert second["job_id"] != first["job_id"] and (first["seed"], second["seed"]) == (1, 2)
+    assert daemon_env.status("reused") == second, "the name's status file describes the newest job"
+    assert daemon.terminate() == 0

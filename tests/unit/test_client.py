@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 
 from ttsd import client
-from ttsd.client import InboxCrowded, read_status, stage_job, status_path, submit_job, wait_for_status
+from ttsd.client import (
+    InboxCrowded,
+    read_status,
+    stage_job,
+    status_path,
+    submit_job,
+    wait_for_status,
+    wait_for_submitted,
+)
 from ttsd.delivery import status as status_module
 from ttsd.fsutil import TEMP_PREFIX, TEMP_SUFFIX, atomic_write
 
@@ -161,3 +169,31 @@ def test_wait_for_status_times_out_naming_the_last_state(tmp_path: Path) -> None
 def test_wait_for_status_times_out_without_any_status_file(tmp_path: Path) -> None:
     with pytest.raises(TimeoutError, match=r"\(last state: none\)"):
         wait_for_status(tmp_path, "never", timeout=0.02, poll_s=0.001)
+
+
+def test_wait_for_submitted_ignores_an_earlier_job_of_the_same_name(tmp_path: Path) -> None:
+    # The name's status file still describes an earlier, finished job while the new file waits.
+    write_status(tmp_path, "take", {"job_id": "old", "state": "done"})
+    job_file = submit_job(tmp_path / "inbox", "take", {"text": "again"})
+    seen: list[str] = []
+
+    def intake_then_worker(document: dict[str, Any]) -> None:
+        seen.append(f"{document['job_id']}:{document['state']}")
+        if document["state"] == "queued":
+            write_status(tmp_path, "take", {"job_id": "new", "state": "done"})
+
+    write_status(tmp_path, "take", {"job_id": "new", "state": "queued"})  # intake: status first,
+    job_file.rename(tmp_path / "inbox" / "taken.json")  # then the file leaves the inbox
+    result = wait_for_submitted(job_file, tmp_path, "take", timeout=5, on_change=intake_then_worker, poll_s=0.001)
+    assert result["job_id"] == "new" and seen == ["new:queued", "new:done"]
+
+
+def test_wait_for_submitted_returns_a_rejection_and_times_out_while_the_file_waits(tmp_path: Path) -> None:
+    job_file = submit_job(tmp_path / "inbox", "bad", {"text": "x"})
+    with pytest.raises(
+        TimeoutError, match=r"bad\.json to be taken from the inbox after 0\.02s \(is the daemon running\?\)"
+    ):
+        wait_for_submitted(job_file, tmp_path, "bad", timeout=0.02, poll_s=0.001)
+    write_status(tmp_path, "bad", {"job_id": None, "state": "rejected"})
+    job_file.unlink()
+    assert wait_for_submitted(job_file, tmp_path, "bad", timeout=1, poll_s=0.001)["state"] == "rejected"

@@ -10,7 +10,7 @@ import click
 
 from ttsd.cli.app import EXIT_FAILED, EXIT_INTERRUPTED, Context, fail, json_option, main, pass_context
 from ttsd.cli.views import progress_line
-from ttsd.client import default_output_name, status_path, submit_job, wait_for_status
+from ttsd.client import default_output_name, status_path, submit_job, wait_for_submitted
 from ttsd.intake.jobfile import job_defaults, parse_object
 from ttsd.jobqueue.states import JobState
 from ttsd.names import sanitize_name
@@ -26,7 +26,7 @@ from ttsd.names import sanitize_name
 @click.option("--ref-text", help="Transcript of the reference recording.")
 @click.option("--format", "audio_format", type=click.Choice(["wav", "flac", "ogg", "mp3"]))
 @click.option("--sample-rate", type=int)
-@click.option("--output", help="Output name (default: first words of the text plus a short hash).")
+@click.option("--output", help="Output name (default: the first words of the text plus a short hash of the job).")
 @click.option("--priority", type=int)
 @click.option("--seed", type=int)
 @click.option("--id", "client_id", help="Your own request id, echoed in the status file.")
@@ -69,7 +69,7 @@ def submit(ctx: Context, /, text: str, wait: bool, timeout: float | None, **fiel
         return
     progress = None if ctx.as_json else _ProgressLine(name)
     try:
-        document = wait_for_status(outbox, name, timeout, on_change=progress)
+        document = wait_for_submitted(path, outbox, name, timeout, on_change=progress)
     except TimeoutError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
