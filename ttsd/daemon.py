@@ -18,6 +18,7 @@ from ttsd.catalog import build_registry
 from ttsd.config import Settings
 from ttsd.delivery.outbox import Outbox
 from ttsd.delivery.publish import publish, rebuild_status_files
+from ttsd.fsutil import make_folder
 from ttsd.intake.folders import VOICES_DIR
 from ttsd.intake.intake import Intake, IntakeSettings
 from ttsd.intake.watcher import Hint, InboxWatcher
@@ -97,9 +98,9 @@ class Daemon:
     def _assemble(self) -> _Parts:
         """Build every collaborator, in dependency order, and recover what a crash left behind."""
         settings = self.settings
-        for folder in (settings.inbox, settings.outbox):
-            # Explicit mode: under a permissive umask the outbox must still not be world-writable.
-            folder.mkdir(parents=True, exist_ok=True, mode=0o755)
+        # Explicit mode: under a permissive umask the outbox must still not be world-writable.
+        make_folder(settings.inbox, "inbox")
+        make_folder(settings.outbox, "outbox")
         store: Queue = Store(settings.db_path)
         outbox = Outbox(settings.outbox)
         record = store.register_daemon(settings.inbox, settings.outbox, __version__)

@@ -71,6 +71,12 @@ class DaemonAlreadyRunning(StoreError):
     code = "daemon_running"
 
 
+class FolderUnusable(TtsdError):
+    """A folder ttsd needs (inbox, outbox, state) cannot be created or used."""
+
+    code = "folder"
+
+
 class JobNotFound(TtsdError):
     """No job matches the id or output name given."""
 

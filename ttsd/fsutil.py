@@ -21,10 +21,13 @@ import errno
 import fcntl
 import os
 import stat
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
+
+from ttsd.errors import FolderUnusable
 
 TEMP_PREFIX = ".ttsd-"
 TEMP_SUFFIX = ".tmp"
@@ -34,6 +37,27 @@ _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 class NotRegularFile(OSError):
     """A path that was expected to be a regular file is a symlink, folder, FIFO, socket or device."""
+
+
+def make_folder(path: Path, what: str, mode: int = 0o755) -> None:
+    """Create `path` (and its parents) if needed, or raise FolderUnusable saying in one line why not.
+
+    macOS refuses access to Desktop, Documents, Downloads, iCloud Drive and removable volumes with
+    EPERM until the user grants it: that case names the way forward."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=mode)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "not writable", str(path))
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        hint = ""
+        if exc.errno == errno.EPERM and sys.platform == "darwin":
+            hint = (
+                " (macOS privacy protection: give ttsd's python Full Disk Access, or access to this folder,"
+                " in System Settings > Privacy & Security, or choose a folder outside Desktop, Documents,"
+                " Downloads and iCloud Drive)"
+            )
+        raise FolderUnusable(f"cannot use the {what} {path}: {reason}{hint}") from exc
 
 
 def temp_name() -> str:

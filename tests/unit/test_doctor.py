@@ -118,3 +118,16 @@ def test_doctor_fails_on_a_damaged_queue_database(tmp_path: Path, damage: str) -
     [check] = [c for c in report.checks if c.name == "queue database"]
     assert not check.ok and check.blocking and "damaged" in check.detail
     assert report.blocked
+
+
+@pytest.mark.parametrize("folder", ["inbox", "outbox", "state_dir"])
+def test_doctor_says_a_folder_below_a_file_cannot_be_created(tmp_path: Path, folder: str) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    overrides = {"state_dir": tmp_path / "state", "inbox": tmp_path / "in", "outbox": tmp_path / "out"}
+    loaded = load_settings(overrides={**overrides, folder: blocker / "below"}, environ={"TTS_DEFAULT_MODEL": "tiny"})
+    report = diagnose(loaded, daemon_running=False, probe=lambda: CPU_ONLY, engine_import=_ok_import)
+    name = {"state_dir": "state"}.get(folder, folder) + " folder"
+    [check] = [c for c in report.checks if c.name == name]
+    assert not check.ok and f"{blocker} is not a folder" in check.detail
+    assert report.blocked

@@ -8,6 +8,7 @@ import sys
 import click
 
 from ttsd.cli.app import EXIT_NOT_FOUND, Context, fail, json_option, main, pass_context
+from ttsd.fsutil import make_folder
 
 
 @main.command()
@@ -17,6 +18,8 @@ def run(ctx: Context) -> None:
     from ttsd.daemon import run_daemon
     from ttsd.ops.logs import log_file_path, setup_logging
 
+    # The state directory first: the log lives there, and a problem is said in one line, not a traceback.
+    make_folder(ctx.settings.state_dir, "state directory", mode=0o700)
     setup_logging(ctx.settings, log_file_path(ctx.settings))
     sys.exit(run_daemon(ctx.settings))
 

@@ -68,12 +68,17 @@ def _version(package: str) -> str | None:
 
 def _folder_check(name: str, path: Path) -> Check:
     if not path.exists():
-        parent = next((p for p in path.parents if p.exists()), None)
-        writable = parent is not None and os.access(parent, os.W_OK)
-        return Check(name, writable, f"{path} (does not exist yet; {'can' if writable else 'cannot'} be created)")
+        # What `ttsd run` will do: create it below its nearest existing ancestor, which must be a
+        # folder it may write in (a file there, or a read-only mount, stops it).
+        ancestor = next((p for p in path.parents if p.exists()), None)
+        if ancestor is None or not ancestor.is_dir():
+            return Check(name, False, f"{path} cannot be created: {ancestor} is not a folder")
+        if not os.access(ancestor, os.W_OK | os.X_OK) or _read_only(ancestor):
+            return Check(name, False, f"{path} cannot be created: {ancestor} is not writable")
+        return Check(name, True, f"{path} (does not exist yet; can be created)")
     if not path.is_dir():
         return Check(name, False, f"{path} is not a folder")
-    writable = os.access(path, os.W_OK | os.X_OK)
+    writable = os.access(path, os.W_OK | os.X_OK) and not _read_only(path)
     mode = oct(path.stat().st_mode & 0o777)
     return Check(name, writable, f"{path} (mode {mode}, {'writable' if writable else 'NOT writable'})")
 
@@ -85,6 +90,10 @@ def _queue_check(db_path: Path) -> Check:
     if verdict == "ok":
         return Check("queue database", True, f"{db_path} (integrity ok)")
     return Check("queue database", False, f"{db_path} is damaged: {verdict}")
+
+
+def _read_only(path: Path) -> bool:
+    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
 
 
 def _engine_import_check() -> Check:

@@ -9,13 +9,13 @@ from collections.abc import Iterator
 
 from ttsd.config import Settings
 from ttsd.errors import DaemonAlreadyRunning
-from ttsd.fsutil import LockHeld, hold_lock, is_locked
+from ttsd.fsutil import LockHeld, hold_lock, is_locked, make_folder
 
 
 @contextlib.contextmanager
 def daemon_lock(settings: Settings) -> Iterator[None]:
     """Hold the state directory's lock for the daemon's lifetime, or raise DaemonAlreadyRunning."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_folder(settings.state_dir, "state directory", mode=0o700)
     settings.state_dir.chmod(0o700)
     try:
         with hold_lock(settings.lock_path, str(os.getpid())):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any, TextIO
 
 from ttsd.config import Settings
+from ttsd.fsutil import make_folder
 from ttsd.joblog import JOB_FIELDS
 
 LOG_FILE_NAME = "ttsd.log"
@@ -109,7 +110,7 @@ def setup_logging(settings: Settings, log_file: Path | None = None, stream: Text
 
     if log_file is not None:
         # Private: records quote job names and error messages, which may quote job text.
-        log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_folder(log_file.parent, "log folder", mode=0o700)
         rotating = RotatingFileHandler(
             log_file, maxBytes=settings.log_max_bytes, backupCount=settings.log_backups, encoding="utf-8"
         )
