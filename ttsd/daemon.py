@@ -28,7 +28,7 @@ from ttsd.jobqueue.store import Store
 from ttsd.jobqueue.tables import Job, utcnow
 from ttsd.ops.drain import DrainTracker
 from ttsd.ops.hooks import HookRunner
-from ttsd.ops.lock import daemon_lock
+from ttsd.ops.lock import daemon_lock, inbox_lock
 from ttsd.synth.audio_cache import AudioCache
 from ttsd.synth.chunk_files import ChunkFiles, sweep_finished_chunks
 from ttsd.synth.engine.pool import EngineLoader, EnginePool, LoadOptions, qwen_loader
@@ -85,7 +85,7 @@ class Daemon:
 
     def run(self) -> int:
         """Serve until asked to stop; returns the exit status."""
-        with daemon_lock(self.settings):
+        with daemon_lock(self.settings), inbox_lock(self.settings):
             parts = self._assemble()
             self._start(parts)
             try:

@@ -16,7 +16,7 @@ from ttsd.delivery.status import iso
 from ttsd.intake.folders import INTAKE_FOLDERS, is_ignored
 from ttsd.jobqueue.metrics import model_metrics
 from ttsd.jobqueue.states import JobState
-from ttsd.ops.lock import daemon_running
+from ttsd.ops.lock import daemon_running, other_inbox_daemon
 
 
 def _daemon_view(ctx: Context) -> dict[str, Any]:
@@ -64,11 +64,14 @@ def status(ctx: Context) -> None:
     cache = cache_view(ctx.store.cache_stats(), ctx.settings)
     failures = [job_row(job) for job in ctx.store.jobs(state=JobState.FAILED.value, limit=3)]
     last_hour = model_metrics(ctx.store.finished_since(datetime.now(UTC) - timedelta(hours=1)))
-    waiting = waiting_files(ctx.daemon_folders().inbox)
+    folders = ctx.daemon_folders()
+    waiting = waiting_files(folders.inbox)
+    other = other_inbox_daemon(folders.inbox, ctx.settings.state_dir)
     data = {
         "daemon": daemon,
         "queue": counts,
         "inbox_waiting": waiting,
+        "inbox_served_by_another_daemon": other,
         "running": running,
         "recent_failures": failures,
         "last_hour": last_hour,
@@ -98,6 +101,8 @@ def status(ctx: Context) -> None:
             click.echo(f"{model:<24}" + "".join(f"{per_state.get(s, 0):>10}" for s in states))
         if not counts:
             click.echo("(no jobs yet)")
+        if other:
+            click.echo(click.style(f"inbox    served by another daemon ({other})", fg="red"))
         if waiting:
             click.echo(
                 f"inbox    {waiting} file(s) waiting to be taken (a model's queue is full, or still being written)"

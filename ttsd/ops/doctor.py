@@ -16,6 +16,7 @@ from ttsd.catalog import build_registry
 from ttsd.config import LoadedSettings
 from ttsd.errors import TtsdError
 from ttsd.jobqueue.database import inspect_database
+from ttsd.ops.lock import other_inbox_daemon
 from ttsd.synth.engine.device import Hardware, plan_device, probe_hardware
 from ttsd.synth.engine.weights import hf_offline, locate_checkpoint
 
@@ -169,6 +170,10 @@ def diagnose(
         )
     )
     report.checks.append(_queue_check(settings.db_path))
+    other = other_inbox_daemon(settings.inbox, settings.state_dir)
+    if other is not None:
+        detail = f"{settings.inbox} is served by another daemon ({other}); a second one here would do every job twice"
+        report.checks.append(Check("inbox owner", False, detail))
     daemon_detail = "running" if daemon_running else "not running (start it with `ttsd run`)"
     report.checks.append(Check("daemon", daemon_running, daemon_detail, blocking=False))
     report.facts["executable"] = sys.executable

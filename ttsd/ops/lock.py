@@ -1,11 +1,17 @@
-"""The daemon lock: one daemon per state directory. The lock is a flock on `<state>/daemon.lock`,
-released by the kernel on any exit (kill -9 included), holding the pid of the daemon that has it."""
+"""The daemon locks: one daemon per state directory, and one per inbox. Each is a flock (released by
+the kernel on any exit, kill -9 included) on a file that says who holds it: `<state>/daemon.lock`
+holds the pid, `<inbox>/.ttsd.lock` (hidden, so intake leaves it alone) the pid and state directory.
+
+Two daemons with separate queues on one inbox would both take every file: jobs spoken twice, audio
+overwritten. Daemons that share one queue database (a shared backend, not SQLite) may share an inbox
+on purpose; they would not take the inbox lock."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 from ttsd.config import Settings
 from ttsd.errors import DaemonAlreadyRunning
@@ -30,3 +36,38 @@ def daemon_lock(settings: Settings) -> Iterator[None]:
 def daemon_running(settings: Settings) -> bool:
     """Whether some process holds the state directory's lock right now."""
     return is_locked(settings.lock_path)
+
+
+INBOX_LOCK_NAME = ".ttsd.lock"
+
+
+def _inbox_holder(settings: Settings) -> str:
+    return f"pid {os.getpid()}, state {settings.state_dir}"
+
+
+@contextlib.contextmanager
+def inbox_lock(settings: Settings) -> Iterator[None]:
+    """Hold the inbox's lock for the daemon's lifetime, or raise DaemonAlreadyRunning naming the
+    daemon (pid and state directory) that serves it."""
+    make_folder(settings.inbox, "inbox")
+    try:
+        with hold_lock(settings.inbox / INBOX_LOCK_NAME, _inbox_holder(settings)):
+            yield
+    except LockHeld as held:
+        raise DaemonAlreadyRunning(
+            f"another ttsd daemon ({held.holder or 'holder unknown'}) is already serving the inbox "
+            f"{settings.inbox}; two daemons with their own queues would speak every job twice and "
+            "overwrite each other's audio: stop that one, or give this one its own TTS_INBOX"
+        ) from None
+
+
+def other_inbox_daemon(inbox: Path, state_dir: Path) -> str | None:
+    """Who serves `inbox`, when it is the daemon of another state directory (None: nobody, or ours)."""
+    path = inbox / INBOX_LOCK_NAME
+    if not is_locked(path):
+        return None
+    try:
+        holder = path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return "another process"
+    return None if holder.endswith(f"state {state_dir}") else (holder or "another process")
