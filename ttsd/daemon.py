@@ -24,11 +24,11 @@ from ttsd.intake.intake import Intake, IntakeSettings
 from ttsd.intake.watcher import Hint, InboxWatcher
 from ttsd.joblog import job_extra
 from ttsd.jobqueue.protocols import Queue
-from ttsd.jobqueue.store import Store
 from ttsd.jobqueue.tables import Job, utcnow
 from ttsd.ops.drain import DrainTracker
 from ttsd.ops.hooks import HookRunner
 from ttsd.ops.lock import daemon_lock, inbox_lock
+from ttsd.ops.queue_rebuild import open_queue
 from ttsd.synth.audio_cache import AudioCache
 from ttsd.synth.chunk_files import ChunkFiles, sweep_finished_chunks
 from ttsd.synth.engine.pool import EngineLoader, EnginePool, LoadOptions, qwen_loader
@@ -101,7 +101,7 @@ class Daemon:
         # Explicit mode: under a permissive umask the outbox must still not be world-writable.
         make_folder(settings.inbox, "inbox")
         make_folder(settings.outbox, "outbox")
-        store: Queue = Store(settings.db_path)
+        store = open_queue(settings)
         outbox = Outbox(settings.outbox)
         record = store.register_daemon(settings.inbox, settings.outbox, __version__)
         self._recover(store, outbox)

@@ -4,6 +4,7 @@ leaves alone, and how file names and file versions are told apart."""
 from __future__ import annotations
 
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +16,8 @@ _IGNORED_SUFFIXES = (".tmp", ".part", ".crdownload", ".download", ".swp", ".swx"
 # vim's write test file, and the folder decorations Finder and Explorer drop into any folder.
 _IGNORED_NAMES = frozenset({"4913", "Icon\r", "Thumbs.db", "desktop.ini"})
 REASON_SUFFIX = ".reason.txt"
+_STAMP_FORMAT = "%Y%m%dT%H%M%S%f"
+_STAMP = re.compile(r"\.\d{8}T\d{12}$")
 
 
 def is_ignored(name: str) -> bool:
@@ -33,12 +36,19 @@ def file_signature(info: os.stat_result) -> tuple[int, int, int]:
     return (info.st_size, info.st_mtime_ns, info.st_ino)
 
 
+def original_name(moved_name: str) -> str:
+    """The name a job file had in the inbox, before `unique_destination` stamped it to avoid a clash."""
+    stem, dot, suffix = moved_name.rpartition(".")
+    match = _STAMP.search(stem) if dot else None
+    return f"{stem[: match.start()]}.{suffix}" if match else moved_name
+
+
 def unique_destination(folder: Path, name: str) -> Path:
     """Where `name` can be moved into `folder` without replacing anything: the name itself, else the
     name with a timestamp before its suffix."""
     target = folder / name
     if not os.path.lexists(target):
         return target
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    stamp = datetime.now(UTC).strftime(_STAMP_FORMAT)
     stem, dot, suffix = name.rpartition(".")
     return folder / (f"{stem}.{stamp}.{suffix}" if dot and stem else f"{name}.{stamp}")

@@ -15,6 +15,7 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +113,20 @@ def inspect_database(db_path: Path) -> str:
         return str(exc)
     verdict = "; ".join(str(row[0]) for row in rows[:5])
     return verdict or "no answer"
+
+
+def quarantine_damaged(db_path: Path) -> tuple[Path, str] | None:
+    """Move a queue file that SQLite finds damaged aside (with its -wal and -shm), so the daemon can
+    start on a fresh one; returns where it went and what was wrong, or None when it is sound."""
+    if not db_path.exists():
+        return None
+    verdict = inspect_database(db_path)
+    if verdict == "ok":
+        return None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    moved = db_path.with_name(f"{db_path.name}.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{db_path}{suffix}")
+        if source.exists():
+            source.replace(Path(f"{moved}{suffix}"))
+    return moved, verdict

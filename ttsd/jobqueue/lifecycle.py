@@ -17,7 +17,7 @@ from ttsd.errors import StoreError
 from ttsd.jobqueue import records, transitions
 from ttsd.jobqueue.chunks import delete_chunks
 from ttsd.jobqueue.queries import JobQueries, leased
-from ttsd.jobqueue.records import AudioInfo, EnqueueResult, RunInfo
+from ttsd.jobqueue.records import AudioInfo, EnqueueResult, Finished, RunInfo
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job, utcnow
 from ttsd.jobspec import JobSpec
@@ -39,9 +39,9 @@ def claim_query(model: str, now: datetime) -> SelectOfScalar[Job]:
     )
 
 
-def _new_job(key: str, spec: JobSpec, source_file: str | None) -> Job:
+def _new_job(key: str, spec: JobSpec, source_file: str | None, job_id: str | None = None) -> Job:
     return Job(
-        id=records.new_job_id(),
+        id=job_id or records.new_job_id(),
         content_key=key,
         name=spec.name,
         client_id=spec.client_id,
@@ -83,6 +83,27 @@ class JobLifecycle(JobQueries):
                 results.append(EnqueueResult(job, created=True))
             session.add_all([result.job for result in results if result.created])
         return results
+
+    def restore(
+        self, spec: JobSpec, source_file: str | None, job_id: str | None, finished: Finished | None
+    ) -> EnqueueResult:
+        """Rebuild one job of a lost queue from disk, under the id its status file named (so scripts
+        following it see the same job): queued to run again, or with the outcome it had (`finished`).
+        A job already known by that id or content is left as it is (created False)."""
+        key = spec.content_key()
+        with self._write() as session:
+            existing = session.get(Job, job_id) if job_id else None
+            existing = (
+                existing
+                or session.exec(select(Job).where(Job.content_key == key, col(Job.state).in_(LIVE_STATES))).first()
+            )
+            if existing is not None:
+                return EnqueueResult(existing, created=False)
+            job = _new_job(key, spec, source_file, job_id)
+            if finished is not None:
+                transitions.restore(job, finished)
+            session.add(job)
+            return EnqueueResult(job, created=True)
 
     def claim(self, model: str, max_batch: int, now: datetime | None = None) -> tuple[str, list[Job]]:
         """Lease up to `max_batch` compatible queued jobs of `model`, highest priority then oldest first.

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from ttsd.jobqueue.records import AudioInfo, CacheStats, EnqueueResult, RunInfo
+from ttsd.jobqueue.records import AudioInfo, CacheStats, EnqueueResult, Finished, RunInfo
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import ChunkRow, DaemonRecord, Job
 from ttsd.jobspec import JobSpec
@@ -143,5 +143,9 @@ class Queue(IntakeQueue, StatusRebuild, ChunkSweep, WorkerQueue, PeopleQueue, Da
     hold every backend to."""
 
     def enqueue(self, spec: JobSpec, source_file: str | None = None) -> EnqueueResult: ...
+
+    def restore(
+        self, spec: JobSpec, source_file: str | None, job_id: str | None, finished: Finished | None
+    ) -> EnqueueResult: ...
 
     def integrity_check(self) -> str: ...

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
+from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job
 
 
@@ -35,6 +37,18 @@ class RunInfo:
     seed: int | None
     cache_hit: bool
     synth_s: float
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a job ended, as its status file recorded it: what a rebuilt queue restores."""
+
+    state: JobState
+    finished_at: datetime | None
+    audio: AudioInfo | None = None
+    run: RunInfo | None = None
+    error_code: str | None = None
+    error_message: str | None = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Final
 
 from ttsd.errors import StoreError
-from ttsd.jobqueue.records import AudioInfo, RunInfo
+from ttsd.jobqueue.records import AudioInfo, Finished, RunInfo
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job
 
@@ -36,6 +36,7 @@ class Transition(StrEnum):
     RELEASE = "release"
     CANCEL = "cancel"
     RETRY = "retry"
+    RESTORE = "restore"
 
 
 MOVES: Final[Mapping[Transition, tuple[frozenset[JobState], frozenset[JobState]]]] = {
@@ -47,6 +48,8 @@ MOVES: Final[Mapping[Transition, tuple[frozenset[JobState], frozenset[JobState]]
     Transition.RELEASE: (frozenset({RUNNING}), frozenset({QUEUED})),
     Transition.CANCEL: (frozenset({QUEUED, RUNNING}), frozenset({CANCELLED})),
     Transition.RETRY: (frozenset({DONE, FAILED, CANCELLED}), frozenset({QUEUED})),
+    # A lost queue rebuilt from disk: a new row takes the final state its status file recorded.
+    Transition.RESTORE: (frozenset({QUEUED}), frozenset({DONE, FAILED, CANCELLED})),
 }
 """Transition -> (the states it starts from, the states it may end in). No other move exists."""
 
@@ -93,6 +96,10 @@ def succeed(job: Job, audio: AudioInfo, run: RunInfo, now: datetime) -> None:
     job.finished_at = now
     job.error_code = None
     job.error_message = None
+    _record_audio(job, audio, run)
+
+
+def _record_audio(job: Job, audio: AudioInfo, run: RunInfo) -> None:
     job.audio_file = audio.file
     job.audio_format = audio.format
     job.sample_rate = audio.sample_rate
@@ -164,6 +171,18 @@ def retry(job: Job) -> None:
     job.error_message = None
     job.chunks_done = 0
     job.audio_s_done = 0.0
+
+
+def restore(job: Job, finished: Finished) -> None:
+    """A row rebuilt from disk (still queued, never claimed) takes the outcome its status file
+    recorded: done with its audio, or failed or cancelled with the reason."""
+    _move(job, Transition.RESTORE, finished.state)
+    job.attempts = 1
+    job.finished_at = finished.finished_at
+    job.error_code = finished.error_code
+    job.error_message = finished.error_message
+    if finished.audio is not None and finished.run is not None:
+        _record_audio(job, finished.audio, finished.run)
 
 
 def _count_try(job: Job) -> None:

@@ -100,6 +100,18 @@ class AudioCache:
         for victim in self.store.cache_evict(self.max_entries, self.max_bytes):
             self._path(victim).unlink(missing_ok=True)
 
+    def reindex(self) -> int:
+        """Index every sound take on disk (after the queue, which holds the index, was lost); a file
+        that does not load is removed. Returns how many takes were indexed."""
+        indexed = 0
+        for path in sorted(self.root.glob("*/*.npy")):
+            if load_waveform(path) is None:
+                path.unlink(missing_ok=True)
+                continue
+            self.store.cache_record(path.stem, path.stat().st_size)
+            indexed += 1
+        return indexed
+
     def stats(self) -> CacheStats:
         """Entries, bytes, hits, misses."""
         return self.store.cache_stats()
