@@ -3,10 +3,12 @@ checkpoint. Nothing here is mocked."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import sys
 import time
+from typing import Any
 
 from tests.support.assertions import assert_real_wav
 from tests.support.daemon_harness import DaemonEnv, wait_for
@@ -141,3 +143,37 @@ def test_submit_wait_returns_the_job_it_wrote_even_when_the_name_was_used_before
     assert second["job_id"] != first["job_id"] and (first["seed"], second["seed"]) == (1, 2)
     assert daemon_env.status("reused") == second, "the name's status file describes the newest job"
     assert daemon.terminate() == 0
+
+
+def test_a_name_belongs_to_the_job_delivered_to_it_last(daemon_env: DaemonEnv) -> None:
+    daemon = daemon_env.start()
+    daemon.wait_ready()
+
+    def delivered(job_id: str, after: str = "") -> dict[str, Any]:
+        def ready() -> dict[str, Any] | None:
+            document = daemon_env.status("take")
+            if document is None or (document["job_id"], document["state"]) != (job_id, "done"):
+                return None
+            return document if document["finished_at"] > after else None
+
+        document = wait_for(ready, 90, lambda: f"job {job_id} to own 'take' (now {daemon_env.status('take')})")
+        audio = (daemon_env.outbox / document["audio"]["file"]).read_bytes()
+        assert hashlib.sha256(audio).hexdigest() == document["audio"]["sha256"], "audio and status disagree"
+        return document
+
+    version_a, version_b = {"text": "Version A.", "output": "take"}, {"text": "Version B.", "output": "take"}
+    daemon_env.drop_json("a.json", version_a)
+    first_a = delivered(daemon_env.wait_state("take", ("done",))["job_id"])
+    daemon_env.drop_json("b.json", version_b)
+    b = delivered(wait_for(lambda: _other_job(daemon_env, first_a["job_id"]), 60, "version B to be taken"))
+    daemon_env.drop_json("a-again.json", version_a)  # the earlier version, dropped again
+    again_a = delivered(first_a["job_id"], after=b["finished_at"])
+    assert again_a["audio"]["sha256"] == first_a["audio"]["sha256"], "spoken again from the cache"
+    assert daemon_env.cli("retry", b["job_id"]).returncode == 0  # and the other way round, by hand
+    delivered(b["job_id"], after=again_a["finished_at"])
+    assert daemon.terminate() == 0
+
+
+def _other_job(env: DaemonEnv, job_id: str) -> str | None:
+    document = env.status("take")
+    return document["job_id"] if document is not None and document["job_id"] != job_id else None

@@ -12,7 +12,7 @@ import pytest
 
 import ttsd
 from ttsd.jobqueue import transitions
-from ttsd.jobqueue.records import AudioInfo, RunInfo
+from ttsd.jobqueue.records import AudioInfo, Finished, RunInfo
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job, utcnow
 from ttsd.jobqueue.transitions import MOVES, IllegalTransition, Transition
@@ -28,7 +28,8 @@ CALLS: dict[Transition, Callable[[Job], object]] = {
     Transition.INTERRUPT: lambda job: transitions.interrupt(job, 3, NOW),
     Transition.RELEASE: transitions.release,
     Transition.CANCEL: lambda job: transitions.cancel(job, NOW),
-    Transition.RETRY: transitions.retry,
+    Transition.RETRY: lambda job: transitions.retry(job, NOW),
+    Transition.RESTORE: lambda job: transitions.restore(job, Finished(JobState.DONE, NOW, audio=AUDIO, run=RUN)),
 }
 
 
@@ -97,7 +98,8 @@ def test_release_does_not_count_the_try_and_retry_resets_the_budget() -> None:
     transitions.release(job)
     assert (job.state, job.attempts, job.lease_token) == (JobState.QUEUED, 2, None)
     failed = make_job(JobState.FAILED, attempts=3)
-    transitions.retry(failed)
+    transitions.retry(failed, utcnow())
+    assert failed.named_at is not None
     assert (failed.state, failed.attempts, failed.attempt_base) == (JobState.QUEUED, 3, 3)
 
 

@@ -38,5 +38,5 @@ def _newer_rejection(document: dict[str, object], job: Job) -> bool:
     return (
         document.get("state") == JobState.REJECTED
         and isinstance(created, str)
-        and created > (iso(job.created_at) or "")
+        and created > (iso(job.named_at or job.created_at) or "")
     )

@@ -47,6 +47,7 @@ from ttsd.intake.watcher import Hint
 from ttsd.jobqueue.protocols import IntakeQueue
 from ttsd.jobqueue.records import EnqueueResult
 from ttsd.jobqueue.states import JobState
+from ttsd.jobqueue.tables import Job
 from ttsd.names import sanitize_name
 
 log = logging.getLogger(__name__)
@@ -354,7 +355,9 @@ class Intake(threading.Thread):
                 self._write_status(entry.name, partial(self.outbox.write_status, job.name, document))
             else:
                 duplicates += 1
-                if job.state == JobState.DONE and not self._audio_exists(job.audio_file):
+                if job.state == JobState.DONE and not (self._audio_exists(job.audio_file) and self._owns_name(job)):
+                    # Dropped again after its audio was lost, or after another job took its name:
+                    # speak it again (the cache makes that instant), and the name is its again.
                     job = self.store.retry(job.id)
                 self._write_status(entry.name, partial(publish, self.store, self.outbox, job.id))
             self.on_enqueued(job.model)
@@ -369,6 +372,10 @@ class Intake(threading.Thread):
             write()
         except (TtsdError, OSError):
             log.exception("could not write the status file of %s", name)
+
+    def _owns_name(self, job: Job) -> bool:
+        newest = self.store.newest_named(job.name)
+        return newest is not None and newest.id == job.id
 
     def _audio_exists(self, file_name: str | None) -> bool:
         return file_name is not None and (self.outbox.root / file_name).is_file()

@@ -40,8 +40,11 @@ def claim_query(model: str, now: datetime) -> SelectOfScalar[Job]:
 
 
 def _new_job(key: str, spec: JobSpec, source_file: str | None, job_id: str | None = None) -> Job:
+    now = utcnow()
     return Job(
         id=job_id or records.new_job_id(),
+        created_at=now,
+        named_at=now,
         content_key=key,
         name=spec.name,
         client_id=spec.client_id,
@@ -218,7 +221,7 @@ class JobLifecycle(JobQueries):
         job_id = self.get(ref).id
         with self._write() as session:
             current = _still_there(session, job_id)
-            transitions.retry(current)
+            transitions.retry(current, utcnow())
             session.add(current)
             delete_chunks(session, job_id)
             return current

@@ -141,9 +141,19 @@ def _add_claim_index(connection: Connection) -> None:
     connection.exec_driver_sql("DROP INDEX ix_job_model")
 
 
+def _add_named_at(connection: Connection) -> None:
+    # A name belongs to the job that took it last: by enqueue, retry or delivery. Until now that was
+    # the newest by created_at, so an older job retried or re-dropped could never win its name back.
+    # Existing jobs took their names when they were created.
+    connection.exec_driver_sql("ALTER TABLE job ADD COLUMN named_at DATETIME")
+    connection.exec_driver_sql("UPDATE job SET named_at = created_at")
+    connection.exec_driver_sql("CREATE INDEX ix_job_name_owner ON job (name, named_at)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the ttsd 0.1.0 schema", _create_0_1_0_schema),
     Migration(2, "one index in claim order for the claim query", _add_claim_index),
+    Migration(3, "when each job took its output name", _add_named_at),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

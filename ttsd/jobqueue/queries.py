@@ -23,7 +23,7 @@ def leased(session: Session, job_id: str, token: str) -> Job | None:
 
 
 def _newest_named(session: Session, name: str) -> Job | None:
-    query = select(Job).where(Job.name == name).order_by(col(Job.created_at).desc(), col(Job.id))
+    query = select(Job).where(Job.name == name).order_by(col(Job.named_at).desc(), col(Job.id))
     return session.exec(query.limit(1)).first()
 
 
@@ -46,7 +46,8 @@ class JobQueries(Database):
         return job
 
     def newest_named(self, name: str) -> Job | None:
-        """The newest job with output `name`: the one that owns the name's audio and status."""
+        """The job that took output `name` last (enqueued, retried or delivered): it owns the name's
+        audio and status."""
         with self._read() as session:
             return _newest_named(session, name)
 
@@ -93,11 +94,9 @@ class JobQueries(Database):
             return list(session.exec(query))
 
     def latest_per_name(self) -> list[Job]:
-        """For each output name, its newest job: the one its status file must describe."""
-        newest = select(Job.name, func.max(Job.created_at).label("created_at")).group_by(col(Job.name)).subquery()
-        query = select(Job).join(
-            newest, (col(Job.name) == newest.c.name) & (col(Job.created_at) == newest.c.created_at)
-        )
+        """For each output name, the job that took it last: the one its status file must describe."""
+        newest = select(Job.name, func.max(Job.named_at).label("named_at")).group_by(col(Job.name)).subquery()
+        query = select(Job).join(newest, (col(Job.name) == newest.c.name) & (col(Job.named_at) == newest.c.named_at))
         with self._read() as session:
             return list(session.exec(query))
 

@@ -74,6 +74,8 @@ class Job(SQLModel, table=True):
     heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # When the job last took its output name (enqueue, retry, delivery): the latest owns the name.
+    named_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     error_code: str | None = None

@@ -96,6 +96,7 @@ def succeed(job: Job, audio: AudioInfo, run: RunInfo, now: datetime) -> None:
     job.finished_at = now
     job.error_code = None
     job.error_message = None
+    job.named_at = now  # delivered last: the name, its audio and its status are this job's now
     _record_audio(job, audio, run)
 
 
@@ -160,9 +161,11 @@ def cancel(job: Job, now: datetime) -> None:
     job.error_message = "cancelled by request"
 
 
-def retry(job: Job) -> None:
-    """done, failed or cancelled -> queued, with a fresh attempt budget and no progress."""
+def retry(job: Job, now: datetime) -> None:
+    """done, failed or cancelled -> queued, with a fresh attempt budget and no progress; the job
+    takes its output name back from any job that took it since."""
     _move(job, Transition.RETRY, QUEUED)
+    job.named_at = now
     job.attempt_base = job.attempts
     job.not_before = None
     job.finished_at = None
