@@ -60,6 +60,16 @@ def make_folder(path: Path, what: str, mode: int = 0o755) -> None:
         raise FolderUnusable(f"cannot use the {what} {path}: {reason}{hint}") from exc
 
 
+def folds_case(folder: Path) -> bool:
+    """Whether `folder`'s file system treats names that differ only in case as one file."""
+    probe = folder / f"{TEMP_PREFIX}case-{uuid.uuid4().hex}{TEMP_SUFFIX}"
+    probe.touch()
+    try:
+        return (folder / probe.name.upper()).exists()
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 def temp_name() -> str:
     """A fresh temp file name (hidden, and ignored by intake and by any `*.tmp` filter)."""
     return f"{TEMP_PREFIX}{uuid.uuid4().hex}{TEMP_SUFFIX}"

@@ -62,3 +62,10 @@ def sanitize_name(stem: str, suffix: str = "") -> str:
     room_bytes = MAX_NAME_BYTES - len(suffix.encode("utf-8"))
     cleaned = _fit("".join(chars), MAX_NAME_CHARS - len(suffix), room_bytes).rstrip(" .")
     return (cleaned or "job") + suffix
+
+
+def name_key(name: str) -> str:
+    """The name as a case-insensitive file system (macOS's default APFS, Windows) sees it: names
+    with equal keys are one file there. Output names are already NFC (`name_problem` refuses the
+    rest), so a file system that also ignores Unicode normalisation merges no further names."""
+    return unicodedata.normalize("NFC", name).casefold()

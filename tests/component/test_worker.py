@@ -639,3 +639,24 @@ def test_a_chunk_refused_by_a_quality_guard_is_rendered_again_then_fails(
         assert after.error_code == "quality" and "clipped" in (after.error_message or "")
     else:
         assert_delivered(rig, job, "clipped at first")
+
+
+@pytest.mark.parametrize("folds", [True, False])
+def test_names_one_file_apart_only_in_case_are_one_name_where_the_outbox_folds_case(
+    make_rig: MakeRig, folds: bool
+) -> None:
+    rig = make_rig()
+    outbox = Outbox(rig.outbox.root, fold_names=folds)
+    lower = rig.add("lower case", name="hello")
+    upper = rig.add("upper case", name="Hello")
+    publish(rig.store, outbox, upper.id)
+    publish(rig.store, outbox, lower.id)  # on a case-insensitive disk this file is Hello's
+    written = sorted(path.name for path in rig.outbox.root.glob("*.status.json"))
+    assert written == (["Hello.status.json"] if folds else ["Hello.status.json", "hello.status.json"])
+    assert rig.store.newest_named("HELLO", fold=True) == rig.store.get(upper.id)
+    assert rig.store.newest_named("HELLO") is None
+
+
+def test_the_outbox_finds_out_whether_its_file_system_folds_case(tmp_path: Path) -> None:
+    assert Outbox(tmp_path / "out").folds_names is False  # Linux file systems keep case apart
+    assert list((tmp_path / "out").iterdir()) == [], "the probe leaves nothing behind"

@@ -17,7 +17,7 @@ from ttsd.audio import encode, peak_normalize
 from ttsd.delivery.status import STATUS_SUFFIX, read_status_document
 from ttsd.errors import TtsdError
 from ttsd.faults import crash_point
-from ttsd.fsutil import atomic_write, install_file, stage_file, sweep_temp_files
+from ttsd.fsutil import atomic_write, folds_case, install_file, stage_file, sweep_temp_files
 from ttsd.jobqueue.records import AudioInfo
 from ttsd.names import name_problem
 
@@ -40,10 +40,13 @@ class UnsafeOutputPath(TtsdError):
 class Outbox:
     """Atomic writes of audio and status files into one folder."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, fold_names: bool | None = None) -> None:
         self.root = root.absolute()
         # Not group/world writable whatever the umask: whoever may write here may replace outputs.
         self.root.mkdir(parents=True, exist_ok=True, mode=0o755)
+        # On a case-insensitive file system (macOS's default) "Hello" and "hello" are one file, so
+        # they must be one name to the queue; None: find out by looking.
+        self.folds_names = folds_case(self.root) if fold_names is None else fold_names
 
     def path_for(self, name: str, suffix: str) -> Path:
         """The path of `name + suffix` in the outbox, refused if it could land anywhere else."""

@@ -13,7 +13,8 @@ def publish(store: JobLookup, outbox: Outbox, job_id: str) -> Job:
     """Rewrite a job's status file from the queue, unless a newer job has since taken its name
     (reusing an output name replaces that name's status)."""
     job = store.get(job_id)
-    newest = store.newest_named(job.name)  # by name only: a name may look like another job's id
+    # By name only (a name may look like another job's id), as the outbox's file system sees names.
+    newest = store.newest_named(job.name, fold=outbox.folds_names)
     if newest is not None and newest.id == job.id:
         outbox.write_status(job.name, status_document(job))
     return job
@@ -22,7 +23,7 @@ def publish(store: JobLookup, outbox: Outbox, job_id: str) -> Job:
 def rebuild_status_files(store: StatusRebuild, outbox: Outbox) -> int:
     """At start: rewrite every status file that is missing or disagrees with the queue."""
     rewritten = 0
-    for job in store.latest_per_name():
+    for job in store.latest_per_name(fold=outbox.folds_names):
         current = outbox.read_status(job.name)
         if current is not None and _newer_rejection(current, job):
             continue

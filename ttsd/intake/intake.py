@@ -374,7 +374,7 @@ class Intake(threading.Thread):
             log.exception("could not write the status file of %s", name)
 
     def _owns_name(self, job: Job) -> bool:
-        newest = self.store.newest_named(job.name)
+        newest = self.store.newest_named(job.name, fold=self.outbox.folds_names)
         return newest is not None and newest.id == job.id
 
     def _audio_exists(self, file_name: str | None) -> bool:

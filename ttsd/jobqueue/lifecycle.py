@@ -21,6 +21,7 @@ from ttsd.jobqueue.records import AudioInfo, EnqueueResult, Finished, RunInfo
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job, utcnow
 from ttsd.jobspec import JobSpec
+from ttsd.names import name_key
 
 LIVE_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.DONE)
 """A new spec equal to a job in one of these states is that job again (a duplicate)."""
@@ -47,6 +48,7 @@ def _new_job(key: str, spec: JobSpec, source_file: str | None, job_id: str | Non
         named_at=now,
         content_key=key,
         name=spec.name,
+        name_key=name_key(spec.name),
         client_id=spec.client_id,
         model=spec.model,
         batch_key=spec.batch_key(),

@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine
 
 from ttsd.errors import StoreError
+from ttsd.names import name_key
 
 
 @dataclass(frozen=True)
@@ -150,10 +151,21 @@ def _add_named_at(connection: Connection) -> None:
     connection.exec_driver_sql("CREATE INDEX ix_job_name_owner ON job (name, named_at)")
 
 
+def _add_name_key(connection: Connection) -> None:
+    # On a case-insensitive outbox "Hello" and "hello" are one file, so they must be one name when
+    # the queue decides who owns it. The key is computed in Python: SQLite's lower() is ASCII-only.
+    connection.exec_driver_sql("ALTER TABLE job ADD COLUMN name_key VARCHAR")
+    rows = connection.exec_driver_sql("SELECT id, name FROM job").fetchall()
+    for job_id, name in rows:
+        connection.exec_driver_sql("UPDATE job SET name_key = ? WHERE id = ?", (name_key(name), job_id))
+    connection.exec_driver_sql("CREATE INDEX ix_job_name_key_owner ON job (name_key, named_at)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the ttsd 0.1.0 schema", _create_0_1_0_schema),
     Migration(2, "one index in claim order for the claim query", _add_claim_index),
     Migration(3, "when each job took its output name", _add_named_at),
+    Migration(4, "output names as a case-insensitive file system sees them", _add_name_key),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

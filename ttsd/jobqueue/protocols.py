@@ -23,7 +23,7 @@ class JobLookup(Protocol):
 
     def get(self, ref: str) -> Job: ...
 
-    def newest_named(self, name: str) -> Job | None: ...
+    def newest_named(self, name: str, fold: bool = False) -> Job | None: ...
 
 
 class IntakeQueue(JobLookup, Protocol):
@@ -39,7 +39,7 @@ class IntakeQueue(JobLookup, Protocol):
 class StatusRebuild(JobLookup, Protocol):
     """Rewriting every status file from the queue at start (ttsd.delivery.publish)."""
 
-    def latest_per_name(self) -> list[Job]: ...
+    def latest_per_name(self, fold: bool = False) -> list[Job]: ...
 
 
 class ChunkSweep(Protocol):

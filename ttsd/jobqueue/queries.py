@@ -12,6 +12,7 @@ from ttsd.jobqueue import transitions
 from ttsd.jobqueue.database import Database
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job
+from ttsd.names import name_key
 
 PENDING_STATES = (JobState.QUEUED, JobState.RUNNING)
 
@@ -22,8 +23,9 @@ def leased(session: Session, job_id: str, token: str) -> Job | None:
     return job if job is not None and transitions.holds_lease(job, token) else None
 
 
-def _newest_named(session: Session, name: str) -> Job | None:
-    query = select(Job).where(Job.name == name).order_by(col(Job.named_at).desc(), col(Job.id))
+def _newest_named(session: Session, name: str, fold: bool = False) -> Job | None:
+    same_file = col(Job.name_key) == name_key(name) if fold else col(Job.name) == name
+    query = select(Job).where(same_file).order_by(col(Job.named_at).desc(), col(Job.id))
     return session.exec(query.limit(1)).first()
 
 
@@ -45,11 +47,11 @@ class JobQueries(Database):
             raise JobNotFound(f"no job with id or name {ref!r}")
         return job
 
-    def newest_named(self, name: str) -> Job | None:
+    def newest_named(self, name: str, fold: bool = False) -> Job | None:
         """The job that took output `name` last (enqueued, retried or delivered): it owns the name's
-        audio and status."""
+        audio and status. With `fold`, names one case-insensitive file are one name."""
         with self._read() as session:
-            return _newest_named(session, name)
+            return _newest_named(session, name, fold)
 
     def holds_lease(self, job_id: str, token: str) -> bool:
         """Whether `token` still owns the running job (it was not cancelled or recovered meanwhile)."""
@@ -93,10 +95,12 @@ class JobQueries(Database):
         with self._read() as session:
             return list(session.exec(query))
 
-    def latest_per_name(self) -> list[Job]:
-        """For each output name, the job that took it last: the one its status file must describe."""
-        newest = select(Job.name, func.max(Job.named_at).label("named_at")).group_by(col(Job.name)).subquery()
-        query = select(Job).join(newest, (col(Job.name) == newest.c.name) & (col(Job.named_at) == newest.c.named_at))
+    def latest_per_name(self, fold: bool = False) -> list[Job]:
+        """For each output name, the job that took it last: the one its status file must describe.
+        With `fold`, names one case-insensitive file are one name."""
+        name = col(Job.name_key) if fold else col(Job.name)
+        newest = select(name.label("name"), func.max(Job.named_at).label("named_at")).group_by(name).subquery()
+        query = select(Job).join(newest, (name == newest.c.name) & (col(Job.named_at) == newest.c.named_at))
         with self._read() as session:
             return list(session.exec(query))
 

@@ -59,6 +59,8 @@ class Job(SQLModel, table=True):
     id: str = Field(primary_key=True)
     content_key: str
     name: str
+    # `name` folded as a case-insensitive file system sees it (ttsd.names.name_key).
+    name_key: str | None = None
     client_id: str | None = None
     model: str
     batch_key: str
