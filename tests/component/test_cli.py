@@ -18,7 +18,7 @@ from ttsd.cli.views import progress_line
 from ttsd.client import default_output_name
 from ttsd.config import Settings
 from ttsd.intake.jobfile import job_defaults, parse_object
-from ttsd.jobqueue.records import AudioInfo, RunInfo
+from ttsd.jobqueue.records import AudioInfo, Rejection, RunInfo
 from ttsd.jobqueue.store import Store
 from ttsd.jobqueue.tables import Job
 
@@ -313,3 +313,21 @@ def test_status_counts_the_files_waiting_in_the_inbox(folders: dict[str, Path]) 
     status = json.loads(invoke(folders, "status", "--json").stdout)
     assert status["inbox_waiting"] == 2
     assert "2 file(s) waiting to be taken" in invoke(folders, "status").stdout
+
+
+def test_rejected_files_are_in_the_queue_for_jobs_show_and_status(folders: dict[str, Path]) -> None:
+    settings = Settings(state_dir=folders["state"], inbox=folders["inbox"], outbox=folders["outbox"])
+    store = Store(settings.db_path)
+    try:
+        [row] = store.reject_many([Rejection("empty", "empty.txt", "blank_text", "text: must not be blank", "text")])
+        store.reject_many([Rejection("empty", "empty.json", "invalid_json", "invalid JSON at line 1", None)])
+    finally:
+        store.close()
+    listed = json.loads(invoke(folders, "jobs", "--state", "rejected", "--json").stdout)
+    assert [(item["name"], item["error"]) for item in listed] == [
+        ("empty", "invalid JSON at line 1"),
+        ("empty", "text: must not be blank"),
+    ], "both files are visible, though they share a name (and a status file)"
+    shown = json.loads(invoke(folders, "show", row.id, "--json").stdout)
+    assert (shown["state"], shown["source_file"], shown["error"]["field"]) == ("rejected", "empty.txt", "text")
+    assert "rejected 2 job file(s) or line(s)" in invoke(folders, "status").stdout

@@ -33,6 +33,7 @@ from ttsd.intake.folders import ACCEPTED_DIR, REASON_SUFFIX, REJECTED_DIR, is_ig
 from ttsd.intake.intake import Intake, IntakeSettings, Outcome
 from ttsd.intake.jobfile import JobDefaults, ParsedEntry, parse_job_file
 from ttsd.intake.watcher import Hint, _QueueingHandler
+from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.store import Store
 from ttsd.jobqueue.tables import Job
 
@@ -93,7 +94,11 @@ class Bench:
         self.intake.take_ready()
 
     def jobs(self) -> list[Job]:
-        return self.store.jobs(limit=None)
+        """The jobs in the queue (rejected files are rows too, listed by `rejected`)."""
+        return [job for job in self.store.jobs(limit=None) if job.state != JobState.REJECTED]
+
+    def rejected(self) -> list[Job]:
+        return self.store.jobs(state=JobState.REJECTED, limit=None)
 
     def job_names(self) -> list[str]:
         return sorted(job.name for job in self.jobs())
@@ -399,7 +404,9 @@ def test_each_malformed_file_is_rejected_with_its_reason_and_good_ones_still_go_
     assert document is not None and document["state"] == "rejected", document
     assert document["error"]["code"] == code, document["error"]
     assert document["error"]["field"] == field, document["error"]
-    assert document["job_id"] is None and document["source_file"] == file_name
+    assert document["source_file"] == file_name
+    [row] = [job for job in bench.rejected() if job.id == document["job_id"]]  # recorded in the queue too
+    assert (row.error_code, row.source_file) == (document["error"]["code"], file_name)
     assert bench.listing(REJECTED_DIR) == sorted([file_name, file_name + REASON_SUFFIX])
     assert (bench.inbox / REJECTED_DIR / file_name).read_bytes() == content, "the rejected file was altered"
     reason = (bench.inbox / REJECTED_DIR / (file_name + REASON_SUFFIX)).read_text(encoding="utf-8")

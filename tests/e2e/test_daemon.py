@@ -54,7 +54,7 @@ def test_job_files_in_speech_out(daemon_env: DaemonEnv) -> None:
 
     for accepted in ("hello.json", "note.txt", "renamed.json", "slow.json"):
         assert (daemon_env.inbox / "accepted" / accepted).is_file()
-    assert sorted(p.name for p in daemon_env.inbox.iterdir() if p.is_file()) == []
+    assert sorted(p.name for p in daemon_env.inbox.iterdir() if p.is_file() and not p.name.startswith(".")) == []
 
     assert daemon.terminate() == 0
 

@@ -12,13 +12,14 @@ import pytest
 
 import ttsd
 from ttsd.jobqueue import transitions
-from ttsd.jobqueue.records import AudioInfo, Finished, RunInfo
+from ttsd.jobqueue.records import AudioInfo, Finished, Rejection, RunInfo
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job, utcnow
 from ttsd.jobqueue.transitions import MOVES, IllegalTransition, Transition
 
 NOW = utcnow()
 AUDIO = AudioInfo(file="x.wav", format="wav", sample_rate=24_000, duration_s=1.0, bytes=100, sha256="0" * 64)
+BLANK = Rejection(name="n", source_file="n.json", code="blank_text", message="text: must not be blank", field="text")
 RUN = RunInfo(device="cpu", dtype="float32", seed=None, cache_hit=False, synth_s=0.1)
 
 CALLS: dict[Transition, Callable[[Job], object]] = {
@@ -30,6 +31,9 @@ CALLS: dict[Transition, Callable[[Job], object]] = {
     Transition.CANCEL: lambda job: transitions.cancel(job, NOW),
     Transition.RETRY: lambda job: transitions.retry(job, NOW),
     Transition.RESTORE: lambda job: transitions.restore(job, Finished(JobState.DONE, NOW, audio=AUDIO, run=RUN)),
+    Transition.REJECT: lambda job: transitions.reject(
+        job, Rejection("n", "n.json", "blank_text", "blank", "text"), NOW
+    ),
 }
 
 

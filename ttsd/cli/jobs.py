@@ -18,7 +18,7 @@ WAIT_POLL_S = 0.1
 
 
 @main.command()
-@click.option("--state", type=click.Choice([s.value for s in JobState if s is not JobState.REJECTED]))
+@click.option("--state", type=click.Choice([s.value for s in JobState]))
 @click.option("--model", help="Only jobs of this model.")
 @click.option("--since", help="Only jobs created since: 30m, 2h, 1d, or an ISO date/time.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
@@ -82,9 +82,9 @@ def show(ctx: Context, job: str) -> None:
     """Everything about one job (by id, id prefix or output name)."""
     found = ctx.store.get(job)
     document = status_document(found)
-    spec = json.loads(found.spec_json)
-    document["text"] = spec["text"]
-    document["format"] = spec["format"]
+    spec = json.loads(found.spec_json)  # "{}" for a rejected file: it never became a job
+    document["text"] = spec.get("text", "")
+    document["format"] = spec.get("format")
     document["source_file"] = found.source_file
 
     def human() -> None:

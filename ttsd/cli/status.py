@@ -98,9 +98,13 @@ def status(ctx: Context) -> None:
         click.echo("")
         click.echo(f"{'model':<24}" + "".join(f"{s:>10}" for s in states))
         for model, per_state in sorted(counts.items()):
-            click.echo(f"{model:<24}" + "".join(f"{per_state.get(s, 0):>10}" for s in states))
+            if model:  # rejected files name no model; they get their own line
+                click.echo(f"{model:<24}" + "".join(f"{per_state.get(s, 0):>10}" for s in states))
         if not counts:
             click.echo("(no jobs yet)")
+        rejected = sum(per_state.get(JobState.REJECTED.value, 0) for per_state in counts.values())
+        if rejected:
+            click.echo(f"rejected {rejected} job file(s) or line(s) (ttsd jobs --state rejected)")
         if other:
             click.echo(click.style(f"inbox    served by another daemon ({other})", fg="red"))
         if waiting:

@@ -9,10 +9,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ttsd.errors import JobRejected
 from ttsd.fsutil import read_regular_file
 from ttsd.jobqueue.states import TERMINAL_STATES, JobState
-from ttsd.jobqueue.tables import Job, utcnow
+from ttsd.jobqueue.tables import Job
 from ttsd.jobspec import SCHEMA_VERSION, JobSpec
 
 STATUS_SUFFIX = ".status.json"
@@ -60,7 +59,9 @@ def progress(job: Job) -> dict[str, Any]:
 
 
 def status_document(job: Job) -> dict[str, Any]:
-    """The status file of a queued job, in whatever state it is."""
+    """The status file of a job, in whatever state it is."""
+    if job.state == JobState.REJECTED:
+        return rejection_document(job)
     spec = JobSpec.model_validate_json(job.spec_json)
     error = None
     if job.error_code is not None and job.state != JobState.DONE:
@@ -102,26 +103,25 @@ def status_document(job: Job) -> dict[str, Any]:
     }
 
 
-def rejection_document(name: str, rejection: JobRejected, source_file: str) -> dict[str, Any]:
-    """The status file of a job file (or line) that never reached the queue."""
-    now = iso(utcnow())
+def rejection_document(job: Job) -> dict[str, Any]:
+    """The status file of a job file (or line) that could not become a job: which field and why."""
     return {
         "schema": SCHEMA_VERSION,
-        "job_id": None,
-        "name": name,
+        "job_id": job.id,
+        "name": job.name,
         "client_id": None,
         "state": JobState.REJECTED.value,
-        "error": {"code": rejection.code, "message": rejection.message, "field": rejection.field},
-        "source_file": source_file,
+        "error": {"code": job.error_code, "message": job.error_message, "field": job.error_field},
+        "source_file": job.source_file,
         "model": None,
         "speaker": None,
         "language": None,
         "device": None,
         "dtype": None,
         "attempts": 0,
-        "created_at": now,
+        "created_at": iso(job.created_at),
         "started_at": None,
-        "finished_at": now,
+        "finished_at": iso(job.finished_at),
         "progress": {"chunks_done": 0, "chunks_total": 0},
         "audio": None,
         "timing": {"queue_s": None, "synth_s": None, "rtf": None},

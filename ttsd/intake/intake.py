@@ -28,7 +28,7 @@ from pathlib import Path
 from ttsd.config import Settings
 from ttsd.delivery.outbox import Outbox
 from ttsd.delivery.publish import publish
-from ttsd.delivery.status import rejection_document, status_document
+from ttsd.delivery.status import status_document
 from ttsd.errors import JobRejected, TtsdError
 from ttsd.faults import crash_point
 from ttsd.fsutil import NotRegularFile, read_regular_file, write_new_file
@@ -44,8 +44,9 @@ from ttsd.intake.folders import (
 )
 from ttsd.intake.jobfile import JOB_SUFFIXES, JobDefaults, ParsedEntry, job_defaults, parse_job_file
 from ttsd.intake.watcher import Hint
+from ttsd.joblog import job_extra
 from ttsd.jobqueue.protocols import IntakeQueue
-from ttsd.jobqueue.records import EnqueueResult
+from ttsd.jobqueue.records import EnqueueResult, Rejection
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job
 from ttsd.names import sanitize_name
@@ -93,6 +94,12 @@ class _Candidate:
     renamed: bool
     signature: tuple[int, int, int, int] | None = None
     since: float = 0.0
+
+
+def _rejection(entry: ParsedEntry, source_file: str) -> Rejection | None:
+    if entry.rejection is None:
+        return None
+    return Rejection(entry.name, source_file, entry.rejection.code, entry.rejection.message, entry.rejection.field)
 
 
 class Intake(threading.Thread):
@@ -251,13 +258,16 @@ class Intake(threading.Thread):
                     self._room[entry.spec.model] -= 1
             parsed.append((path, entries))
         specs = [(e.spec, display_name(path.name)) for path, entries in parsed for e in entries if e.spec]
+        refused = [_rejection(entry, display_name(path.name)) for path, entries in parsed for entry in entries]
+        rejections = [rejection for rejection in refused if rejection is not None]
         try:
             results = iter(self.store.enqueue_many(specs) if specs else [])
+            rejected_rows = iter(self.store.reject_many(rejections) if rejections else [])
         except (TtsdError, OSError):
             log.exception("could not record %d job file(s); they stay in the inbox", len(parsed))
             return [outcomes.get(path, Outcome()) for path in paths]
         for path, entries in parsed:
-            outcome = self._record(path, entries, results)
+            outcome = self._record(path, entries, results, rejected_rows)
             crash_point("before_move", path.name)
             folder = ACCEPTED_DIR if outcome.queued + outcome.duplicates else REJECTED_DIR
             try:
@@ -333,17 +343,19 @@ class Intake(threading.Thread):
                 self._room[model] = room
         return room
 
-    def _record(self, path: Path, entries: list[ParsedEntry], results: Iterator[EnqueueResult]) -> Outcome:
-        """Publish what recording this file's jobs did (`results` holds them, in order)."""
+    def _record(
+        self, path: Path, entries: list[ParsedEntry], results: Iterator[EnqueueResult], rejected_rows: Iterator[Job]
+    ) -> Outcome:
+        """Publish what recording this file's jobs did (`results` and `rejected_rows` hold them, in order)."""
         queued = duplicates = rejected = 0
         source = display_name(path.name)
         for entry in entries:
             if entry.spec is None:
-                assert entry.rejection is not None
+                row = next(rejected_rows)
                 rejected += 1
-                log.warning("rejected %s: %s", source, entry.rejection.message)
-                document = rejection_document(entry.name, entry.rejection, source)
-                self._write_status(entry.name, partial(self.outbox.write_status, entry.name, document, durable=True))
+                log.warning("rejected %s: %s", source, row.error_message, extra=job_extra(row))
+                document = status_document(row)
+                self._write_status(entry.name, partial(self.outbox.write_status, row.name, document))
                 continue
             result = next(results)
             job = result.job

@@ -17,7 +17,7 @@ from ttsd.errors import StoreError
 from ttsd.jobqueue import records, transitions
 from ttsd.jobqueue.chunks import delete_chunks
 from ttsd.jobqueue.queries import JobQueries, leased
-from ttsd.jobqueue.records import AudioInfo, EnqueueResult, Finished, RunInfo
+from ttsd.jobqueue.records import AudioInfo, EnqueueResult, Finished, Rejection, RunInfo
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job, utcnow
 from ttsd.jobspec import JobSpec
@@ -88,6 +88,30 @@ class JobLifecycle(JobQueries):
                 results.append(EnqueueResult(job, created=True))
             session.add_all([result.job for result in results if result.created])
         return results
+
+    def reject_many(self, rejections: Sequence[Rejection]) -> list[Job]:
+        """Record job files (or lines) that cannot become jobs, in one transaction: each is a row,
+        rejected at once, that takes its output name (its status file says why)."""
+        rows = []
+        for rejection in rejections:
+            now = utcnow()
+            row = Job(
+                id=records.new_job_id(),
+                content_key=f"rejected:{uuid.uuid4().hex}",  # never a duplicate of anything
+                name=rejection.name,
+                name_key=name_key(rejection.name),
+                model="",
+                batch_key="",
+                spec_json="{}",
+                source_file=rejection.source_file,
+                created_at=now,
+                named_at=now,
+            )
+            transitions.reject(row, rejection, now)
+            rows.append(row)
+        with self._write() as session:
+            session.add_all(rows)
+        return rows
 
     def restore(
         self, spec: JobSpec, source_file: str | None, job_id: str | None, finished: Finished | None

@@ -161,11 +161,17 @@ def _add_name_key(connection: Connection) -> None:
     connection.exec_driver_sql("CREATE INDEX ix_job_name_key_owner ON job (name_key, named_at)")
 
 
+def _add_error_field(connection: Connection) -> None:
+    # Rejected job files are rows now (`ttsd jobs --state rejected`), and a rejection names the field.
+    connection.exec_driver_sql("ALTER TABLE job ADD COLUMN error_field VARCHAR")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the ttsd 0.1.0 schema", _create_0_1_0_schema),
     Migration(2, "one index in claim order for the claim query", _add_claim_index),
     Migration(3, "when each job took its output name", _add_named_at),
     Migration(4, "output names as a case-insensitive file system sees them", _add_name_key),
+    Migration(5, "the field a rejected job file got wrong", _add_error_field),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

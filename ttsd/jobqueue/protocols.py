@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from ttsd.jobqueue.records import AudioInfo, CacheStats, EnqueueResult, Finished, RunInfo
+from ttsd.jobqueue.records import AudioInfo, CacheStats, EnqueueResult, Finished, Rejection, RunInfo
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import ChunkRow, DaemonRecord, Job
 from ttsd.jobspec import JobSpec
@@ -30,6 +30,8 @@ class IntakeQueue(JobLookup, Protocol):
     """The intake thread's queue (ttsd.intake.intake) and the status-file rebuild (ttsd.delivery.publish)."""
 
     def enqueue_many(self, items: Sequence[tuple[JobSpec, str | None]]) -> list[EnqueueResult]: ...
+
+    def reject_many(self, rejections: Sequence[Rejection]) -> list[Job]: ...
 
     def pending_count(self, model: str) -> int: ...
 

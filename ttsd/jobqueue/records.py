@@ -52,6 +52,17 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class Rejection:
+    """A job file (or one line of one) that cannot become a job, as the queue records it."""
+
+    name: str
+    source_file: str
+    code: str
+    message: str
+    field: str | None
+
+
+@dataclass(frozen=True)
 class EnqueueResult:
     """The job a spec landed in, and whether this call created it (False: a duplicate)."""
 

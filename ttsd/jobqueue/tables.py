@@ -82,6 +82,7 @@ class Job(SQLModel, table=True):
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     error_code: str | None = None
     error_message: str | None = None
+    error_field: str | None = None
 
     device: str | None = None
     dtype: str | None = None

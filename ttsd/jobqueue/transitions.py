@@ -13,16 +13,17 @@ from enum import StrEnum
 from typing import Final
 
 from ttsd.errors import StoreError
-from ttsd.jobqueue.records import AudioInfo, Finished, RunInfo
+from ttsd.jobqueue.records import AudioInfo, Finished, Rejection, RunInfo
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job
 
-QUEUED, RUNNING, DONE, FAILED, CANCELLED = (
+QUEUED, RUNNING, DONE, FAILED, CANCELLED, REJECTED = (
     JobState.QUEUED,
     JobState.RUNNING,
     JobState.DONE,
     JobState.FAILED,
     JobState.CANCELLED,
+    JobState.REJECTED,
 )
 
 
@@ -37,6 +38,7 @@ class Transition(StrEnum):
     CANCEL = "cancel"
     RETRY = "retry"
     RESTORE = "restore"
+    REJECT = "reject"
 
 
 MOVES: Final[Mapping[Transition, tuple[frozenset[JobState], frozenset[JobState]]]] = {
@@ -50,6 +52,8 @@ MOVES: Final[Mapping[Transition, tuple[frozenset[JobState], frozenset[JobState]]
     Transition.RETRY: (frozenset({DONE, FAILED, CANCELLED}), frozenset({QUEUED})),
     # A lost queue rebuilt from disk: a new row takes the final state its status file recorded.
     Transition.RESTORE: (frozenset({QUEUED}), frozenset({DONE, FAILED, CANCELLED})),
+    # A job file that cannot become a job is recorded as a new row, rejected at once.
+    Transition.REJECT: (frozenset({QUEUED}), frozenset({REJECTED})),
 }
 """Transition -> (the states it starts from, the states it may end in). No other move exists."""
 
@@ -186,6 +190,15 @@ def restore(job: Job, finished: Finished) -> None:
     job.error_message = finished.error_message
     if finished.audio is not None and finished.run is not None:
         _record_audio(job, finished.audio, finished.run)
+
+
+def reject(job: Job, rejection: Rejection, now: datetime) -> None:
+    """A new row for a job file that cannot become a job: rejected, saying which field and why."""
+    _move(job, Transition.REJECT, REJECTED)
+    job.finished_at = now
+    job.error_code = rejection.code
+    job.error_message = rejection.message
+    job.error_field = rejection.field
 
 
 def _count_try(job: Job) -> None:
