@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +27,13 @@ Dtype = Literal["auto", "float16", "bfloat16", "float32"]
 def default_state_dir() -> Path:
     """The per-user state folder (queue database, cache, built models): platformdirs' standard place."""
     return platformdirs.user_state_path("ttsd", appauthor=False)
+
+
+def default_stable_s() -> float:
+    """How long a file written in place must stay unchanged before intake takes it. On Linux intake
+    also sees whether a process still holds the file open for writing, so the window is only a safety
+    net; elsewhere (macOS) it is the whole rule, and a longer one lets a slow writer pause."""
+    return 0.3 if sys.platform.startswith("linux") else 2.0
 
 
 class Settings(BaseModel):
@@ -63,7 +71,7 @@ class Settings(BaseModel):
 
     lease_s: float = Field(60.0, gt=0)
     scan_interval_s: float = Field(2.0, gt=0)
-    stable_s: float = Field(0.3, ge=0)
+    stable_s: float = Field(default_factory=default_stable_s, ge=0)
     shutdown_grace_s: float = Field(20.0, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # None: <state_dir>/logs/ttsd.log (ttsd.ops.logs.log_file_path).

@@ -13,26 +13,29 @@ import json
 import os
 import queue
 import stat
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from watchdog.events import FileCreatedEvent, FileModifiedEvent, FileMovedEvent
+from watchdog.events import FileClosedEvent, FileCreatedEvent, FileModifiedEvent, FileMovedEvent
 
 import ttsd.intake.intake as intake_module
 from tests.support.fakes import FakeClock, scratch_dir, take_now
 from ttsd.config import Settings
 from ttsd.delivery.outbox import Outbox
 from ttsd.delivery.status import status_document
+from ttsd.intake.arrivals import EMPTY_FILE_WAIT_S
 from ttsd.intake.folders import ACCEPTED_DIR, REASON_SUFFIX, REJECTED_DIR, is_ignored
 from ttsd.intake.intake import Intake, IntakeSettings, Outcome
 from ttsd.intake.jobfile import JobDefaults, ParsedEntry, parse_job_file
 from ttsd.intake.watcher import Hint, _QueueingHandler
+from ttsd.intake.writers import WRITERS, FileId, WriterCheck, open_for_writing
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.store import Store
 from ttsd.jobqueue.tables import Job
@@ -85,6 +88,17 @@ class Bench:
         temp.rename(path)
         self.intake.consider(path, arrived_by_rename=True)
         return path
+
+    def closed(self, path: Path) -> None:
+        """The hint the watcher gives when a writer closes a file (inotify's IN_CLOSE_WRITE)."""
+        self.intake.consider(path, arrived_by_rename=False, closed_by_writer=True)
+
+    def with_writers(self, writers: WriterCheck | None) -> None:
+        """A fresh intake on the same folders, seeing writers through `writers` (None: as on macOS)."""
+        hints: queue.Queue[Hint | None] = queue.Queue()
+        self.intake = Intake(
+            self.intake.settings, self.store, self.outbox, hints, threading.Event(), clock=self.clock, writers=writers
+        )
 
     def pump(self) -> None:
         """Scan, then let every file that stays unchanged settle, and take what is ready."""
@@ -321,6 +335,191 @@ def test_vim_style_save_backup_rename_then_write_in_place(bench: Bench) -> None:
     texts = sorted(json.loads(job.spec_json)["text"] for job in bench.jobs())
     assert texts == ["roses are red", "violets are blue"]
     assert bench.listing(REJECTED_DIR) == []
+
+
+# -- files written in place: taken when their writer is done -----------------------------------------
+
+needs_writers = pytest.mark.skipif(WRITERS is None, reason="this system does not show which files are open for writing")
+LONG_TEXT = " ".join(f"Sentence number {index} of a text its writer takes its time over." for index in range(6))
+
+
+def settle(bench: Bench, rounds: int = 4, step: float = STABLE_S * 3) -> None:
+    """Let intake look at the inbox while the clock runs on, several windows in all."""
+    for _ in range(rounds):
+        bench.intake.scan()
+        bench.intake.take_ready()
+        bench.clock.advance(step)
+        bench.intake.take_ready()
+
+
+@needs_writers
+def test_a_file_held_open_is_not_taken_however_long_its_writer_pauses(bench: Bench) -> None:
+    data = job_bytes(LONG_TEXT)
+    path = bench.inbox / "paused.json"
+    with path.open("wb") as handle:
+        handle.write(data[: len(data) // 2])
+        handle.flush()
+        settle(bench, rounds=6)  # quiet for many windows, and still open
+        assert bench.waiting() == ["paused.json"], "taken while its writer still had it open"
+        assert bench.jobs() == []
+        assert bench.listing(REJECTED_DIR) == []
+        handle.write(data[len(data) // 2 :])
+    bench.closed(path)
+    bench.intake.take_ready()
+    assert bench.jobs() == [], "just written: the stability window still applies after the close"
+    bench.clock.advance(STABLE_S)
+    bench.intake.take_ready()
+    [job] = bench.jobs()
+    assert json.loads(job.spec_json)["text"] == LONG_TEXT
+    assert bench.listing(ACCEPTED_DIR) == ["paused.json"]
+
+
+@needs_writers
+def test_a_file_is_taken_right_after_its_writer_closes_it(bench: Bench) -> None:
+    path = bench.inbox / "kept-open.txt"
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write(LONG_TEXT)
+        handle.flush()
+        settle(bench)
+        assert bench.jobs() == []
+    bench.closed(path)
+    bench.intake.take_ready()  # no time passes: it was unchanged for long, and now no one writes it
+    [job] = bench.jobs()
+    assert json.loads(job.spec_json)["text"] == LONG_TEXT
+
+
+@needs_writers
+def test_open_pause_write_close_is_taken_not_rejected_as_blank(bench: Bench) -> None:
+    # `(sleep 1; echo text) > inbox/late.txt`: the shell creates the file empty, the text comes later.
+    path = bench.inbox / "late.txt"
+    with path.open("w", encoding="utf-8") as handle:
+        settle(bench)
+        assert bench.waiting() == ["late.txt"]
+        assert bench.listing(REJECTED_DIR) == []
+        handle.write("text\n")
+    bench.closed(path)
+    bench.intake.take_ready()
+    bench.clock.advance(STABLE_S)
+    bench.intake.take_ready()
+    [job] = bench.jobs()
+    assert json.loads(job.spec_json)["text"].strip() == "text"
+    assert bench.listing(REJECTED_DIR) == []
+
+
+@needs_writers
+def test_a_writer_that_closes_and_opens_again_is_waited_for(bench: Bench) -> None:
+    # `echo first > f; echo second >> f`: the first close is not the end of the file.
+    path = bench.inbox / "twice.txt"
+    path.write_text("First line.\n", encoding="utf-8")
+    bench.closed(path)
+    bench.intake.take_ready()
+    assert bench.jobs() == [], "taken at the first close, before the window"
+    with path.open("a", encoding="utf-8") as handle:
+        bench.clock.advance(STABLE_S)
+        bench.intake.take_ready()
+        assert bench.jobs() == [], "taken while opened again for writing"
+        handle.write("Second line.\n")
+    bench.closed(path)
+    bench.intake.take_ready()
+    bench.clock.advance(STABLE_S)
+    bench.intake.take_ready()
+    [job] = bench.jobs()
+    assert json.loads(job.spec_json)["text"].split() == ["First", "line.", "Second", "line."]
+
+
+@needs_writers
+def test_a_lost_close_event_delays_a_file_only_until_the_next_look(bench: Bench) -> None:
+    path = bench.inbox / "no-event.json"
+    with path.open("wb") as handle:
+        handle.write(job_bytes("closed without an event"))
+        handle.flush()
+        settle(bench)
+    bench.clock.advance(STABLE_S)
+    bench.intake.take_ready()
+    assert bench.jobs() == [], "looked at again before its time although nothing said it was closed"
+    bench.clock.advance(bench.intake.settings.scan_interval_s)
+    bench.intake.take_ready()
+    assert bench.job_names() == ["no-event"]
+
+
+@needs_writers
+def test_a_writer_in_another_process_holds_the_file_until_it_ends(bench: Bench) -> None:
+    path = bench.inbox / "child.json"
+    data = job_bytes("written by another process, which dies before closing it")
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD_WRITER, str(path), data[:20].hex()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        settle(bench)
+        assert bench.waiting() == ["child.json"]
+    finally:
+        child.kill()
+        child.wait(30)
+    bench.clock.advance(bench.intake.settings.scan_interval_s)
+    bench.intake.take_ready()
+    assert bench.waiting() == [], "its writer is gone: the file must not wait for ever"
+    assert bench.listing(REJECTED_DIR) == ["child.json", "child.json" + REASON_SUFFIX]  # half a JSON document
+
+
+CHILD_WRITER = """
+import sys
+handle = open(sys.argv[1], "wb")
+handle.write(bytes.fromhex(sys.argv[2]))
+handle.flush()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@needs_writers
+def test_a_reader_holding_the_file_does_not_hold_it_back(bench: Bench) -> None:
+    path = bench.drop("read.json", job_bytes("someone is only reading me"))
+    with path.open("rb"):
+        bench.pump()
+    assert bench.job_names() == ["read"]
+
+
+def test_one_writer_check_answers_for_every_waiting_file(bench: Bench) -> None:
+    calls: list[int] = []
+
+    def counting(files: Mapping[FileId, str]) -> dict[FileId, int]:
+        calls.append(len(files))
+        return open_for_writing(files) if WRITERS is not None else {}
+
+    bench.with_writers(counting)
+    count = 500
+    for index in range(count):
+        bench.drop(f"many-{index:03d}.json", job_bytes(f"one of many, number {index}"))
+    bench.drop_renamed("renamed.json", job_bytes("renamed files are never checked"))
+    bench.pump()
+    assert calls == [count], "one pass over the processes for all waiting files, none for a renamed one"
+    assert len(bench.jobs()) == count + 1
+
+
+def test_without_a_writer_check_an_empty_file_waits_longer_than_the_window(bench: Bench) -> None:
+    # As on macOS: no close events, no way to see writers. An empty file is what a writer leaves
+    # between creating the file and its first write, so it is not judged by the short window.
+    bench.with_writers(None)
+    path = bench.drop("empty-for-now.txt", b"")
+    bench.drop("complete.txt", "Already written.")
+    bench.pump()
+    assert bench.job_names() == ["complete"], "without a writer check the stability rule alone decides"
+    assert bench.waiting() == ["empty-for-now.txt"]
+    path.write_text("Written late.", encoding="utf-8")
+    bench.pump()
+    assert bench.job_names() == ["complete", "empty-for-now"]
+    assert bench.listing(REJECTED_DIR) == []
+
+    bench.drop("really-empty.txt", b"")
+    bench.pump()
+    assert bench.waiting() == ["really-empty.txt"]
+    bench.clock.advance(EMPTY_FILE_WAIT_S)
+    bench.intake.take_ready()
+    assert bench.waiting() == [], "an empty file still gets its answer"
+    assert bench.listing(REJECTED_DIR) == ["really-empty.txt", "really-empty.txt" + REASON_SUFFIX]
 
 
 # -- rewrites of the same file ---------------------------------------------------------------------
@@ -654,6 +853,7 @@ def test_watcher_hints_name_files_the_way_intake_knows_the_inbox(tmp_path: Path)
     handler.on_any_event(FileCreatedEvent(str(real / "a.json")))
     handler.on_any_event(FileMovedEvent(str(real / ".a.tmp"), str(alias / "b.json")))
     handler.on_any_event(FileModifiedEvent(os.fsencode(real / "caf\udce9.json")))
+    handler.on_any_event(FileClosedEvent(str(real / "a.json")))
     handler.on_any_event(FileCreatedEvent(str(real / "accepted" / "c.json")))  # not in the inbox itself
     handler.on_any_event(FileMovedEvent(str(alias / "d.json"), str(tmp_path / "elsewhere.json")))
     got = []
@@ -663,6 +863,7 @@ def test_watcher_hints_name_files_the_way_intake_knows_the_inbox(tmp_path: Path)
         Hint(alias / "a.json", arrived_by_rename=False),
         Hint(alias / "b.json", arrived_by_rename=True),
         Hint(alias / "caf\udce9.json", arrived_by_rename=False),
+        Hint(alias / "a.json", arrived_by_rename=False, closed_by_writer=True),
     ]
 
 

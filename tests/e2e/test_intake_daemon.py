@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from tests.support.daemon_harness import DaemonEnv, wait_for
 from ttsd.intake.folders import ACCEPTED_DIR, REASON_SUFFIX, REJECTED_DIR, is_ignored
+from ttsd.intake.writers import WRITERS
 
 
 def job_bytes(text: str, **fields: Any) -> bytes:
@@ -119,6 +121,67 @@ def test_the_watcher_takes_renamed_files_at_once_and_waits_for_slow_writers(ghos
     assert names_in(ghost_env.inbox / REJECTED_DIR) == []
     document = ghost_env.status("slow")
     assert document is not None and document["state"] != "rejected"
+
+
+PAUSE_S = 1.5  # the producer's pause: several times the harness's TTS_STABLE_S (0.2 s)
+STILL_OPEN = "is still open for writing"
+needs_writers = pytest.mark.skipif(WRITERS is None, reason="this system does not show which files are open for writing")
+
+
+def shown_text(env: DaemonEnv, name: str) -> str:
+    shown = env.cli("show", name, "--json")
+    assert shown.returncode == 0, shown.stderr
+    text: str = json.loads(shown.stdout)["text"]
+    return text
+
+
+@needs_writers
+def test_a_writer_that_pauses_with_the_file_open_gets_its_whole_text_spoken(daemon_env: DaemonEnv) -> None:
+    daemon = daemon_env.start()
+    daemon.wait_ready()
+    text = " ".join(f"This is sentence {word} of a text written in two halves." for word in ("one", "two", "three"))
+    text += " " + " ".join(f"And here is line {word}, after the pause." for word in ("four", "five", "six", "seven"))
+    assert len(text) > 300
+    path = daemon_env.inbox / "paused.txt"
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write(text[: len(text) // 2])
+        handle.flush()
+        wrote = time.monotonic()
+        # The pause lasts PAUSE_S, and until the daemon has judged the half-written file (found it
+        # still open, or, wrongly, taken it).
+        wait_for(
+            lambda: (
+                time.monotonic() - wrote >= PAUSE_S and (STILL_OPEN in daemon.log() or not inbox_waiting(daemon_env))
+            ),
+            30,
+            lambda: f"intake to look at paused.txt:\n{daemon.log()}",
+        )
+        assert inbox_waiting(daemon_env) == ["paused.txt"], "taken while its writer had it open"
+        assert db_rows(daemon_env) == []
+        handle.write(text[len(text) // 2 :])
+    document = daemon_env.wait_state("paused", ("done", "failed", "rejected"), timeout=120)
+    assert document["state"] == "done", document
+    assert shown_text(daemon_env, "paused") == text
+    assert daemon.terminate() == 0
+    assert names_in(daemon_env.inbox / ACCEPTED_DIR) == ["paused.txt"]
+
+
+@needs_writers
+def test_a_shell_redirect_that_writes_late_is_taken_not_rejected_as_blank(ghost_env: DaemonEnv) -> None:
+    daemon = ghost_env.start()
+    daemon.wait_ready()
+    subprocess.run(
+        ["sh", "-c", "(sleep 1; echo 'Written a second after the file appeared.') > late.txt"],
+        cwd=ghost_env.inbox,
+        timeout=30,
+        check=True,
+    )
+    document = wait_for(lambda: ghost_env.status("late"), 30, "the late file to be taken")
+    assert document["state"] != "rejected", document
+    assert STILL_OPEN in daemon.log(), "the file was not found open while the shell slept"
+    assert shown_text(ghost_env, "late").strip() == "Written a second after the file appeared."
+    assert daemon.terminate() == 0
+    assert names_in(ghost_env.inbox / REJECTED_DIR) == []
 
 
 def vm_rss_bytes(pid: int) -> int:

@@ -6,6 +6,7 @@ neither the real environment nor a real ~/.../ttsd.toml can leak in.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,16 @@ def test_defaults_with_nothing_set(tmp_path: Path) -> None:
     assert settings.models_dir == tmp_path / "models"
     assert settings.cache_dir == tmp_path / "cache"
     assert settings.lock_path == tmp_path / "daemon.lock"
+
+
+@pytest.mark.parametrize(("platform", "expected"), [("linux", 0.3), ("darwin", 2.0)])
+def test_the_stability_window_is_longer_where_intake_cannot_see_writers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform: str, expected: float
+) -> None:
+    monkeypatch.setattr(sys, "platform", platform)
+    assert load_settings(environ={"TTS_STATE_DIR": str(tmp_path)}).settings.stable_s == expected
+    overridden = load_settings(environ={"TTS_STATE_DIR": str(tmp_path), "TTS_STABLE_S": "0.5"}).settings
+    assert overridden.stable_s == 0.5
 
 
 def test_settings_are_frozen(tmp_path: Path) -> None:

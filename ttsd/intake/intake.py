@@ -1,10 +1,7 @@
-"""Intake: hints and scans -> stable regular files -> parse -> enqueue -> move the file out of the way.
+"""Intake: hints and scans -> complete regular files -> parse -> enqueue -> move the file out of the way.
 
-A file is taken once it is complete: it arrived by rename, or intake has watched it stay unchanged
-(size, mtime, ctime, inode) for `stable_s` of its own monotonic clock. File timestamps are only
-compared with each other, never with the wall clock: a file with a future mtime (copied with its
-times kept, or after the clock stepped back) is not held until that time, and a file system with
-coarse timestamps cannot make a file that is still growing look old.
+A file is taken once it is complete (`ttsd.intake.arrivals` says when: at once after a rename,
+otherwise once its writer is done with it and it has stayed unchanged for `stable_s`).
 
 Only after its jobs are committed is a file moved to `accepted/` (or `rejected/`), so a crash in
 between leaves it in the inbox, and taking it again finds the same jobs (content key) instead of new
@@ -32,6 +29,7 @@ from ttsd.delivery.status import status_document
 from ttsd.errors import JobRejected, TtsdError
 from ttsd.faults import crash_point
 from ttsd.fsutil import NotRegularFile, read_regular_file, write_new_file
+from ttsd.intake.arrivals import Arrivals
 from ttsd.intake.folders import (
     ACCEPTED_DIR,
     INTAKE_FOLDERS,
@@ -44,6 +42,7 @@ from ttsd.intake.folders import (
 )
 from ttsd.intake.jobfile import JOB_SUFFIXES, JobDefaults, ParsedEntry, job_defaults, parse_job_file
 from ttsd.intake.watcher import Hint
+from ttsd.intake.writers import WRITERS, WriterCheck
 from ttsd.joblog import job_extra
 from ttsd.jobqueue.protocols import IntakeQueue
 from ttsd.jobqueue.records import EnqueueResult, Rejection
@@ -87,15 +86,6 @@ class Outcome:
     rejected: int = 0
 
 
-@dataclass
-class _Candidate:
-    """A file waiting to be complete: how it arrived, and what it looked like since when."""
-
-    renamed: bool
-    signature: tuple[int, int, int, int] | None = None
-    since: float = 0.0
-
-
 def _rejection(entry: ParsedEntry, source_file: str) -> Rejection | None:
     if entry.rejection is None:
         return None
@@ -114,6 +104,7 @@ class Intake(threading.Thread):
         stop_event: threading.Event,
         on_enqueued: Callable[[str], None] = lambda model: None,
         clock: Callable[[], float] = time.monotonic,
+        writers: WriterCheck | None = WRITERS,
     ) -> None:
         super().__init__(name="intake", daemon=True)
         self.settings = settings
@@ -124,7 +115,8 @@ class Intake(threading.Thread):
         self.stop_event = stop_event
         self.on_enqueued = on_enqueued
         self.clock = clock
-        self._pending: dict[Path, _Candidate] = {}
+        # A file held open is looked at again at least once per scan interval, close event or not.
+        self._arrivals = Arrivals(settings.stable_s, settings.scan_interval_s, clock, writers)
         # Files held back by backpressure: what they looked like when parsed, and their models.
         self._held: dict[Path, tuple[tuple[int, int, int], frozenset[str]]] = {}
         # Room left in each model's queue, counted once per take_ready pass rather than once per
@@ -142,7 +134,7 @@ class Intake(threading.Thread):
                 self.scan()
                 next_scan = now + self.settings.scan_interval_s
             timeout = min(
-                next_scan - now, self.settings.stable_s / 2 if self._pending else self.settings.scan_interval_s
+                next_scan - now, self.settings.stable_s / 2 if self._arrivals else self.settings.scan_interval_s
             )
             self._collect_hints(max(timeout, 0.01))
             try:
@@ -159,7 +151,7 @@ class Intake(threading.Thread):
             if hint is None:
                 self.scan()
             else:
-                self.consider(hint.path, hint.arrived_by_rename)
+                self.consider(hint.path, hint.arrived_by_rename, hint.closed_by_writer)
             try:
                 hint = self.hints.get_nowait()
             except queue.Empty:
@@ -175,35 +167,24 @@ class Intake(threading.Thread):
         except OSError:
             log.exception("cannot scan the inbox %s", self.inbox)
 
-    def consider(self, path: Path, arrived_by_rename: bool) -> None:
-        """Remember a candidate file until it is ready."""
+    def consider(self, path: Path, arrived_by_rename: bool, closed_by_writer: bool = False) -> None:
+        """Remember a candidate file until it is complete (a writer closing it makes intake look again)."""
         if is_ignored(path.name) or path.parent != self.inbox:
             return
-        candidate = self._pending.get(path)
-        if candidate is None:
-            self._pending[path] = _Candidate(renamed=arrived_by_rename)
-        elif arrived_by_rename:
-            candidate.renamed = True
+        self._arrivals.note(path, arrived_by_rename, closed_by_writer)
 
     def take_ready(self) -> None:
         """Take every pending file that is complete; keep the others for later.
 
         Ready files are recorded in groups (one queue transaction per group). One file that cannot
         be taken (it vanished, a disk error) never stops the others."""
-        now = self.clock()
+        complete, gone = self._arrivals.complete()
+        for path in gone:
+            self._held.pop(path, None)
         ready: list[tuple[int, str, Path]] = []
         self._room = {}
         try:
-            for path, candidate in list(self._pending.items()):
-                try:
-                    info = path.lstat()
-                except OSError:
-                    self._pending.pop(path, None)  # gone; the next scan brings it back if it is not
-                    self._held.pop(path, None)
-                    continue
-                if stat.S_ISREG(info.st_mode) and not candidate.renamed and not self._settled(candidate, info, now):
-                    continue
-                self._pending.pop(path, None)
+            for path, info in complete:
                 if not self._still_held_back(path, info):
                     ready.append((info.st_mtime_ns, path.name, path))
             # First come, first served: under backpressure the oldest waiting files go first.
@@ -225,15 +206,6 @@ class Intake(threading.Thread):
             del self._held[path]
             return False
         return any(self._room_for(model) <= 0 for model in models)
-
-    def _settled(self, candidate: _Candidate, info: os.stat_result, now: float) -> bool:
-        """Whether the file has looked the same for `stable_s` (intake's own clock, not its mtime)."""
-        signature = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
-        if signature != candidate.signature:
-            candidate.signature = signature
-            candidate.since = now
-            return self.settings.stable_s <= 0
-        return now - candidate.since >= self.settings.stable_s
 
     def _take_group(self, paths: list[Path]) -> list[Outcome]:
         """Parse each file, record all their jobs in one transaction, then publish and move each."""

@@ -27,10 +27,12 @@ from watchdog.observers import Observer
 
 @dataclass(frozen=True)
 class Hint:
-    """A path that may be worth a look; `arrived_by_rename` files are complete when they appear."""
+    """A path that may be worth a look; `arrived_by_rename` files are complete when they appear, and
+    `closed_by_writer` says a writer just closed the file (inotify's IN_CLOSE_WRITE; none on macOS)."""
 
     path: Path
     arrived_by_rename: bool = False
+    closed_by_writer: bool = False
 
 
 class _QueueingHandler(FileSystemEventHandler):
@@ -41,17 +43,19 @@ class _QueueingHandler(FileSystemEventHandler):
         self._parents = {folder, folder.resolve()}
         self._hints = hints
 
-    def _push(self, raw: str | bytes, renamed: bool) -> None:
+    def _push(self, raw: str | bytes, renamed: bool, closed: bool = False) -> None:
         # fsdecode, not decode(): a name that is not UTF-8 must not raise inside watchdog's thread.
         path = Path(os.fsdecode(raw))
         if path.parent in self._parents:
             # Named the way intake knows the folder, whatever spelling the event used.
-            self._hints.put(Hint(self._folder / path.name, renamed))
+            self._hints.put(Hint(self._folder / path.name, renamed, closed))
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if isinstance(event, FileMovedEvent | DirMovedEvent):
             self._push(event.dest_path, renamed=True)
-        elif isinstance(event, FileCreatedEvent | FileModifiedEvent | FileClosedEvent | DirCreatedEvent):
+        elif isinstance(event, FileClosedEvent):
+            self._push(event.src_path, renamed=False, closed=True)
+        elif isinstance(event, FileCreatedEvent | FileModifiedEvent | DirCreatedEvent):
             self._push(event.src_path, renamed=False)
 
 
