@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from tests.support.fakes import deny_access
 from ttsd.cli import main
-from ttsd.config import load_settings
+from ttsd.config import LoadedSettings, load_settings
 from ttsd.errors import ConfigError
+from ttsd.intake.access import RECORD_NAME as INBOX_PROBLEM
+from ttsd.intake.access import InboxAccess
 from ttsd.jobqueue.store import Store
 from ttsd.ops.doctor import Check, diagnose
 from ttsd.synth.engine.device import Hardware, plan_device
@@ -131,3 +135,57 @@ def test_doctor_says_a_folder_below_a_file_cannot_be_created(tmp_path: Path, fol
     [check] = [c for c in report.checks if c.name == name]
     assert not check.ok and f"{blocker} is not a folder" in check.detail
     assert report.blocked
+
+
+def _folders(tmp_path: Path, environ: dict[str, str] | None = None) -> LoadedSettings:
+    overrides = {"state_dir": tmp_path / "state", "inbox": tmp_path / "in", "outbox": tmp_path / "out"}
+    return load_settings(overrides=overrides, environ={"TTS_DEFAULT_MODEL": "tiny", **(environ or {})})
+
+
+def _check(loaded: LoadedSettings, name: str, daemon_running: bool) -> Check:
+    report = diagnose(loaded, daemon_running, probe=lambda: CPU_ONLY, engine_import=_ok_import)
+    [check] = [c for c in report.checks if c.name == name]
+    return check
+
+
+def test_doctor_names_a_folder_macos_keeps_from_it_and_what_to_grant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = _folders(tmp_path)
+    inbox = loaded.settings.inbox
+    inbox.mkdir(mode=0o777)  # its mode allows everything: only listing it shows the refusal
+    deny_access(monkeypatch, inbox)
+    check = _check(loaded, "inbox folder", daemon_running=False)
+    assert not check.ok and check.blocking
+    assert check.detail.startswith(f"cannot use the inbox {inbox}: Operation not permitted (macOS privacy protection:")
+    assert "Full Disk Access" in check.detail
+    assert _check(loaded, "outbox folder", daemon_running=False).ok
+
+
+def test_doctor_says_a_folder_cannot_be_created_inside_a_protected_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    documents = tmp_path / "Documents"
+    documents.mkdir()
+    outbox = documents / "ttsd" / "out"
+    loaded = load_settings(overrides={"state_dir": tmp_path / "state", "outbox": outbox}, environ={})
+    deny_access(monkeypatch, documents)
+    check = _check(loaded, "outbox folder", daemon_running=False)
+    assert not check.ok
+    assert check.detail.startswith(
+        f"{outbox} cannot be created: cannot use the folder {documents}: Operation not permitted"
+    )
+
+
+def test_doctor_blocks_on_the_inbox_problem_the_running_daemon_recorded(tmp_path: Path) -> None:
+    loaded = _folders(tmp_path)
+    state = loaded.settings.state_dir
+    state.mkdir()
+    access = InboxAccess(loaded.settings.inbox, state / INBOX_PROBLEM)
+    access.failed(PermissionError(errno.EPERM, "Operation not permitted"))
+    check = _check(loaded, "daemon's inbox", daemon_running=True)
+    assert not check.ok and check.blocking
+    assert check.detail.startswith("the running daemon cannot list its inbox (since ")
+    assert f"cannot use the inbox {loaded.settings.inbox}: Operation not permitted" in check.detail
+    stopped = diagnose(loaded, daemon_running=False, probe=lambda: CPU_ONLY, engine_import=_ok_import)
+    assert "daemon's inbox" not in [c.name for c in stopped.checks], "no daemon runs: the record is stale"

@@ -14,7 +14,9 @@ from typing import Any
 
 from ttsd.catalog import build_registry
 from ttsd.config import LoadedSettings
-from ttsd.errors import TtsdError
+from ttsd.errors import FolderUnusable, TtsdError
+from ttsd.fsutil import probe_folder
+from ttsd.intake.access import recorded_inbox_problem
 from ttsd.jobqueue.database import inspect_database
 from ttsd.ops.lock import other_inbox_daemon
 from ttsd.synth.engine.device import Hardware, plan_device, probe_hardware
@@ -67,7 +69,9 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _folder_check(name: str, path: Path) -> Check:
+def _folder_check(name: str, what: str, path: Path) -> Check:
+    # Each folder is listed, as the daemon will list it (read-only: doctor changes nothing): on macOS
+    # a folder kept by the privacy protection fails only then, whatever its mode says.
     if not path.exists():
         # What `ttsd run` will do: create it below its nearest existing ancestor, which must be a
         # folder it may write in (a file there, or a read-only mount, stops it).
@@ -76,9 +80,17 @@ def _folder_check(name: str, path: Path) -> Check:
             return Check(name, False, f"{path} cannot be created: {ancestor} is not a folder")
         if not os.access(ancestor, os.W_OK | os.X_OK) or _read_only(ancestor):
             return Check(name, False, f"{path} cannot be created: {ancestor} is not writable")
+        try:
+            probe_folder(ancestor, "folder", write=False)
+        except FolderUnusable as exc:
+            return Check(name, False, f"{path} cannot be created: {exc.message}")
         return Check(name, True, f"{path} (does not exist yet; can be created)")
     if not path.is_dir():
         return Check(name, False, f"{path} is not a folder")
+    try:
+        probe_folder(path, what, write=False)
+    except FolderUnusable as exc:
+        return Check(name, False, exc.message)
     writable = os.access(path, os.W_OK | os.X_OK) and not _read_only(path)
     mode = oct(path.stat().st_mode & 0o777)
     return Check(name, writable, f"{path} (mode {mode}, {'writable' if writable else 'NOT writable'})")
@@ -156,8 +168,18 @@ def diagnose(
         )
         report.checks.append(Check("default model", not offline, detail, blocking=offline))
 
-    for name, path in (("inbox", settings.inbox), ("outbox", settings.outbox), ("state", settings.state_dir)):
-        report.checks.append(_folder_check(f"{name} folder", path))
+    for name, what, path in (
+        ("inbox folder", "inbox", settings.inbox),
+        ("outbox folder", "outbox", settings.outbox),
+        ("state folder", "state directory", settings.state_dir),
+    ):
+        report.checks.append(_folder_check(name, what, path))
+    problem = recorded_inbox_problem(settings.state_dir) if daemon_running else None
+    if problem is not None:
+        # This command's own access says nothing about the daemon's: a LaunchAgent's python holds
+        # its own macOS permissions.
+        detail = f"the running daemon cannot list its inbox (since {problem.get('since')}): {problem['message']}"
+        report.checks.append(Check("daemon's inbox", False, detail))
     existing = next((p for p in (settings.state_dir, *settings.state_dir.parents) if p.exists()), Path("/"))
     free = shutil.disk_usage(existing).free
     report.facts["free_disk_bytes"] = free
