@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import stat
 import sys
 import time
 
@@ -123,6 +124,8 @@ def test_second_daemon_on_the_same_state_refuses(daemon_env: DaemonEnv) -> None:
     assert second.wait_exit(60) == 1
     assert "already serving" in second.log()
     assert first.process.poll() is None
+    record = json.loads((daemon_env.state / "effective-settings.json").read_text(encoding="utf-8"))
+    assert record["pid"] == first.process.pid, "the refused daemon must not replace the running one's settings"
     assert first.terminate() == 0
 
 
@@ -141,3 +144,28 @@ def test_submit_wait_returns_the_job_it_wrote_even_when_the_name_was_used_before
     assert second["job_id"] != first["job_id"] and (first["seed"], second["seed"]) == (1, 2)
     assert daemon_env.status("reused") == second, "the name's status file describes the newest job"
     assert daemon.terminate() == 0
+
+
+def test_doctor_shows_the_running_daemon_s_settings_not_only_its_own(ghost_env: DaemonEnv) -> None:
+    daemon = ghost_env.start(TTS_MAX_BATCH="2", HF_TOKEN="hf_never_recorded")
+    daemon.wait_ready()
+    # This command's environment has no TTS_MAX_BATCH: it would use the default, 4.
+    report = json.loads(ghost_env.cli("doctor", "--json").stdout)
+    assert report["settings_of"]["who"] == "daemon" and report["settings_of"]["pid"] == daemon.process.pid
+    assert report["settings"]["max_batch"] == {
+        "value": "2",
+        "source": "env",
+        "differs": True,
+        "here": {"value": "4", "source": "default"},
+    }
+    assert report["settings"]["inbox"] == {"value": str(ghost_env.inbox), "source": "env", "differs": False}
+    human = ghost_env.cli("doctor").stdout
+    assert f"settings of the running daemon (pid {daemon.process.pid};" in human
+    assert " *max_batch" in human and "2  [env]  (here: 4 [default])" in human
+    record = ghost_env.state / "effective-settings.json"
+    assert "hf_never_recorded" not in record.read_text(encoding="utf-8")
+    assert stat.S_IMODE(record.stat().st_mode) == 0o600
+    assert daemon.terminate() == 0
+    stopped = json.loads(ghost_env.cli("doctor", "--json").stdout)
+    assert stopped["settings_of"] == {"who": "cli", "why": "no daemon is running"}
+    assert stopped["settings"]["max_batch"] == {"value": "4", "source": "default"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from functools import partial
 
 import click
 
@@ -16,6 +17,7 @@ from ttsd.fsutil import make_folder, probe_folder
 def run(ctx: Context) -> None:
     """Run the daemon in the foreground (what the LaunchAgent starts)."""
     from ttsd.daemon import run_daemon
+    from ttsd.ops.effective import record_effective_settings
     from ttsd.ops.logs import log_file_path, setup_logging
 
     settings = ctx.settings
@@ -31,7 +33,7 @@ def run(ctx: Context) -> None:
         make_folder(path, what, mode=mode)
         probe_folder(path, what)
     setup_logging(settings, log_file_path(settings))
-    sys.exit(run_daemon(settings))
+    sys.exit(run_daemon(settings, on_start=partial(record_effective_settings, ctx.loaded)))
 
 
 @main.command()

@@ -18,6 +18,7 @@ from ttsd.errors import FolderUnusable, TtsdError
 from ttsd.fsutil import probe_folder
 from ttsd.intake.access import recorded_inbox_problem
 from ttsd.jobqueue.database import inspect_database
+from ttsd.ops.effective import DaemonSettings, compare, settings_view
 from ttsd.ops.lock import other_inbox_daemon
 from ttsd.synth.engine.device import Hardware, plan_device, probe_hardware
 from ttsd.synth.engine.weights import hf_offline, locate_checkpoint
@@ -124,16 +125,15 @@ def diagnose(
     daemon_running: bool,
     probe: Callable[[], Hardware] = probe_hardware,
     engine_import: Callable[[], Check] = _engine_import_check,
+    daemon_settings: DaemonSettings | None = None,
 ) -> Report:
-    """Run every check; nothing here changes the machine."""
+    """Run every check; nothing here changes the machine. The settings shown are the running
+    daemon's (`daemon_settings`, what it recorded) when there is one, else this command's."""
     settings = loaded.settings
     report = Report()
     report.facts["versions"] = {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES}}
     report.facts["platform"] = f"{platform.system()} {platform.release()} ({platform.machine()})"
-    report.facts["settings"] = {
-        name: {"value": str(getattr(settings, name)), "source": loaded.sources.get(name, "default")}
-        for name in type(settings).model_fields
-    }
+    _settings_facts(report, loaded, daemon_running, daemon_settings)
     report.facts["config_file"] = str(loaded.config_file) if loaded.config_file else None
     report.facts["daemon_running"] = daemon_running
 
@@ -200,6 +200,24 @@ def diagnose(
     report.checks.append(Check("daemon", daemon_running, daemon_detail, blocking=False))
     report.facts["executable"] = sys.executable
     return report
+
+
+def _settings_facts(
+    report: Report, loaded: LoadedSettings, daemon_running: bool, daemon_settings: DaemonSettings | None
+) -> None:
+    here = settings_view(loaded)
+    if daemon_settings is None:
+        why = "the running daemon recorded none" if daemon_running else "no daemon is running"
+        report.facts["settings_of"] = {"who": "cli", "why": why}
+        report.facts["settings"] = here
+        return
+    report.facts["settings_of"] = {
+        "who": "daemon",
+        "pid": daemon_settings.pid,
+        "executable": daemon_settings.executable,
+        "config_file": daemon_settings.config_file,
+    }
+    report.facts["settings"] = compare(daemon_settings.settings, here)
 
 
 def _tree_bytes(root: Path) -> int:
