@@ -8,6 +8,7 @@ import os
 import queue
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -73,6 +74,7 @@ class Daemon:
 
     def __init__(self, settings: Settings, loader: EngineLoader | None = None) -> None:
         self.settings = settings
+        self.on_start: Callable[[], None] = lambda: None  # runs once the locks are held
         self.stop_event = threading.Event()
         self.registry = build_registry(settings.models)
         self._warm_up_engine = loader is None
@@ -86,6 +88,7 @@ class Daemon:
     def run(self) -> int:
         """Serve until asked to stop; returns the exit status."""
         with daemon_lock(self.settings), inbox_lock(self.settings):
+            self.on_start()
             parts = self._assemble()
             self._start(parts)
             try:
@@ -251,9 +254,13 @@ def install_signal_handlers(daemon: Daemon) -> None:
     signal.signal(signal.SIGINT, daemon.request_stop)
 
 
-def run_daemon(settings: Settings, loader: EngineLoader | None = None) -> int:
-    """Run a daemon in the foreground until SIGTERM/SIGINT; the `ttsd run` entry point."""
+def run_daemon(
+    settings: Settings, loader: EngineLoader | None = None, on_start: Callable[[], None] = lambda: None
+) -> int:
+    """Run a daemon in the foreground until SIGTERM/SIGINT; the `ttsd run` entry point. `on_start`
+    runs once the daemon holds its locks."""
     daemon = Daemon(settings, loader)
+    daemon.on_start = on_start
     install_signal_handlers(daemon)
     status = daemon.run()
     if daemon.abandoned_work:

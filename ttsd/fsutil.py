@@ -21,13 +21,13 @@ import errno
 import fcntl
 import os
 import stat
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
 from ttsd.errors import FolderUnusable
+from ttsd.privacy import folder_problem
 
 TEMP_PREFIX = ".ttsd-"
 TEMP_SUFFIX = ".tmp"
@@ -40,24 +40,31 @@ class NotRegularFile(OSError):
 
 
 def make_folder(path: Path, what: str, mode: int = 0o755) -> None:
-    """Create `path` (and its parents) if needed, or raise FolderUnusable saying in one line why not.
-
-    macOS refuses access to Desktop, Documents, Downloads, iCloud Drive and removable volumes with
-    EPERM until the user grants it: that case names the way forward."""
+    """Create `path` (and its parents) if needed, or raise FolderUnusable saying in one line why not
+    (on macOS, a folder its privacy protection guards names the permission to grant)."""
     try:
         path.mkdir(parents=True, exist_ok=True, mode=mode)
         if not os.access(path, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, "not writable", str(path))
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        hint = ""
-        if exc.errno == errno.EPERM and sys.platform == "darwin":
-            hint = (
-                " (macOS privacy protection: give ttsd's python Full Disk Access, or access to this folder,"
-                " in System Settings > Privacy & Security, or choose a folder outside Desktop, Documents,"
-                " Downloads and iCloud Drive)"
-            )
-        raise FolderUnusable(f"cannot use the {what} {path}: {reason}{hint}") from exc
+        raise FolderUnusable(folder_problem(what, path, exc)) from exc
+
+
+def probe_folder(path: Path, what: str, write: bool = True) -> None:
+    """Do to the folder `path` what the daemon will do: list it and, with `write`, create and remove
+    a hidden temp file; raise FolderUnusable saying in one line what failed.
+
+    A mode check is not enough: macOS's privacy protection refuses a folder whose mode allows
+    everything, and only an actual access shows it (EPERM)."""
+    try:
+        with os.scandir(path) as entries:
+            next(entries, None)
+        if write:
+            probe = path / temp_name()
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600))
+            probe.unlink()
+    except OSError as exc:
+        raise FolderUnusable(folder_problem(what, path, exc)) from exc
 
 
 def folds_case(folder: Path) -> bool:

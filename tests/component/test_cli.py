@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,10 +15,14 @@ from click.testing import CliRunner, Result
 import ttsd.cli.jobs as jobs_module
 import ttsd.cli.submit as submit_module
 import ttsd.client as client_module
+import ttsd.daemon as daemon_module
+from tests.support.fakes import deny_access
 from ttsd.cli import main
 from ttsd.cli.views import progress_line
 from ttsd.client import default_output_name
 from ttsd.config import Settings
+from ttsd.fsutil import hold_lock
+from ttsd.intake.access import RECORD_NAME, InboxAccess
 from ttsd.intake.jobfile import job_defaults, parse_object
 from ttsd.jobqueue.records import AudioInfo, Rejection, RunInfo
 from ttsd.jobqueue.store import Store
@@ -331,3 +337,43 @@ def test_rejected_files_are_in_the_queue_for_jobs_show_and_status(folders: dict[
     shown = json.loads(invoke(folders, "show", row.id, "--json").stdout)
     assert (shown["state"], shown["source_file"], shown["error"]["field"]) == ("rejected", "empty.txt", "text")
     assert "rejected 2 job file(s) or line(s)" in invoke(folders, "status").stdout
+
+
+@pytest.mark.parametrize(("folder", "what"), [("state", "state directory"), ("inbox", "inbox"), ("outbox", "outbox")])
+def test_run_stops_at_once_on_a_folder_macos_keeps_from_it(
+    folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch, folder: str, what: str
+) -> None:
+    started: list[Settings] = []
+
+    def run_daemon(settings: Settings, **_options: object) -> int:
+        started.append(settings)
+        return 0
+
+    monkeypatch.setattr(daemon_module, "run_daemon", run_daemon)
+    for path in folders.values():
+        path.mkdir(mode=0o700)
+    deny_access(monkeypatch, folders[folder])
+    result = invoke(folders, "run")
+    assert result.exit_code == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        f"ttsd: cannot use the {what} {folders[folder]}: Operation not permitted (macOS privacy protection: "
+        "give ttsd's python ("
+    )
+    assert "Full Disk Access" in line
+    assert started == [], "the daemon never starts on a folder it cannot use"
+
+
+def test_status_shows_the_inbox_problem_the_running_daemon_recorded(folders: dict[str, Path]) -> None:
+    settings = Settings(state_dir=folders["state"], inbox=folders["inbox"], outbox=folders["outbox"])
+    store = Store(settings.db_path)
+    store.register_daemon(settings.inbox, settings.outbox, "test")
+    store.close()
+    access = InboxAccess(settings.inbox, settings.state_dir / RECORD_NAME)
+    access.failed(PermissionError(errno.EPERM, "Operation not permitted"))
+    assert json.loads(invoke(folders, "status", "--json").stdout)["inbox_problem"] is None, "no daemon: stale"
+    with hold_lock(settings.lock_path, str(os.getpid())):
+        problem = json.loads(invoke(folders, "status", "--json").stdout)["inbox_problem"]
+        assert problem["message"] == f"cannot use the inbox {settings.inbox}: Operation not permitted"
+        human = invoke(folders, "status").output
+    assert f"inbox    the daemon cannot list it (since {problem['since']}): {problem['message']}" in human

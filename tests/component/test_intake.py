@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import queue
 import stat
@@ -26,10 +27,11 @@ import pytest
 from watchdog.events import FileClosedEvent, FileCreatedEvent, FileModifiedEvent, FileMovedEvent
 
 import ttsd.intake.intake as intake_module
-from tests.support.fakes import FakeClock, scratch_dir, take_now
+from tests.support.fakes import FakeClock, deny_access, scratch_dir, take_now
 from ttsd.config import Settings
 from ttsd.delivery.outbox import Outbox
 from ttsd.delivery.status import status_document
+from ttsd.intake.access import recorded_inbox_problem
 from ttsd.intake.arrivals import EMPTY_FILE_WAIT_S
 from ttsd.intake.folders import ACCEPTED_DIR, REASON_SUFFIX, REJECTED_DIR, is_ignored
 from ttsd.intake.intake import Intake, IntakeSettings, Outcome
@@ -837,6 +839,40 @@ def test_files_wait_in_the_inbox_while_the_queue_is_full(bench: Bench) -> None:
     bench.intake.settings = replace(bench.intake.settings, max_queue_size=10)
     bench.pump()
     assert len(bench.jobs()) == 4 and bench.waiting() == []
+
+
+def test_an_inbox_that_cannot_be_listed_is_said_once_per_episode_and_recorded_for_the_cli(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = bench.root / "state"
+    bench.drop("waiting.json", job_bytes("taken once the inbox can be listed again"))
+    caplog.set_level(logging.INFO, logger="ttsd.intake")
+    with monkeypatch.context() as denied:
+        deny_access(denied, bench.inbox)  # what macOS does to a LaunchAgent's python in ~/Desktop
+        for _ in range(5):
+            bench.pump()
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(errors) == 1, "once per episode, not at every scan"
+    assert errors[0].exc_info is None, "one line, not a traceback"
+    problem = recorded_inbox_problem(state)
+    assert problem is not None and problem["message"] in errors[0].getMessage()
+    assert problem["message"].startswith(
+        f"cannot use the inbox {bench.inbox}: Operation not permitted (macOS privacy protection: give ttsd's python"
+    )
+    assert bench.jobs() == []
+
+    bench.pump()
+    assert bench.job_names() == ["waiting"]
+    assert recorded_inbox_problem(state) is None, "the episode is over"
+    assert f"intake can list the inbox {bench.inbox} again" in caplog.messages
+
+    with monkeypatch.context() as denied:
+        deny_access(denied, bench.inbox)
+        bench.intake.scan()
+    assert len([record for record in caplog.records if record.levelno >= logging.ERROR]) == 2, "a new episode"
+    assert recorded_inbox_problem(state) is not None
+    Intake(bench.intake.settings, bench.store, bench.outbox, queue.Queue(), threading.Event(), clock=bench.clock)
+    assert recorded_inbox_problem(state) is None, "a starting daemon's intake has not failed yet"
 
 
 # -- the watcher's hints -------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+import stat
 import sys
 import time
 from typing import Any
@@ -125,6 +126,8 @@ def test_second_daemon_on_the_same_state_refuses(daemon_env: DaemonEnv) -> None:
     assert second.wait_exit(60) == 1
     assert "already serving" in second.log()
     assert first.process.poll() is None
+    record = json.loads((daemon_env.state / "effective-settings.json").read_text(encoding="utf-8"))
+    assert record["pid"] == first.process.pid, "the refused daemon must not replace the running one's settings"
     assert first.terminate() == 0
 
 
@@ -177,3 +180,28 @@ def test_a_name_belongs_to_the_job_delivered_to_it_last(daemon_env: DaemonEnv) -
 def _other_job(env: DaemonEnv, job_id: str) -> str | None:
     document = env.status("take")
     return document["job_id"] if document is not None and document["job_id"] != job_id else None
+
+
+def test_doctor_shows_the_running_daemon_s_settings_not_only_its_own(ghost_env: DaemonEnv) -> None:
+    daemon = ghost_env.start(TTS_MAX_BATCH="2", HF_TOKEN="hf_never_recorded")
+    daemon.wait_ready()
+    # This command's environment has no TTS_MAX_BATCH: it would use the default, 4.
+    report = json.loads(ghost_env.cli("doctor", "--json").stdout)
+    assert report["settings_of"]["who"] == "daemon" and report["settings_of"]["pid"] == daemon.process.pid
+    assert report["settings"]["max_batch"] == {
+        "value": "2",
+        "source": "env",
+        "differs": True,
+        "here": {"value": "4", "source": "default"},
+    }
+    assert report["settings"]["inbox"] == {"value": str(ghost_env.inbox), "source": "env", "differs": False}
+    human = ghost_env.cli("doctor").stdout
+    assert f"settings of the running daemon (pid {daemon.process.pid};" in human
+    assert " *max_batch" in human and "2  [env]  (here: 4 [default])" in human
+    record = ghost_env.state / "effective-settings.json"
+    assert "hf_never_recorded" not in record.read_text(encoding="utf-8")
+    assert stat.S_IMODE(record.stat().st_mode) == 0o600
+    assert daemon.terminate() == 0
+    stopped = json.loads(ghost_env.cli("doctor", "--json").stdout)
+    assert stopped["settings_of"] == {"who": "cli", "why": "no daemon is running"}
+    assert stopped["settings"]["max_batch"] == {"value": "4", "source": "default"}

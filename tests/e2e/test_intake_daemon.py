@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.support.daemon_harness import DaemonEnv, wait_for
+from ttsd.intake.access import recorded_inbox_problem
 from ttsd.intake.folders import ACCEPTED_DIR, REASON_SUFFIX, REJECTED_DIR, is_ignored
 from ttsd.intake.writers import WRITERS
 
@@ -228,3 +229,25 @@ def test_a_burst_of_5000_files_is_recorded_exactly_once_in_bounded_memory(ghost_
     assert names_in(ghost_env.inbox / REJECTED_DIR) == []
     assert peak < 1.5 * 1024**3, f"daemon RSS peaked at {peak / 1024**2:.0f} MiB"
     print(f"burst: dropped in {dropped_s:.1f}s, all taken after {taken_s:.1f}s, peak RSS {peak / 1024**2:.0f} MiB")
+
+
+def test_an_inbox_that_cannot_be_listed_is_said_once_and_shown_by_status_until_it_can(ghost_env: DaemonEnv) -> None:
+    # The tests run as root, whom no mode refuses: an inbox moved away stands in for one macOS's
+    # privacy protection keeps from the daemon (that case, EPERM, is simulated in the component tests).
+    daemon = ghost_env.start()
+    daemon.wait_ready()
+    away = ghost_env.root / "inbox-away"
+    ghost_env.inbox.rename(away)
+    wait_for(lambda: recorded_inbox_problem(ghost_env.state), 30, "the daemon to record the inbox problem")
+    problem = json.loads(ghost_env.cli("status", "--json").stdout)["inbox_problem"]
+    assert problem["message"] == f"cannot use the inbox {ghost_env.inbox}: No such file or directory"
+    assert f"inbox    the daemon cannot list it (since {problem['since']})" in ghost_env.cli("status").stdout
+    away.rename(ghost_env.inbox)
+    wait_for(lambda: recorded_inbox_problem(ghost_env.state) is None, 30, "the daemon to list its inbox again")
+    assert json.loads(ghost_env.cli("status", "--json").stdout)["inbox_problem"] is None
+    ghost_env.drop("after.json", job_bytes("taken once the inbox is back"))
+    ghost_env.wait_state("after", ("queued", "running", "failed"))
+    logged = daemon.json_log.read_text(encoding="utf-8")
+    assert logged.count("no job is taken until it can list the inbox again") == 1, logged
+    assert "Traceback" not in daemon.log()
+    assert daemon.terminate() == 0

@@ -5,9 +5,11 @@ Nothing here imports torch or qwen-tts: the store and worker tests run in well u
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from ttsd.catalog import ModelEntry, ModelKind
 from ttsd.delivery.outbox import Outbox
@@ -182,3 +185,27 @@ def umask(mask: int) -> Iterator[None]:
         yield
     finally:
         os.umask(previous)
+
+
+def deny_access(monkeypatch: pytest.MonkeyPatch, folder: Path, platform: str = "darwin") -> None:
+    """Make listing `folder` and opening any file in it fail with EPERM, the way macOS's privacy
+    protection refuses a process that was not allowed there, on `platform` (so the messages say what
+    to grant). Simulated: the tests run as root, whom no folder mode refuses, and not on macOS."""
+    real_scandir, real_open = os.scandir, os.open
+
+    def denied(path: Any) -> PermissionError:
+        return PermissionError(errno.EPERM, os.strerror(errno.EPERM), os.fsdecode(path))
+
+    def scandir(path: Any = ".") -> Any:
+        if not isinstance(path, int) and Path(os.fsdecode(path)) == folder:
+            raise denied(path)
+        return real_scandir(path)
+
+    def open_(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        if dir_fd is None and Path(os.fsdecode(path)).parent == folder:
+            raise denied(path)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(sys, "platform", platform)

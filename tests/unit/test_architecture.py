@@ -35,6 +35,7 @@ FOUNDATION = frozenset(
         "ttsd.catalog",
         "ttsd.jobspec",
         "ttsd.joblog",
+        "ttsd.privacy",
     }
 )
 # Lowest first: a module may import from its own rank and the ranks below it, never above. A name

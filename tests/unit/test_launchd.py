@@ -353,3 +353,59 @@ def test_the_group_takes_the_folders_given_to_ttsd(loaded: LoadedSettings, tmp_p
     assert result.exit_code == 0, result.output
     plist = plistlib.loads(json.loads(result.output)["plist"].encode("utf-8"))
     assert plist["EnvironmentVariables"]["TTS_INBOX"] == str(inbox)
+
+
+# -- folders macOS keeps from an agent ------------------------------------------------------------------
+
+
+def test_folders_macos_keeps_from_an_agent_are_noted(settings: Settings, home: Path) -> None:
+    guarded = Settings(
+        inbox=home / "Desktop" / "tts" / "inbox",
+        outbox=home / "Documents" / "speech",
+        state_dir=home / "Library" / "Application Support" / "ttsd",
+        default_model="tiny",
+    )
+    notes = launchd.plan_install(guarded, PYTHON, home, UID, environ={}).notes
+    assert [note.split(" is in ")[0] for note in notes] == [
+        f"the inbox {guarded.inbox}",
+        f"the outbox {guarded.outbox}",
+    ]
+    assert " is in Desktop, " in notes[0] and " is in Documents, " in notes[1]
+    for note in notes:
+        assert f"give ttsd's python ({PYTHON}) Full Disk Access, or Files and Folders access" in note
+        assert "choose a folder outside Desktop, Documents, Downloads, iCloud Drive and /Volumes" in note
+    assert launchd.plan_install(settings, PYTHON, home, UID, environ={}).notes == ()
+
+
+def test_a_folder_reached_through_a_symlink_is_judged_where_it_leads(home: Path, tmp_path: Path) -> None:
+    real = home / "Downloads" / "ttsd-out"
+    real.mkdir(parents=True)
+    link = tmp_path / "outbox-link"
+    link.symlink_to(real, target_is_directory=True)
+    linked = Settings(inbox=tmp_path / "inbox", outbox=link, state_dir=tmp_path / "state", default_model="tiny")
+    [note] = launchd.plan_install(linked, PYTHON, home, UID, environ={}).notes
+    assert note.startswith(f"the outbox {link} is in Downloads, ")
+
+
+@pytest.fixture
+def on_desktop(home: Path, monkeypatch: pytest.MonkeyPatch) -> LoadedSettings:
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    overrides = {"inbox": home / "Desktop" / "inbox", "outbox": home / "out", "state_dir": home / "state"}
+    return load_settings(overrides=overrides, environ={})
+
+
+def test_install_warns_of_a_protected_folder_in_dry_run_and_json(on_desktop: LoadedSettings, home: Path) -> None:
+    expected = f"the inbox {home / 'Desktop' / 'inbox'} is in Desktop"
+    human = invoke(on_desktop, "install", "--dry-run")
+    assert human.exit_code == 0, human.output
+    assert f"note     {expected}" in human.output
+    [note] = json.loads(invoke(on_desktop, "install", "--dry-run", "--json").output)["notes"]
+    assert note.startswith(expected)
+
+
+@pytest.mark.usefixtures("on_linux")
+def test_install_says_the_warning_before_it_changes_anything(on_desktop: LoadedSettings, home: Path) -> None:
+    result = invoke(on_desktop, "install", "--json")
+    assert isinstance(result.exception, LaunchdUnsupported), "the install itself refuses off macOS"
+    assert f"note     the inbox {home / 'Desktop' / 'inbox'} is in Desktop" in result.stderr

@@ -14,10 +14,13 @@ from ttsd.ops.lock import daemon_running
 @json_option
 @pass_context
 def doctor(ctx: Context) -> None:
-    """Check versions, device plan, models, folders and disk; exit 1 if something blocks work."""
+    """Check versions, device plan, models, folders and disk; exit 1 if something blocks work. The
+    settings shown are the running daemon's (marking those this command would set otherwise)."""
     from ttsd.ops.doctor import diagnose
+    from ttsd.ops.effective import running_daemon_settings
 
-    report = diagnose(ctx.loaded, daemon_running(ctx.settings))
+    running = daemon_running(ctx.settings)
+    report = diagnose(ctx.loaded, running, daemon_settings=running_daemon_settings(ctx.settings) if running else None)
 
     def human() -> None:
         versions = report.facts["versions"]
@@ -29,9 +32,17 @@ def doctor(ctx: Context) -> None:
         for row in report.facts["models"]:
             where = f"{row['path']} ({row['bytes'] / 1024**2:.0f} MiB)" if row["present"] else "not on this machine"
             click.echo(f"  {row['model']:<24} {row['kind']:<13} {where}")
-        click.echo("settings")
+        of = report.facts["settings_of"]
+        if of["who"] == "daemon":
+            click.echo(f"settings of the running daemon (pid {of['pid']}; * this command would use another value)")
+        else:
+            click.echo(f"settings of this command ({of['why']})")
         for name, item in report.facts["settings"].items():
-            click.echo(f"  {name:<28} {item['value']}  [{item['source']}]")
+            line = f" {'*' if item.get('differs') else ' '}{name:<28} {item['value']}  [{item['source']}]"
+            if item.get("differs"):
+                here = item.get("here")
+                line += f"  (here: {here['value']} [{here['source']}])" if here else "  (here: no such setting)"
+            click.echo(line)
 
     ctx.emit(report.as_dict(), human)
     if report.blocked:

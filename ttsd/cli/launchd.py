@@ -40,6 +40,10 @@ def install_command(ctx: Context, dry_run: bool) -> None:
     python = Path(sys.executable).absolute()
     plan = launchd.plan_install(settings, python, Path.home(), os.getuid(), config_file=loaded.config_file)
     if not dry_run:
+        # Said before anything changes (on stderr, so --json stays one document): a folder the agent
+        # may not use is better chosen again now than found when no job is ever taken.
+        for note in plan.notes:
+            click.echo(f"note     {note}", err=True)
         launchd.install(plan)
     data = {"dry_run": dry_run, "python": str(python), **plan.as_dict()}
 
@@ -52,8 +56,9 @@ def install_command(ctx: Context, dry_run: bool) -> None:
             click.echo(f"installed {plan.agent.plist_path}, loaded {plan.agent.service}")
         click.echo(f"folders  {settings.inbox} -> {settings.outbox}")
         click.echo(f"logs     {plan.agent.log_dir}")
-        for note in plan.notes:
-            click.echo(f"note     {note}")
+        if dry_run:
+            for note in plan.notes:
+                click.echo(f"note     {note}")
 
     ctx.emit(data, human)
 

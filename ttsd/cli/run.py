@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from functools import partial
 
 import click
 
 from ttsd.cli.app import EXIT_NOT_FOUND, Context, fail, json_option, main, pass_context
-from ttsd.fsutil import make_folder
+from ttsd.fsutil import make_folder, probe_folder
 
 
 @main.command()
@@ -16,12 +17,23 @@ from ttsd.fsutil import make_folder
 def run(ctx: Context) -> None:
     """Run the daemon in the foreground (what the LaunchAgent starts)."""
     from ttsd.daemon import run_daemon
+    from ttsd.ops.effective import record_effective_settings
     from ttsd.ops.logs import log_file_path, setup_logging
 
-    # The state directory first: the log lives there, and a problem is said in one line, not a traceback.
-    make_folder(ctx.settings.state_dir, "state directory", mode=0o700)
-    setup_logging(ctx.settings, log_file_path(ctx.settings))
-    sys.exit(run_daemon(ctx.settings))
+    settings = ctx.settings
+    # Each folder is made, then tried the way the daemon will use it (listed, a file created and
+    # removed), before anything else: the state directory holds the log, and a folder that cannot be
+    # used (on macOS, one its privacy protection keeps from this python) is one line naming it now,
+    # not a traceback, nor jobs that are never taken.
+    for path, what, mode in (
+        (settings.state_dir, "state directory", 0o700),
+        (settings.inbox, "inbox", 0o755),
+        (settings.outbox, "outbox", 0o755),
+    ):
+        make_folder(path, what, mode=mode)
+        probe_folder(path, what)
+    setup_logging(settings, log_file_path(settings))
+    sys.exit(run_daemon(settings, on_start=partial(record_effective_settings, ctx.loaded)))
 
 
 @main.command()

@@ -13,6 +13,7 @@ import click
 from ttsd.cli.app import Context, json_option, main, pass_context
 from ttsd.cli.views import cache_view, job_row
 from ttsd.delivery.status import iso
+from ttsd.intake.access import recorded_inbox_problem
 from ttsd.intake.folders import INTAKE_FOLDERS, is_ignored
 from ttsd.jobqueue.metrics import model_metrics
 from ttsd.jobqueue.states import JobState
@@ -67,9 +68,13 @@ def status(ctx: Context) -> None:
     folders = ctx.daemon_folders()
     waiting = waiting_files(folders.inbox)
     other = other_inbox_daemon(folders.inbox, ctx.settings.state_dir)
+    # What the daemon itself met: this command's own access to the inbox may differ (on macOS a
+    # LaunchAgent's python holds its own privacy permissions).
+    problem = recorded_inbox_problem(ctx.settings.state_dir) if daemon["running"] else None
     data = {
         "daemon": daemon,
         "queue": counts,
+        "inbox_problem": problem,
         "inbox_waiting": waiting,
         "inbox_served_by_another_daemon": other,
         "running": running,
@@ -107,6 +112,9 @@ def status(ctx: Context) -> None:
             click.echo(f"rejected {rejected} job file(s) or line(s) (ttsd jobs --state rejected)")
         if other:
             click.echo(click.style(f"inbox    served by another daemon ({other})", fg="red"))
+        if problem:
+            line = f"inbox    the daemon cannot list it (since {problem.get('since')}): {problem['message']}"
+            click.echo(click.style(line, fg="red"))
         if waiting:
             click.echo(
                 f"inbox    {waiting} file(s) waiting to be taken (a model's queue is full, or still being written)"

@@ -29,6 +29,7 @@ from ttsd.delivery.status import status_document
 from ttsd.errors import JobRejected, TtsdError
 from ttsd.faults import crash_point
 from ttsd.fsutil import NotRegularFile, read_regular_file, write_new_file
+from ttsd.intake.access import RECORD_NAME, InboxAccess
 from ttsd.intake.arrivals import Arrivals
 from ttsd.intake.folders import (
     ACCEPTED_DIR,
@@ -64,6 +65,7 @@ class IntakeSettings:
     max_queue_size: int
     stable_s: float
     scan_interval_s: float
+    problem_record: Path | None = None  # where a failing inbox listing is recorded for the CLI
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IntakeSettings:
@@ -74,6 +76,7 @@ class IntakeSettings:
             max_queue_size=settings.max_queue_size,
             stable_s=settings.stable_s,
             scan_interval_s=settings.scan_interval_s,
+            problem_record=settings.state_dir / RECORD_NAME,
         )
 
 
@@ -122,6 +125,8 @@ class Intake(threading.Thread):
         # Room left in each model's queue, counted once per take_ready pass rather than once per
         # file (a burst of thousands of files would otherwise ask the database thousands of times).
         self._room: dict[str, int] | None = None
+        self.access = InboxAccess(self.inbox, settings.problem_record)
+        self.access.clear()
         for folder in INTAKE_FOLDERS:
             # Not group/world writable whatever the umask (a planted voice or link has no business there).
             (self.inbox / folder).mkdir(parents=True, exist_ok=True, mode=0o755)
@@ -158,14 +163,17 @@ class Intake(threading.Thread):
                 return
 
     def scan(self) -> None:
-        """Look at every entry of the inbox: the source of truth, whatever events said."""
+        """Look at every entry of the inbox: the source of truth, whatever events said. A listing that
+        fails is logged and recorded once per episode (ttsd.intake.access), not at every scan."""
         try:
             with os.scandir(self.inbox) as entries:
                 for entry in entries:
                     if entry.name not in INTAKE_FOLDERS:
                         self.consider(Path(entry.path), arrived_by_rename=False)
-        except OSError:
-            log.exception("cannot scan the inbox %s", self.inbox)
+        except OSError as exc:
+            self.access.failed(exc)
+        else:
+            self.access.succeeded()
 
     def consider(self, path: Path, arrived_by_rename: bool, closed_by_writer: bool = False) -> None:
         """Remember a candidate file until it is complete (a writer closing it makes intake look again)."""

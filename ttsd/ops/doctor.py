@@ -14,8 +14,11 @@ from typing import Any
 
 from ttsd.catalog import build_registry
 from ttsd.config import LoadedSettings
-from ttsd.errors import TtsdError
+from ttsd.errors import FolderUnusable, TtsdError
+from ttsd.fsutil import probe_folder
+from ttsd.intake.access import recorded_inbox_problem
 from ttsd.jobqueue.database import inspect_database
+from ttsd.ops.effective import DaemonSettings, compare, settings_view
 from ttsd.ops.lock import other_inbox_daemon
 from ttsd.synth.engine.device import Hardware, plan_device, probe_hardware
 from ttsd.synth.engine.weights import hf_offline, locate_checkpoint
@@ -67,7 +70,9 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _folder_check(name: str, path: Path) -> Check:
+def _folder_check(name: str, what: str, path: Path) -> Check:
+    # Each folder is listed, as the daemon will list it (read-only: doctor changes nothing): on macOS
+    # a folder kept by the privacy protection fails only then, whatever its mode says.
     if not path.exists():
         # What `ttsd run` will do: create it below its nearest existing ancestor, which must be a
         # folder it may write in (a file there, or a read-only mount, stops it).
@@ -76,9 +81,17 @@ def _folder_check(name: str, path: Path) -> Check:
             return Check(name, False, f"{path} cannot be created: {ancestor} is not a folder")
         if not os.access(ancestor, os.W_OK | os.X_OK) or _read_only(ancestor):
             return Check(name, False, f"{path} cannot be created: {ancestor} is not writable")
+        try:
+            probe_folder(ancestor, "folder", write=False)
+        except FolderUnusable as exc:
+            return Check(name, False, f"{path} cannot be created: {exc.message}")
         return Check(name, True, f"{path} (does not exist yet; can be created)")
     if not path.is_dir():
         return Check(name, False, f"{path} is not a folder")
+    try:
+        probe_folder(path, what, write=False)
+    except FolderUnusable as exc:
+        return Check(name, False, exc.message)
     writable = os.access(path, os.W_OK | os.X_OK) and not _read_only(path)
     mode = oct(path.stat().st_mode & 0o777)
     return Check(name, writable, f"{path} (mode {mode}, {'writable' if writable else 'NOT writable'})")
@@ -112,16 +125,15 @@ def diagnose(
     daemon_running: bool,
     probe: Callable[[], Hardware] = probe_hardware,
     engine_import: Callable[[], Check] = _engine_import_check,
+    daemon_settings: DaemonSettings | None = None,
 ) -> Report:
-    """Run every check; nothing here changes the machine."""
+    """Run every check; nothing here changes the machine. The settings shown are the running
+    daemon's (`daemon_settings`, what it recorded) when there is one, else this command's."""
     settings = loaded.settings
     report = Report()
     report.facts["versions"] = {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES}}
     report.facts["platform"] = f"{platform.system()} {platform.release()} ({platform.machine()})"
-    report.facts["settings"] = {
-        name: {"value": str(getattr(settings, name)), "source": loaded.sources.get(name, "default")}
-        for name in type(settings).model_fields
-    }
+    _settings_facts(report, loaded, daemon_running, daemon_settings)
     report.facts["config_file"] = str(loaded.config_file) if loaded.config_file else None
     report.facts["daemon_running"] = daemon_running
 
@@ -156,8 +168,18 @@ def diagnose(
         )
         report.checks.append(Check("default model", not offline, detail, blocking=offline))
 
-    for name, path in (("inbox", settings.inbox), ("outbox", settings.outbox), ("state", settings.state_dir)):
-        report.checks.append(_folder_check(f"{name} folder", path))
+    for name, what, path in (
+        ("inbox folder", "inbox", settings.inbox),
+        ("outbox folder", "outbox", settings.outbox),
+        ("state folder", "state directory", settings.state_dir),
+    ):
+        report.checks.append(_folder_check(name, what, path))
+    problem = recorded_inbox_problem(settings.state_dir) if daemon_running else None
+    if problem is not None:
+        # This command's own access says nothing about the daemon's: a LaunchAgent's python holds
+        # its own macOS permissions.
+        detail = f"the running daemon cannot list its inbox (since {problem.get('since')}): {problem['message']}"
+        report.checks.append(Check("daemon's inbox", False, detail))
     existing = next((p for p in (settings.state_dir, *settings.state_dir.parents) if p.exists()), Path("/"))
     free = shutil.disk_usage(existing).free
     report.facts["free_disk_bytes"] = free
@@ -178,6 +200,24 @@ def diagnose(
     report.checks.append(Check("daemon", daemon_running, daemon_detail, blocking=False))
     report.facts["executable"] = sys.executable
     return report
+
+
+def _settings_facts(
+    report: Report, loaded: LoadedSettings, daemon_running: bool, daemon_settings: DaemonSettings | None
+) -> None:
+    here = settings_view(loaded)
+    if daemon_settings is None:
+        why = "the running daemon recorded none" if daemon_running else "no daemon is running"
+        report.facts["settings_of"] = {"who": "cli", "why": why}
+        report.facts["settings"] = here
+        return
+    report.facts["settings_of"] = {
+        "who": "daemon",
+        "pid": daemon_settings.pid,
+        "executable": daemon_settings.executable,
+        "config_file": daemon_settings.config_file,
+    }
+    report.facts["settings"] = compare(daemon_settings.settings, here)
 
 
 def _tree_bytes(root: Path) -> int:

@@ -25,6 +25,7 @@ from xml.parsers.expat import ExpatError
 from ttsd.config import Settings
 from ttsd.errors import LaunchdError, LaunchdUnsupported
 from ttsd.ops.plist import EXIT_TIMEOUT_MARGIN_S, LABEL, SECRETS, exit_timeout, log_dir, render_plist, write_plist
+from ttsd.privacy import protected_folder_note, protected_place
 
 LAUNCHCTL = "/bin/launchctl"
 COMMAND_TIMEOUT_S = 30.0
@@ -180,10 +181,11 @@ def plan_install(
     environ: Mapping[str, str] | None = None,
     config_file: Path | None = None,
 ) -> InstallPlan:
-    """The plist and commands an install would use; changes nothing."""
+    """The plist and commands an install would use, with notes on what may stop the agent; changes
+    nothing."""
     environ = os.environ if environ is None else environ
     agent = Agent(home=home, uid=uid)
-    notes = []
+    notes = protected_folder_notes(settings, python, home)
     if any(environ.get(name) for name in SECRETS):
         notes.append(
             "HF_TOKEN is set here but not copied into the plist (world readable); run `hf auth login` "
@@ -196,6 +198,18 @@ def plan_install(
         folders=(agent.plist_path.parent, agent.log_dir, settings.state_dir),
         notes=tuple(notes),
     )
+
+
+def protected_folder_notes(settings: Settings, python: Path, home: Path) -> list[str]:
+    """A warning for each of the daemon's folders that lies where macOS's privacy protection keeps a
+    LaunchAgent out (judged where symlinks lead: that is the folder macOS guards)."""
+    folders = (("inbox", settings.inbox), ("outbox", settings.outbox), ("state directory", settings.state_dir))
+    notes = []
+    for what, folder in folders:
+        place = protected_place(folder.resolve(), home.resolve())
+        if place is not None:
+            notes.append(protected_folder_note(what, folder, place, python))
+    return notes
 
 
 def plan_uninstall(settings: Settings, home: Path, uid: int) -> UninstallPlan:

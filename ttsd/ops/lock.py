@@ -38,6 +38,17 @@ def daemon_running(settings: Settings) -> bool:
     return is_locked(settings.lock_path)
 
 
+def running_daemon_pid(settings: Settings) -> int | None:
+    """The pid of the daemon holding the state directory's lock right now (None: no daemon, or the
+    lock file does not say)."""
+    if not daemon_running(settings):
+        return None
+    try:
+        return int(settings.lock_path.read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+
+
 INBOX_LOCK_NAME = ".ttsd.lock"
 
 
