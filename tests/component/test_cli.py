@@ -377,3 +377,11 @@ def test_status_shows_the_inbox_problem_the_running_daemon_recorded(folders: dic
         assert problem["message"] == f"cannot use the inbox {settings.inbox}: Operation not permitted"
         human = invoke(folders, "status").output
     assert f"inbox    the daemon cannot list it (since {problem['since']}): {problem['message']}" in human
+
+
+def test_status_while_a_daemon_holds_the_lock_but_has_not_registered_yet(folders: dict[str, Path]) -> None:
+    settings = Settings(state_dir=folders["state"], inbox=folders["inbox"], outbox=folders["outbox"])
+    with daemon_lock(settings):
+        result = invoke(folders, "status")
+    assert result.exit_code == 0, result.output
+    assert "daemon   starting" in result.stdout

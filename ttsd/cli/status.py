@@ -86,7 +86,10 @@ def status(ctx: Context) -> None:
 
     def human() -> None:
         if daemon["running"]:
-            click.echo(f"daemon   running on {daemon['host']}, pid {daemon['pid']}, since {daemon['started_at']}")
+            if daemon.get("started_at"):
+                click.echo(f"daemon   running on {daemon['host']}, pid {daemon['pid']}, since {daemon['started_at']}")
+            else:  # it holds the lock but has not recorded itself yet: it is starting
+                click.echo("daemon   starting")
         elif daemon.get("started_at"):
             click.echo(f"daemon   not running (last started {daemon['started_at']}, stopped {daemon['stopped_at']})")
         else:
