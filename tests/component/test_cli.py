@@ -27,6 +27,7 @@ from ttsd.intake.jobfile import job_defaults, parse_object
 from ttsd.jobqueue.records import AudioInfo, Rejection, RunInfo
 from ttsd.jobqueue.store import Store
 from ttsd.jobqueue.tables import Job
+from ttsd.ops.lock import daemon_lock
 
 
 @pytest.fixture
