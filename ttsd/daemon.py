@@ -18,7 +18,7 @@ from ttsd import __version__
 from ttsd.catalog import build_registry
 from ttsd.config import Settings
 from ttsd.delivery.outbox import Outbox
-from ttsd.delivery.publish import publish, rebuild_status_files
+from ttsd.delivery.publish import StatusPublisher, publish, rebuild_status_files
 from ttsd.fsutil import make_folder
 from ttsd.intake.folders import VOICES_DIR
 from ttsd.intake.intake import Intake, IntakeSettings
@@ -55,6 +55,7 @@ class _Parts:
     intake: Intake
     watcher: InboxWatcher
     workers: WorkerSet
+    publisher: StatusPublisher
     daemon_id: str
 
 
@@ -119,10 +120,12 @@ class Daemon:
             else None
         )
         hints: queue.Queue[Hint | None] = queue.Queue()
+        publisher = StatusPublisher(store, outbox)
         context = WorkContext(
             settings=settings,
             store=store,
             outbox=outbox,
+            publisher=publisher,
             engines=engines,
             voices_dir=settings.inbox / VOICES_DIR,
             chunks=chunk_files,
@@ -135,7 +138,9 @@ class Daemon:
         )
         workers = WorkerSet(context, settings.max_concurrency_per_model, self.stop_event)
         intake_settings = IntakeSettings.from_settings(settings)
-        intake = Intake(intake_settings, store, outbox, hints, self.stop_event, on_enqueued=workers.ensure)
+        intake = Intake(
+            intake_settings, store, outbox, hints, self.stop_event, on_enqueued=workers.ensure, publisher=publisher
+        )
         return _Parts(
             store=store,
             outbox=outbox,
@@ -145,6 +150,7 @@ class Daemon:
             intake=intake,
             watcher=InboxWatcher(settings.inbox, hints),
             workers=workers,
+            publisher=publisher,
             daemon_id=record.id,
         )
 
@@ -195,6 +201,7 @@ class Daemon:
     def _housekeeping(self, parts: _Parts) -> None:
         store, outbox, engines = parts.store, parts.outbox, parts.engines
         try:
+            parts.publisher.settle()
             summary = parts.drain.poll()
             if summary is not None:
                 parts.hooks.queue_drained(summary)

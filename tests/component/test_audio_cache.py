@@ -17,6 +17,7 @@ from tests.support.fakes import DEFAULTS, FAKE_MODEL, REGISTRY, FakeEngine, fake
 from ttsd.catalog import ModelEntry
 from ttsd.config import Settings
 from ttsd.delivery.outbox import Outbox
+from ttsd.delivery.publish import StatusPublisher
 from ttsd.intake.jobfile import parse_job_file
 from ttsd.jobqueue.store import Store
 from ttsd.synth.audio_cache import AudioCache, cache_key
@@ -138,11 +139,14 @@ def test_a_hit_is_delivered_without_loading_the_model(tmp_path: Path) -> None:
             loads.append(entry.name)
             return engine
 
+        outbox = Outbox(config.outbox)
+
         def worker() -> Worker:
             context = WorkContext(
                 settings=config,
                 store=store,
-                outbox=Outbox(config.outbox),
+                outbox=outbox,
+                publisher=StatusPublisher(store, outbox),
                 engines=EnginePool(REGISTRY, load, idle_s=600),
                 voices_dir=config.inbox / "voices",
                 chunks=ChunkFiles(config.state_dir / "chunks"),
@@ -187,6 +191,7 @@ def test_takes_rendered_before_a_lease_was_lost_are_still_cached(tmp_path: Path)
             settings=config,
             store=store,
             outbox=Outbox(config.outbox),
+            publisher=StatusPublisher(store, Outbox(config.outbox)),
             engines=EnginePool(REGISTRY, lambda _entry: engine, idle_s=600),
             voices_dir=config.inbox / "voices",
             chunks=ChunkFiles(config.state_dir / "chunks"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -16,6 +17,7 @@ import pytest
 import soundfile as sf
 
 import ttsd.jobqueue.records as records_module
+import ttsd.synth.failures as failures_module
 import ttsd.synth.worker as worker_module
 from tests.support.daemon_harness import wait_for
 from tests.support.fakes import (
@@ -34,7 +36,7 @@ from tests.support.fakes import (
 from ttsd.catalog import ModelEntry
 from ttsd.config import Settings
 from ttsd.delivery.outbox import Outbox
-from ttsd.delivery.publish import publish
+from ttsd.delivery.publish import StatusPublisher, publish
 from ttsd.errors import EngineError, PermanentEngineError, TransientEngineError
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.store import Store
@@ -132,6 +134,7 @@ def make_rig(tmp_path: Path) -> Iterator[MakeRig]:
             settings=config,
             store=store,
             outbox=outbox,
+            publisher=StatusPublisher(store, outbox),
             engines=pool,
             voices_dir=config.inbox / "voices",
             chunks=ChunkFiles(config.state_dir / "chunks"),
@@ -413,7 +416,7 @@ def test_a_failed_delivery_fails_only_its_own_job(make_rig: MakeRig, monkeypatch
 
     def stage_audio(name: str, *args: Any, **kwargs: Any) -> Any:
         if name == "broken":
-            raise OSError(28, "No space left on device")
+            raise OSError(errno.EIO, "Input/output error")
         return real_stage(name, *args, **kwargs)
 
     monkeypatch.setattr(rig.outbox, "stage_audio", stage_audio)
@@ -660,3 +663,56 @@ def test_names_one_file_apart_only_in_case_are_one_name_where_the_outbox_folds_c
 def test_the_outbox_finds_out_whether_its_file_system_folds_case(tmp_path: Path) -> None:
     assert Outbox(tmp_path / "out").folds_names is False  # Linux file systems keep case apart
     assert list((tmp_path / "out").iterdir()) == [], "the probe leaves nothing behind"
+
+
+def test_no_space_left_postpones_the_job_uncounted_until_space_comes_back(
+    make_rig: MakeRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = make_rig()
+    job = rig.add("needs room", name="roomy")
+    free = [1_000]
+    monkeypatch.setattr(failures_module, "_free_bytes", lambda _folder: free[0])
+    monkeypatch.setattr(failures_module, "SPACE_CHECK_S", 0.0)
+    monkeypatch.setattr(worker_module, "SPACE_CHECK_S", 0.0)
+    real_stage = rig.outbox.stage_audio
+
+    def stage_audio(name: str, *args: Any, **kwargs: Any) -> Any:
+        if free[0] < 10_000:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_stage(name, *args, **kwargs)
+
+    monkeypatch.setattr(rig.outbox, "stage_audio", stage_audio)
+    assert rig.worker.work_once()
+    waiting = rig.job(job)
+    assert (waiting.state, waiting.attempts, waiting.error_code) == (JobState.QUEUED, 0, "no_space")
+    assert rig.status(job)["error"]["code"] == "no_space", "the status says what it waits for"
+    for _ in range(5):  # however often it meets a full disk, no attempt is used up
+        assert rig.worker.work_once()
+    assert rig.job(job).attempts == 0
+    free[0] = 10**9
+    rig.drain()
+    assert_delivered(rig, job, "needs room")
+    assert rig.job(job).attempts == 1
+
+
+def test_a_chunk_that_cannot_be_kept_fails_its_job_where_it_happens(
+    make_rig: MakeRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = make_rig()
+    doomed = rig.add("cannot be kept", name="doomed")
+    fine = rig.add("kept fine", name="fine")
+
+    real_save = rig.worker.context.chunks.save
+
+    def save(job_id: str, index: int, audio: np.ndarray) -> None:
+        if job_id == doomed.id:
+            raise OSError(errno.EIO, "Input/output error")
+        real_save(job_id, index, audio)
+
+    monkeypatch.setattr(rig.worker.context.chunks, "save", save)
+    assert rig.worker.work_once()
+    failed = rig.job(doomed)
+    assert (failed.state, failed.attempts, failed.error_code) == (JobState.QUEUED, 1, "worker_error")
+    assert "Input/output error" in (failed.error_message or "")
+    assert failed.lease_token is None, "never left running for stall detection to charge"
+    assert_delivered(rig, fine, "kept fine")

@@ -34,6 +34,7 @@ CALLS: dict[Transition, Callable[[Job], object]] = {
     Transition.REJECT: lambda job: transitions.reject(
         job, Rejection("n", "n.json", "blank_text", "blank", "text"), NOW
     ),
+    Transition.POSTPONE: lambda job: transitions.postpone(job, "no_space", "no space left", NOW),
 }
 
 

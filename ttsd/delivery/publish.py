@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+
 from ttsd.delivery.outbox import Outbox
 from ttsd.delivery.status import iso, status_document
+from ttsd.errors import TtsdError
 from ttsd.jobqueue.protocols import JobLookup, StatusRebuild
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job
+
+log = logging.getLogger(__name__)
 
 
 def publish(store: JobLookup, outbox: Outbox, job_id: str) -> Job:
@@ -41,3 +47,53 @@ def _newer_rejection(document: dict[str, object], job: Job) -> bool:
         and isinstance(created, str)
         and created > (iso(job.named_at or job.created_at) or "")
     )
+
+
+class StatusPublisher:
+    """Writes status files from the queue for the daemon's threads. A status file that cannot be
+    written now (a full disk, an I/O error) is owed, and `settle` writes what is owed again until it
+    is written: a script polling for a status file never waits on a write that failed once."""
+
+    def __init__(self, store: JobLookup, outbox: Outbox) -> None:
+        self._store = store
+        self.outbox = outbox
+        self._owed: set[str] = set()
+        self._lock = threading.Lock()
+
+    def publish(self, job_id: str) -> Job | None:
+        """Write a job's status file (see `publish`); the job, or None when the write is owed."""
+        try:
+            job = publish(self._store, self.outbox, job_id)
+        except OSError:
+            self.owe(job_id)
+            return None
+        with self._lock:
+            self._owed.discard(job_id)
+        return job
+
+    def owe(self, job_id: str) -> None:
+        """Remember a status file that could not be written, to write it again later."""
+        with self._lock:
+            first = not self._owed
+            self._owed.add(job_id)
+        if first:
+            log.warning("could not write the status file of job %s; it will be written when it can", job_id)
+
+    def settle(self) -> int:
+        """Write owed status files, oldest debt first, stopping at the first that still fails (the
+        disk is still full); returns how many are still owed."""
+        with self._lock:
+            owed = sorted(self._owed)
+        for job_id in owed:
+            try:
+                publish(self._store, self.outbox, job_id)
+            except OSError:
+                break
+            except TtsdError:
+                log.exception("the status file of job %s cannot be written; giving up on it", job_id)
+            with self._lock:
+                self._owed.discard(job_id)
+                if not self._owed:
+                    log.info("every owed status file is written")
+        with self._lock:
+            return len(self._owed)

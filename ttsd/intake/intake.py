@@ -19,12 +19,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
+from typing import Any
 
 from ttsd.config import Settings
 from ttsd.delivery.outbox import Outbox
-from ttsd.delivery.publish import publish
+from ttsd.delivery.publish import StatusPublisher
 from ttsd.delivery.status import status_document
 from ttsd.errors import JobRejected, TtsdError
 from ttsd.faults import crash_point
@@ -108,12 +108,14 @@ class Intake(threading.Thread):
         on_enqueued: Callable[[str], None] = lambda model: None,
         clock: Callable[[], float] = time.monotonic,
         writers: WriterCheck | None = WRITERS,
+        publisher: StatusPublisher | None = None,
     ) -> None:
         super().__init__(name="intake", daemon=True)
         self.settings = settings
         self.inbox = settings.inbox
         self.store = store
         self.outbox = outbox
+        self._publisher = publisher or StatusPublisher(store, outbox)
         self.hints = hints
         self.stop_event = stop_event
         self.on_enqueued = on_enqueued
@@ -335,7 +337,7 @@ class Intake(threading.Thread):
                 rejected += 1
                 log.warning("rejected %s: %s", source, row.error_message, extra=job_extra(row))
                 document = status_document(row)
-                self._write_status(entry.name, partial(self.outbox.write_status, row.name, document))
+                self._write_status(row, document)
                 continue
             result = next(results)
             job = result.job
@@ -344,26 +346,26 @@ class Intake(threading.Thread):
                 # Just created by the only thread that creates jobs: it is its name's newest job, so
                 # its status is written from the row in hand (publish would read it back first).
                 document = status_document(job)
-                self._write_status(entry.name, partial(self.outbox.write_status, job.name, document))
+                self._write_status(job, document)
             else:
                 duplicates += 1
                 if job.state == JobState.DONE and not (self._audio_exists(job.audio_file) and self._owns_name(job)):
                     # Dropped again after its audio was lost, or after another job took its name:
                     # speak it again (the cache makes that instant), and the name is its again.
                     job = self.store.retry(job.id)
-                self._write_status(entry.name, partial(publish, self.store, self.outbox, job.id))
+                self._publisher.publish(job.id)
             self.on_enqueued(job.model)
         return Outcome(queued=queued, duplicates=duplicates, rejected=rejected)
 
-    @staticmethod
-    def _write_status(name: str, write: Callable[[], object]) -> None:
-        # The queue is the truth and status files are rebuilt from it at start: a status file that
-        # cannot be written now (a folder squatting its name, a full disk) must not keep the job
-        # file in the inbox, to be taken again and fail again at every scan.
+    def _write_status(self, job: Job, document: dict[str, Any]) -> None:
+        # The queue is the truth: a status file that cannot be written now (a full disk) is owed and
+        # written when it can; it must not keep the job file in the inbox, to fail again each scan.
         try:
-            write()
-        except (TtsdError, OSError):
-            log.exception("could not write the status file of %s", name)
+            self.outbox.write_status(job.name, document)
+        except OSError:
+            self._publisher.owe(job.id)
+        except TtsdError:
+            log.exception("could not write the status file of %s", job.name, extra=job_extra(job))
 
     def _owns_name(self, job: Job) -> bool:
         newest = self.store.newest_named(job.name, fold=self.outbox.folds_names)

@@ -207,6 +207,17 @@ class JobLifecycle(JobQueries):
             session.add(job)
             return state
 
+    def postpone(self, job_id: str, token: str, code: str, message: str, retry_after_s: float) -> bool:
+        """Put a leased job back in the queue without counting the try (the machine, not the job,
+        stopped it); False if the lease was lost meanwhile."""
+        with self._write() as session:
+            job = leased(session, job_id, token)
+            if job is None:
+                return False
+            transitions.postpone(job, code, message, utcnow() + timedelta(seconds=retry_after_s))
+            session.add(job)
+            return True
+
     def release_all_running(self) -> list[str]:
         """At shutdown, with the daemon lock held: every running job goes back to the queue, uncounted."""
         with self._write() as session:

@@ -79,6 +79,8 @@ class WorkerQueue(JobLookup, Protocol):
         self, job_id: str, token: str, code: str, message: str, max_attempts: int, retry_after_s: float | None
     ) -> JobState | None: ...
 
+    def postpone(self, job_id: str, token: str, code: str, message: str, retry_after_s: float) -> bool: ...
+
 
 class CacheIndexStore(Protocol):
     """The audio cache's index (ttsd.synth.audio_cache)."""

@@ -39,6 +39,7 @@ class Transition(StrEnum):
     RETRY = "retry"
     RESTORE = "restore"
     REJECT = "reject"
+    POSTPONE = "postpone"
 
 
 MOVES: Final[Mapping[Transition, tuple[frozenset[JobState], frozenset[JobState]]]] = {
@@ -54,6 +55,8 @@ MOVES: Final[Mapping[Transition, tuple[frozenset[JobState], frozenset[JobState]]
     Transition.RESTORE: (frozenset({QUEUED}), frozenset({DONE, FAILED, CANCELLED})),
     # A job file that cannot become a job is recorded as a new row, rejected at once.
     Transition.REJECT: (frozenset({QUEUED}), frozenset({REJECTED})),
+    # A try stopped by the machine (a full disk), not by the job: back to the queue, uncounted.
+    Transition.POSTPONE: (frozenset({RUNNING}), frozenset({QUEUED})),
 }
 """Transition -> (the states it starts from, the states it may end in). No other move exists."""
 
@@ -154,6 +157,16 @@ def release(job: Job) -> None:
     """running -> queued at a clean shutdown: the try was not the job's fault, so it does not count."""
     _move(job, Transition.RELEASE, QUEUED)
     job.lease_token = None
+
+
+def postpone(job: Job, code: str, message: str, retry_at: datetime) -> None:
+    """running -> queued again at `retry_at`, the try not counted: what stopped it was the machine
+    (no space left), not the job; `code` and `message` say what it waits for."""
+    _move(job, Transition.POSTPONE, QUEUED)
+    job.lease_token = None
+    job.not_before = retry_at
+    job.error_code = code
+    job.error_message = message
 
 
 def cancel(job: Job, now: datetime) -> None:

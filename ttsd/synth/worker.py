@@ -23,7 +23,7 @@ from ttsd.catalog import ModelEntry
 from ttsd.config import Settings
 from ttsd.delivery.deliver import deliver
 from ttsd.delivery.outbox import Outbox
-from ttsd.delivery.publish import publish
+from ttsd.delivery.publish import StatusPublisher
 from ttsd.errors import EngineError, PermanentEngineError, TransientEngineError, TtsdError
 from ttsd.faults import crash_point
 from ttsd.joblog import job_extra, job_logger
@@ -36,6 +36,7 @@ from ttsd.synth.chunk_files import ChunkFiles
 from ttsd.synth.chunking import split_text
 from ttsd.synth.engine.base import DevicePlan, SynthesisRequest
 from ttsd.synth.engine.pool import EnginePool
+from ttsd.synth.failures import SPACE_CHECK_S, OutOfSpace, SpaceWait, failure_of
 from ttsd.synth.lease import LeaseHeartbeat
 from ttsd.synth.quality import quality_problem
 from ttsd.synth.references import ReferenceDigests, reference_path
@@ -58,6 +59,7 @@ class WorkContext:
     settings: Settings
     store: WorkerQueue
     outbox: Outbox
+    publisher: StatusPublisher
     engines: EnginePool
     voices_dir: Path
     chunks: ChunkFiles
@@ -89,12 +91,17 @@ class Worker(threading.Thread):
         self.wake = threading.Event()
         self._last_plan: DevicePlan | None = None
         self._references = ReferenceDigests(context.voices_dir)
+        self._space = SpaceWait([context.outbox.root, context.chunks.root])
 
     def run(self) -> None:
         while not self.stop_event.is_set():
+            if not self._space.ready():
+                self.stop_event.wait(SPACE_CHECK_S)
+                continue
             try:
                 worked = self.work_once()
             except Exception:
+                # Failures are handled where they happen, per job; this only keeps the thread alive.
                 log.exception("worker %s: unexpected error", self.name)
                 worked = False
             if not worked:
@@ -123,8 +130,8 @@ class Worker(threading.Thread):
             spec = JobSpec.model_validate_json(job.spec_json)
             try:
                 pending = self._pending_units(token, job, spec)
-            except EngineError as error:
-                self._fail(token, job, error)
+            except Exception as exc:  # noqa: BLE001 - whatever it is, it is this job's failure
+                self._fail(token, job, failure_of(exc, "planning its chunks"))
                 continue
             if pending is None:
                 self._discard(job, "it was cancelled or reclaimed")
@@ -136,7 +143,10 @@ class Worker(threading.Thread):
             self._render(token, [unit for unit in group if unit.job.id not in failed], failed)
         for job, spec in plans:
             if job.id not in failed:
-                self._finish(token, job, spec)
+                try:
+                    self._finish(token, job, spec)
+                except Exception as exc:  # noqa: BLE001 - whatever it is, it is this job's failure
+                    self._fail(token, job, failure_of(exc, "joining its chunks"))
 
     def _pending_units(self, token: str, job: Job, spec: JobSpec) -> list[_Unit] | None:
         """The chunks still to speak; cached ones are recorded at once. None: the lease is gone."""
@@ -197,9 +207,15 @@ class Worker(threading.Thread):
                 failed.add(unit.job.id)
                 continue
             self._remember(unit, wav)
-            if not self._record_chunk(
-                token, unit.job, unit.spec, unit.chunk, wav, seconds / len(group), cache_hit=False
-            ):
+            try:
+                recorded = self._record_chunk(
+                    token, unit.job, unit.spec, unit.chunk, wav, seconds / len(group), cache_hit=False
+                )
+            except Exception as exc:  # noqa: BLE001 - whatever it is, it is this job's failure
+                self._fail(token, unit.job, failure_of(exc, "keeping a finished chunk"))
+                failed.add(unit.job.id)
+                continue
+            if not recorded:
                 failed.add(unit.job.id)
                 self._discard(unit.job, "it was cancelled or reclaimed")
 
@@ -351,7 +367,7 @@ class Worker(threading.Thread):
             delivered = deliver(self.context.store, self.context.outbox, token, job.id, spec, audio, run)
         except Exception as exc:
             log.exception("job %s (%s): could not deliver its audio", job.id, job.name, extra=job_extra(job))
-            self._fail(token, job, delivery_error(exc))
+            self._fail(token, job, failure_of(exc, "delivering the audio"))
             return
         if delivered is None:
             jlog.info("job %s was cancelled or reclaimed before delivery; result discarded", job.id)
@@ -360,33 +376,29 @@ class Worker(threading.Thread):
         self._publish(job.id)
 
     def _fail(self, token: str, job: Job, error: EngineError) -> None:
-        settings = self.context.settings
-        transient = not isinstance(error, PermanentEngineError)
-        delay = retry_delay(job.attempts - job.attempt_base + 1) if transient else None
-        state = self.context.store.finish_failed(job.id, token, error.code, error.message, settings.max_attempts, delay)
+        store, settings = self.context.store, self.context.settings
+        if isinstance(error, OutOfSpace):
+            # The machine's problem, not the job's: it waits for space, and so does this worker.
+            self._space.out_of_space()
+            outcome = (
+                "waiting for space"
+                if store.postpone(job.id, token, error.code, error.message, SPACE_CHECK_S)
+                else "lost"
+            )
+        else:
+            transient = not isinstance(error, PermanentEngineError)
+            delay = retry_delay(job.attempts - job.attempt_base + 1) if transient else None
+            outcome = str(store.finish_failed(job.id, token, error.code, error.message, settings.max_attempts, delay))
         log.warning(
-            "job %s (%s): %s [%s] -> %s", job.id, job.name, error.message, error.code, state, extra=job_extra(job)
+            "job %s (%s): %s [%s] -> %s", job.id, job.name, error.message, error.code, outcome, extra=job_extra(job)
         )
         self._publish(job.id)
 
     def _publish(self, job_id: str) -> None:
-        # A status file that cannot be written now is rebuilt from the queue at the next start.
         try:
-            job = publish(self.context.store, self.context.outbox, job_id)
-        except (TtsdError, OSError):
+            job = self.context.publisher.publish(job_id)  # a write that fails is owed, not lost
+        except TtsdError:
             log.exception("could not write the status of job %s", job_id, extra={"job_id": job_id})
             return
-        if job.state.terminal:
+        if job is not None and job.state.terminal:
             self.context.on_job_finished(job)
-
-
-def delivery_error(exc: Exception) -> EngineError:
-    """What a failed delivery means for its job: ttsd's own refusals repeat, anything else
-    (disk full, an I/O error) may pass."""
-    if isinstance(exc, EngineError):
-        return exc
-    if isinstance(exc, TtsdError):
-        return PermanentEngineError(exc.message, code=exc.code)
-    return TransientEngineError(
-        f"the audio could not be delivered: {type(exc).__name__}: {str(exc)[:300]}", code="delivery_failed"
-    )
