@@ -35,7 +35,7 @@ def db_rows(env: DaemonEnv) -> list[tuple[str, str, str | None]]:
     if not db_path.exists():
         return []
     with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30) as db:
-        return list(db.execute("SELECT name, state, source_file FROM job ORDER BY name"))
+        return list(db.execute("SELECT name, state, source_file FROM job WHERE state != 'rejected' ORDER BY name"))
 
 
 def inbox_waiting(env: DaemonEnv) -> list[str]:
