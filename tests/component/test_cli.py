@@ -386,3 +386,20 @@ def test_status_while_a_daemon_holds_the_lock_but_has_not_registered_yet(folders
         result = invoke(folders, "status")
     assert result.exit_code == 0, result.output
     assert "daemon   starting" in result.stdout
+
+
+def test_status_names_files_put_into_accepted_by_hand(folders: dict[str, Path]) -> None:
+    accepted = folders["inbox"] / "accepted"
+    accepted.mkdir(parents=True)
+    settings = Settings(state_dir=folders["state"], inbox=folders["inbox"], outbox=folders["outbox"])
+    store = Store(settings.db_path)
+    try:
+        store.enqueue(parse_object({"text": "Taken.", "model": "tiny"}, "taken", job_defaults(settings)), "taken.json")
+    finally:
+        store.close()
+    (accepted / "taken.json").write_text("{}")
+    (accepted / "taken.20261129T101010123456.json").write_text("{}")  # a second drop of that name
+    (accepted / "mine.json").write_text('{"text": "I put this here myself."}')
+    status = json.loads(invoke(folders, "status", "--json").stdout)
+    assert status["accepted_strays"] == ["mine.json"]
+    assert "1 file(s) put in inbox/accepted/ by hand are never taken (mine.json)" in invoke(folders, "status").stdout

@@ -14,7 +14,7 @@ from ttsd.cli.app import Context, json_option, main, pass_context
 from ttsd.cli.views import cache_view, job_row
 from ttsd.delivery.status import iso
 from ttsd.intake.access import recorded_inbox_problem
-from ttsd.intake.folders import INTAKE_FOLDERS, is_ignored
+from ttsd.intake.folders import ACCEPTED_DIR, INTAKE_FOLDERS, is_ignored, original_name
 from ttsd.jobqueue.metrics import model_metrics
 from ttsd.jobqueue.states import JobState
 from ttsd.ops.lock import daemon_running, other_inbox_daemon
@@ -54,6 +54,17 @@ def waiting_files(inbox: Path) -> int:
         return 0
 
 
+def stray_accepted_files(accepted: Path, taken: set[str]) -> list[str]:
+    """Files in inbox/accepted/ that intake never took (someone put them there): they are never
+    jobs, and would otherwise sit there without a word."""
+    try:
+        with os.scandir(accepted) as entries:
+            names = [entry.name for entry in entries if entry.is_file(follow_symlinks=False)]
+    except OSError:
+        return []
+    return sorted(name for name in names if not is_ignored(name) and original_name(name) not in taken)
+
+
 @main.command()
 @json_option
 @pass_context
@@ -67,6 +78,7 @@ def status(ctx: Context) -> None:
     last_hour = model_metrics(ctx.store.finished_since(datetime.now(UTC) - timedelta(hours=1)))
     folders = ctx.daemon_folders()
     waiting = waiting_files(folders.inbox)
+    strays = stray_accepted_files(folders.inbox / ACCEPTED_DIR, ctx.store.source_files())
     other = other_inbox_daemon(folders.inbox, ctx.settings.state_dir)
     # What the daemon itself met: this command's own access to the inbox may differ (on macOS a
     # LaunchAgent's python holds its own privacy permissions).
@@ -76,6 +88,7 @@ def status(ctx: Context) -> None:
         "queue": counts,
         "inbox_problem": problem,
         "inbox_waiting": waiting,
+        "accepted_strays": strays,
         "inbox_served_by_another_daemon": other,
         "running": running,
         "recent_failures": failures,
@@ -118,6 +131,12 @@ def status(ctx: Context) -> None:
         if problem:
             line = f"inbox    the daemon cannot list it (since {problem.get('since')}): {problem['message']}"
             click.echo(click.style(line, fg="red"))
+        if strays:
+            shown = ", ".join(strays[:3]) + (", ..." if len(strays) > 3 else "")
+            click.echo(
+                click.style(f"accepted {len(strays)} file(s) put in inbox/accepted/ by hand are never taken", fg="red")
+                + f" ({shown}): drop job files into the inbox itself"
+            )
         if waiting:
             click.echo(
                 f"inbox    {waiting} file(s) waiting to be taken (a model's queue is full, or still being written)"

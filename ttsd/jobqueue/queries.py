@@ -125,6 +125,11 @@ class JobQueries(Database):
                 )
             )
 
+    def source_files(self) -> set[str]:
+        """The inbox names of every job file the queue has taken (accepted or rejected)."""
+        with self._read() as session:
+            return {name for name in session.exec(select(Job.source_file).distinct()) if name is not None}
+
     def failed_job_ids(self) -> list[str]:
         """Ids of every failed job."""
         with self._read() as session:
