@@ -6,7 +6,7 @@ from enum import StrEnum
 
 
 class JobState(StrEnum):
-    """Where a job is. `rejected` never reaches the queue: it only appears in status files."""
+    """Where a job is. A `rejected` row is a job file (or line) that could not become a job."""
 
     QUEUED = "queued"
     RUNNING = "running"
