@@ -13,6 +13,7 @@ import contextlib
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -56,6 +57,26 @@ def _make_engine(db_path: Path, immediate: bool) -> Engine:
     return engine
 
 
+WAL_SWITCH_TIMEOUT_S = 30.0
+
+
+def _enable_wal(db_path: Path) -> None:
+    """Put the file in WAL mode (it stays so) before any pool opens it. Switching a new file needs an
+    exclusive lock, and SQLite refuses that at once, busy timeout or not, while another process or
+    thread opening the same new file holds a lock on it: so the switch is retried for a while. On a
+    file already in WAL mode the pragma is a no-op that takes no lock."""
+    deadline = time.monotonic() + WAL_SWITCH_TIMEOUT_S
+    while True:
+        try:
+            with contextlib.closing(sqlite3.connect(db_path, timeout=WAL_SWITCH_TIMEOUT_S)) as connection:
+                connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class Database:
     """The open queue file: a writer and a reader engine, and a session from each per transaction.
 
@@ -68,6 +89,7 @@ class Database:
         # Create the file private before SQLite opens it (SQLite gives -wal and -shm the same mode),
         # so the queue is never readable by others, not even for a moment.
         os.close(os.open(db_path, os.O_RDWR | os.O_CREAT, 0o600))
+        _enable_wal(db_path)
         self._writer = _make_engine(db_path, immediate=True)
         self._reader = _make_engine(db_path, immediate=False)
         try:
