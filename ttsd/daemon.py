@@ -73,9 +73,11 @@ def load_options(settings: Settings) -> LoadOptions:
 class Daemon:
     """One running ttsd: owns the store, the engines, the intake thread and the workers."""
 
-    def __init__(self, settings: Settings, loader: EngineLoader | None = None) -> None:
+    def __init__(
+        self, settings: Settings, loader: EngineLoader | None = None, on_start: Callable[[], None] = lambda: None
+    ) -> None:
         self.settings = settings
-        self.on_start: Callable[[], None] = lambda: None  # runs once the locks are held
+        self.on_start = on_start  # runs once the locks are held
         self.stop_event = threading.Event()
         self.registry = build_registry(settings.models)
         self._warm_up_engine = loader is None
@@ -105,8 +107,8 @@ class Daemon:
         # Explicit mode: under a permissive umask the outbox must still not be world-writable.
         make_folder(settings.inbox, "inbox")
         make_folder(settings.outbox, "outbox")
-        store = open_queue(settings)
         outbox = Outbox(settings.outbox)
+        store = open_queue(settings, outbox)
         record = store.register_daemon(settings.inbox, settings.outbox, __version__)
         self._recover(store, outbox)
         chunk_files = ChunkFiles(settings.state_dir / "chunks")
@@ -266,8 +268,7 @@ def run_daemon(
 ) -> int:
     """Run a daemon in the foreground until SIGTERM/SIGINT; the `ttsd run` entry point. `on_start`
     runs once the daemon holds its locks."""
-    daemon = Daemon(settings, loader)
-    daemon.on_start = on_start
+    daemon = Daemon(settings, loader, on_start)
     install_signal_handlers(daemon)
     status = daemon.run()
     if daemon.abandoned_work:

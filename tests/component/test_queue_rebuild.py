@@ -84,7 +84,7 @@ def test_a_lost_or_damaged_queue_is_rebuilt_from_disk(settings: Settings, loss: 
         settings.db_path.write_bytes(
             {"emptied": b"", "garbage": b"\x07not sqlite" * 500, "truncated": data[:1000]}[loss]
         )
-    store = open_queue(settings)
+    store = open_queue(settings, Outbox(settings.outbox))
     try:
         found = rows(store)
         assert found["greeting"] == ("aaaa00000001", JobState.DONE), "finished work is not redone"
@@ -105,14 +105,14 @@ def test_a_lost_or_damaged_queue_is_rebuilt_from_disk(settings: Settings, loss: 
 
 
 def test_a_queue_with_jobs_or_without_evidence_is_left_as_it_is(settings: Settings) -> None:
-    fresh = open_queue(settings)
+    fresh = open_queue(settings, Outbox(settings.outbox))
     try:
         assert fresh.jobs(limit=None) == [], "a new install has nothing to rebuild"
         lost_queue(settings)
         fresh.enqueue(parse_object({"text": "Today's job."}, "today", job_defaults(settings)))
     finally:
         fresh.close()
-    reopened = open_queue(settings)
+    reopened = open_queue(settings, Outbox(settings.outbox))
     try:
         assert [job.name for job in reopened.jobs(limit=None)] == ["today"]
     finally:

@@ -40,10 +40,12 @@ def rebuild_status_files(store: StatusRebuild, outbox: Outbox) -> int:
 
 
 def _newer_rejection(document: dict[str, object], job: Job) -> bool:
-    """A rejected file dropped after the job took the name is the name's latest word."""
+    """A rejection that ttsd 0.1.0 wrote (before rejections were queue rows, so with no job id)
+    after the job took the name is the name's latest word."""
     created = document.get("created_at")
     return (
         document.get("state") == JobState.REJECTED
+        and document.get("job_id") is None
         and isinstance(created, str)
         and created > (iso(job.named_at or job.created_at) or "")
     )
@@ -80,8 +82,8 @@ class StatusPublisher:
             log.warning("could not write the status file of job %s; it will be written when it can", job_id)
 
     def settle(self) -> int:
-        """Write owed status files, oldest debt first, stopping at the first that still fails (the
-        disk is still full); returns how many are still owed."""
+        """Write owed status files, stopping at the first that still fails (the disk is still full,
+        so the others would fail too); returns how many are still owed."""
         with self._lock:
             owed = sorted(self._owed)
         for job_id in owed:

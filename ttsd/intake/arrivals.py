@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ttsd.intake.folders import display_name
+from ttsd.intake.folders import FileSignature, display_name, file_signature
 from ttsd.intake.writers import FileId, WriterCheck, process_name
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class _Candidate:
     ask again whether a writer holds it."""
 
     renamed: bool
-    signature: tuple[int, int, int, int] | None = None
+    signature: FileSignature | None = None
     since: float = 0.0
     check_at: float = 0.0
     writer_logged: bool = False
@@ -112,7 +112,7 @@ class Arrivals:
         window = self.stable_s
         if self.writers is None and info.st_size == 0:
             window = max(window, EMPTY_FILE_WAIT_S)
-        signature = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+        signature = file_signature(info)
         if signature != candidate.signature:
             candidate.signature = signature
             candidate.since = now

@@ -31,9 +31,13 @@ def display_name(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def file_signature(info: os.stat_result) -> tuple[int, int, int]:
-    """What a file looked like: a change of any of these means it was written again."""
-    return (info.st_size, info.st_mtime_ns, info.st_ino)
+FileSignature = tuple[int, int, int, int]
+
+
+def file_signature(info: os.stat_result) -> FileSignature:
+    """What a file looked like: a change of any of these means it was written again (ctime too: a
+    file system with coarse mtimes can keep the mtime of a file that is still growing)."""
+    return (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
 
 
 def original_name(moved_name: str) -> str:

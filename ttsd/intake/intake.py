@@ -36,6 +36,7 @@ from ttsd.intake.folders import (
     INTAKE_FOLDERS,
     REASON_SUFFIX,
     REJECTED_DIR,
+    FileSignature,
     display_name,
     file_signature,
     is_ignored,
@@ -123,7 +124,7 @@ class Intake(threading.Thread):
         # A file held open is looked at again at least once per scan interval, close event or not.
         self._arrivals = Arrivals(settings.stable_s, settings.scan_interval_s, clock, writers)
         # Files held back by backpressure: what they looked like when parsed, and their models.
-        self._held: dict[Path, tuple[tuple[int, int, int], frozenset[str]]] = {}
+        self._held: dict[Path, tuple[FileSignature, frozenset[str]]] = {}
         # Room left in each model's queue, counted once per take_ready pass rather than once per
         # file (a burst of thousands of files would otherwise ask the database thousands of times).
         self._room: dict[str, int] | None = None

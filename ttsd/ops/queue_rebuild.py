@@ -47,14 +47,13 @@ class Rebuilt:
     takes: int
 
 
-def open_queue(settings: Settings) -> Queue:
+def open_queue(settings: Settings, outbox: Outbox) -> Queue:
     """The queue, with a damaged database file moved aside and a lost queue rebuilt from disk."""
     damaged = quarantine_damaged(settings.db_path)
     if damaged is not None:
         moved, verdict = damaged
         log.error("the queue database was damaged (%s): moved aside to %s; rebuilding it from disk", verdict, moved)
     store = Store(settings.db_path)
-    outbox = Outbox(settings.outbox)
     if store.jobs(limit=1) or not _evidence(settings.inbox / ACCEPTED_DIR, outbox.root):
         return store
     rebuilt = rebuild(store, settings, outbox)
