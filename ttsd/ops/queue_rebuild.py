@@ -35,8 +35,6 @@ from ttsd.synth.audio_cache import AudioCache
 
 log = logging.getLogger(__name__)
 
-_FINISHED = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
-
 
 @dataclass(frozen=True)
 class Rebuilt:
