@@ -21,6 +21,7 @@ from ttsd.cli import main
 from ttsd.cli.views import progress_line
 from ttsd.client import default_output_name
 from ttsd.config import Settings
+from ttsd.delivery.outbox import Outbox
 from ttsd.fsutil import hold_lock
 from ttsd.intake.access import RECORD_NAME, InboxAccess
 from ttsd.intake.jobfile import job_defaults, parse_object
@@ -403,3 +404,18 @@ def test_status_names_files_put_into_accepted_by_hand(folders: dict[str, Path]) 
     status = json.loads(invoke(folders, "status", "--json").stdout)
     assert status["accepted_strays"] == ["mine.json"]
     assert "1 file(s) put in inbox/accepted/ by hand are never taken (mine.json)" in invoke(folders, "status").stdout
+
+
+def test_cancel_with_a_full_outbox_disk_still_cancels_and_says_so(
+    folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = enqueue(folders)
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Outbox, "write_status", full)
+    result = invoke(folders, "cancel", job.id)
+    assert result.exit_code == 0, result.output
+    assert "not updated yet: No space left on device" in result.stderr
+    assert json.loads(invoke(folders, "show", job.id, "--json").stdout)["state"] == "cancelled"

@@ -42,4 +42,7 @@ def _republish(ctx: Context, changed: list[Job]) -> None:
     ctx.note_idle_daemon(folders)
     writer = Outbox(folders.outbox)
     for job in changed:
-        publish(ctx.store, writer, job.id)
+        try:
+            publish(ctx.store, writer, job.id)
+        except OSError as exc:  # the queue has the change; the status file follows when it can
+            click.echo(f"ttsd: the status file of {job.name} is not updated yet: {exc.strerror or exc}", err=True)
