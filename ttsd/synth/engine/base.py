@@ -45,18 +45,64 @@ class Voices:
     languages: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Takes:
+    """What one generate call produced, before decoding: the engine's own per-row codes plus what the
+    scheduler needs to know about each row. `decode` turns it into waveforms, possibly in another
+    thread while the next call generates."""
+
+    rows: tuple[Any, ...]
+    frames: tuple[int, ...]
+    """Frames (80 ms each) generated per row."""
+    capped: tuple[bool, ...]
+    """Per row: it reached the call's frame budget without stopping (a runaway, cut there)."""
+    context: Any = None
+    """Whatever the engine needs to decode (or to speak the call again), opaque to the caller."""
+
+
 class Engine(Protocol):
-    """A loaded model that turns a batch of requests into one float32 mono waveform each."""
+    """A loaded model that turns a batch of requests into one float32 mono waveform each, in two
+    stages so decoding one call can overlap generating the next."""
 
     name: str
     kind: ModelKind
     plan: DevicePlan
     sample_rate: int
+    max_frames: int
+    """The most frames one row may generate (the checkpoint's `max_new_tokens`)."""
+    stops_by_itself: bool
+    """Whether rows end at an end-of-speech code; False for a tiny model in never-ending mode, where
+    every row runs to its budget and length checks mean nothing."""
+
+    def generate(
+        self,
+        requests: Sequence[SynthesisRequest],
+        generation: Mapping[str, Any],
+        seed: int | None,
+        max_frames: int | None = None,
+    ) -> Takes:
+        """Generate the codes of every request in one call, at most `max_frames` frames per row (None:
+        the model's cap); raises EngineError subclasses."""
+        ...
+
+    def decode(self, takes: Takes) -> list[np.ndarray]:
+        """The checked waveforms of a generated call, one per request; raises EngineError subclasses.
+        Safe to call from another thread while `generate` runs."""
+        ...
 
     def synthesize(
-        self, requests: Sequence[SynthesisRequest], generation: Mapping[str, Any], seed: int | None
+        self,
+        requests: Sequence[SynthesisRequest],
+        generation: Mapping[str, Any],
+        seed: int | None,
+        max_frames: int | None = None,
     ) -> list[np.ndarray]:
-        """Speak every request in one call (a batch); raises EngineError subclasses."""
+        """`generate` then `decode`, for callers that do not overlap them."""
+        ...
+
+    def bytes_per_row_frame(self) -> int | None:
+        """Memory one row holds per token of its sequence during generation (KV cache plus retained
+        hidden states), for bounding the batch size; None when unknown."""
         ...
 
     def voices(self) -> Voices:
