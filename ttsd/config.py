@@ -9,7 +9,7 @@ import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -19,6 +19,8 @@ from ttsd.templates import DRAIN_PLACEHOLDERS, JOB_PLACEHOLDERS, parse_template
 
 ENV_PREFIX = "TTS_"
 CONFIG_FILE_NAME = "ttsd.toml"
+VOICES_DIR = "voices"
+"""The inbox folder of reference recordings that voice-clone jobs name."""
 
 Device = Literal["auto", "mps", "cuda", "cpu"]
 Dtype = Literal["auto", "float16", "bfloat16", "float32"]
@@ -54,11 +56,17 @@ class Settings(BaseModel):
 
     max_queue_size: int = Field(32, ge=1)
     max_concurrency_per_model: int = Field(1, ge=1, le=16)
-    max_batch: int = Field(4, ge=1, le=64)
+    # "auto": each worker measures the batch size when it loads its model (ttsd.synth.batch_size).
+    max_batch: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
     max_attempts: int = Field(3, ge=1, le=100)
     model_idle_s: float = Field(600.0, gt=0)
     max_loaded_models: int = Field(2, ge=1, le=16)
-    torch_threads: int = Field(0, ge=0, le=256)
+    # "auto": one thread on small machines, where torch's one per core collapses beside any other
+    # load; half the cores on bigger ones (ttsd.config.torch_threads). 0: torch's own default.
+    torch_threads: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = "auto"
+    # The tiny test models end their speech after a length that follows the text, like trained ones;
+    # off, they never stop by themselves (for runaway tests).
+    tiny_eos: bool = True
 
     enable_cache: bool = True
     cache_size: int = Field(2048, ge=0)
@@ -133,6 +141,11 @@ class Settings(BaseModel):
         return self.state_dir / "daemon.lock"
 
     @property
+    def voices_dir(self) -> Path:
+        """Reference recordings for voice-clone jobs (`ref_audio` names a file here)."""
+        return self.inbox / VOICES_DIR
+
+    @property
     def models_dir(self) -> Path:
         """Where locally built checkpoints (the `tiny` family) live."""
         return self.state_dir / "models"
@@ -151,6 +164,20 @@ class LoadedSettings(BaseModel):
     settings: Settings
     sources: dict[str, str]
     config_file: Path | None
+
+
+SMALL_MACHINE_CORES = 4
+
+
+def torch_threads(settings: Settings, cores: int | None = None) -> int:
+    """The torch threads a worker uses (0: torch's default). On a machine of `SMALL_MACHINE_CORES` or
+    fewer, one: with more, OpenMP's spinning threads made calls 5-20x slower whenever anything else
+    ran, while one thread is within about 10 % on an idle machine. On a bigger one, half the cores:
+    the other half serve the codec thread, intake and whatever else the Mac is doing."""
+    if settings.torch_threads != "auto":
+        return settings.torch_threads
+    cores = cores or os.cpu_count() or 1
+    return 1 if cores <= SMALL_MACHINE_CORES else cores // 2
 
 
 def _parse_models(raw: str) -> dict[str, str]:

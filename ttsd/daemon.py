@@ -1,10 +1,11 @@
-"""The composition root: lock, recover, sweep, start intake and workers, serve, shut down."""
+"""The composition root: lock, recover, sweep, start intake and the worker supervisor, serve, shut
+down. The daemon process never imports torch: synthesis runs in worker processes (one per model,
+`ttsd.synth.runner`), so intake and status stay responsive while a model loads or a worker dies."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import signal
 import threading
@@ -19,28 +20,26 @@ from ttsd.catalog import build_registry
 from ttsd.config import Settings
 from ttsd.delivery.outbox import Outbox
 from ttsd.delivery.publish import StatusPublisher, publish, rebuild_status_files
+from ttsd.errors import TtsdError
 from ttsd.fsutil import make_folder
-from ttsd.intake.folders import VOICES_DIR
 from ttsd.intake.intake import Intake, IntakeSettings
 from ttsd.intake.watcher import Hint, InboxWatcher
 from ttsd.joblog import job_extra
 from ttsd.jobqueue.protocols import Queue
-from ttsd.jobqueue.tables import Job, utcnow
+from ttsd.jobqueue.tables import utcnow
 from ttsd.ops.drain import DrainTracker
 from ttsd.ops.hooks import HookRunner
 from ttsd.ops.lock import daemon_lock, inbox_lock
 from ttsd.ops.queue_rebuild import open_queue
-from ttsd.synth.audio_cache import AudioCache
 from ttsd.synth.chunk_files import ChunkFiles, sweep_finished_chunks
-from ttsd.synth.engine.pool import EngineLoader, EnginePool, LoadOptions, qwen_loader
-from ttsd.synth.engine.qwen_import import import_qwen_tts_quietly
-from ttsd.synth.engine.weights import revision_resolver
-from ttsd.synth.worker import WorkContext
-from ttsd.synth.workers import WorkerSet
+from ttsd.synth.supervisor import Supervisor, SupervisorHooks
 
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 1.0
+FREE_RESTARTS = 25
+"""Restarts of the whole daemon a running job lives through uncounted (kills and power cuts are not
+its fault); past that they count, so a job cannot loop forever."""
 
 
 @dataclass(frozen=True)
@@ -49,43 +48,35 @@ class _Parts:
 
     store: Queue
     outbox: Outbox
-    engines: EnginePool
     hooks: HookRunner
     drain: DrainTracker
     intake: Intake
     watcher: InboxWatcher
-    workers: WorkerSet
+    workers: Supervisor
     publisher: StatusPublisher
     daemon_id: str
-
-
-def load_options(settings: Settings) -> LoadOptions:
-    """What the model loader needs from the settings."""
-    return LoadOptions(
-        device=settings.device,
-        dtype=settings.dtype,
-        models_dir=settings.models_dir,
-        torch_threads=settings.torch_threads,
-        hf_mirror=settings.hf_mirror,
-    )
 
 
 class Daemon:
     """One running ttsd: owns the store, the engines, the intake thread and the workers."""
 
     def __init__(
-        self, settings: Settings, loader: EngineLoader | None = None, on_start: Callable[[], None] = lambda: None
+        self, settings: Settings, loader: str | None = None, on_start: Callable[[], None] = lambda: None
     ) -> None:
         self.settings = settings
         self.on_start = on_start  # runs once the locks are held
         self.stop_event = threading.Event()
+        self.hurry = threading.Event()
         self.registry = build_registry(settings.models)
-        self._warm_up_engine = loader is None
-        self._loader = loader or qwen_loader(load_options(settings))
+        # module:function giving the workers' engine loader (None: qwen-tts); tests name a fake one.
+        self._loader = loader
         self.abandoned_work = False
 
     def request_stop(self, signum: int = 0, _frame: FrameType | None = None) -> None:
-        """Signal handler and API: only sets a flag; the main loop does the rest."""
+        """Signal handler and API: the first call asks for a graceful stop; a second one stops at
+        once (workers killed, their jobs given back uncounted, finished chunks kept)."""
+        if self.stop_event.is_set():
+            self.hurry.set()
         self.stop_event.set()
 
     def run(self) -> int:
@@ -115,30 +106,15 @@ class Daemon:
         sweep_finished_chunks(store, chunk_files)
         hooks = HookRunner(settings)
         drain = DrainTracker(pending=store.pending_total, settle_s=settings.scan_interval_s)
-        engines = EnginePool(self.registry, self._loader, settings.model_idle_s, settings.max_loaded_models)
-        cache = (
-            AudioCache(settings.cache_dir, store, settings.cache_size, settings.cache_max_bytes)
-            if settings.enable_cache
-            else None
-        )
         hints: queue.Queue[Hint | None] = queue.Queue()
         publisher = StatusPublisher(store, outbox)
-        context = WorkContext(
-            settings=settings,
-            store=store,
-            outbox=outbox,
-            publisher=publisher,
-            engines=engines,
-            voices_dir=settings.inbox / VOICES_DIR,
-            chunks=chunk_files,
-            registry=self.registry,
-            cache=cache,
-            revision=revision_resolver(self.registry, settings.models_dir),
-            # A finished batch may have made room for files held back by backpressure: rescan.
-            on_batch_done=partial(hints.put, None),
-            on_job_finished=partial(_job_finished, hooks, drain, outbox),
+        supervisor_hooks = SupervisorHooks(
+            job_finished=partial(_job_finished, store, hooks, drain, outbox),
+            # A finished call may have made room for files held back by backpressure: rescan.
+            call_done=partial(hints.put, None),
+            publish=partial(_publish_quietly, publisher),
         )
-        workers = WorkerSet(context, settings.max_concurrency_per_model, self.stop_event)
+        workers = Supervisor(settings, store, supervisor_hooks, self._loader)
         intake_settings = IntakeSettings.from_settings(settings)
         intake = Intake(
             intake_settings, store, outbox, hints, self.stop_event, on_enqueued=workers.ensure, publisher=publisher
@@ -146,7 +122,6 @@ class Daemon:
         return _Parts(
             store=store,
             outbox=outbox,
-            engines=engines,
             hooks=hooks,
             drain=drain,
             intake=intake,
@@ -159,23 +134,21 @@ class Daemon:
     def _start(self, parts: _Parts) -> None:
         settings = self.settings
         parts.hooks.start()
-        if self._warm_up_engine:
-            # The first import of qwen-tts takes seconds: pay it now rather than on the first job.
-            threading.Thread(target=import_qwen_tts_quietly, name="warm-up", daemon=True).start()
         parts.watcher.start()
         parts.intake.start()
-        for model in parts.store.models_with_queued_jobs():
+        for model in {*parts.store.models_with_queued_jobs(), *settings.preload_models}:
             parts.workers.ensure(model)
-        self._preload(parts.engines)
         log.info(
             "ttsd %s serving %s -> %s (state %s)", __version__, settings.inbox, settings.outbox, settings.state_dir
         )
 
     def _recover(self, store: Queue, outbox: Outbox) -> None:
-        interrupted = store.recover_interrupted(self.settings.max_attempts)
+        # The daemon stopped without giving these back (a kill, a crash, a power cut): its workers
+        # went with it, and that is not the jobs' fault.
+        interrupted = store.recover_interrupted(self.settings.max_attempts, free_restarts=FREE_RESTARTS)
         for job in interrupted:
             log.warning(
-                "job %s (%s) was interrupted; now %s after %d attempt(s)",
+                "job %s (%s) was interrupted by the daemon's end; now %s after %d attempt(s)",
                 job.id,
                 job.name,
                 job.state,
@@ -192,16 +165,8 @@ class Daemon:
                 rebuilt,
             )
 
-    def _preload(self, engines: EnginePool) -> None:
-        for model in self.settings.preload_models:
-            try:
-                with engines.use(model):
-                    pass
-            except Exception:
-                log.exception("could not preload model %s", model)
-
     def _housekeeping(self, parts: _Parts) -> None:
-        store, outbox, engines = parts.store, parts.outbox, parts.engines
+        store, outbox = parts.store, parts.outbox
         try:
             parts.publisher.settle()
             summary = parts.drain.poll()
@@ -218,12 +183,12 @@ class Daemon:
                 )
                 publish(store, outbox, job.id)
                 parts.workers.ensure(job.model)
+            parts.workers.poll()
             for model in store.models_with_queued_jobs():
                 parts.workers.ensure(model)
-            engines.unload_idle()
-            plan = engines.loaded()
-            device = json.dumps(plan[0] if plan else {})
-            store.daemon_heartbeat(parts.daemon_id, device, json.dumps(plan))
+            loaded = parts.workers.loaded()
+            device = json.dumps(loaded[0] if loaded else {})
+            store.daemon_heartbeat(parts.daemon_id, device, json.dumps(loaded))
         except Exception:
             log.exception("housekeeping failed")
 
@@ -233,28 +198,33 @@ class Daemon:
         self.stop_event.set()
         parts.watcher.stop()
         parts.intake.join(timeout=5)
-        self.abandoned_work = not parts.workers.stop(self.settings.shutdown_grace_s)
+        self.abandoned_work = not parts.workers.stop(self.settings.shutdown_grace_s, self.hurry)
         for job_id in store.release_all_running():
             job = publish(store, parts.outbox, job_id)
             log.warning(
                 "job %s did not finish within the grace period: back to the queue", job_id, extra=job_extra(job)
             )
-        if not self.abandoned_work:
-            # A model still inside a generate call is not unloaded: the process exit frees it.
-            parts.engines.close()
         parts.hooks.stop(timeout=5)
         store.daemon_stopped(parts.daemon_id)
         store.close()
         log.info("stopped")
 
 
-def _job_finished(hooks: HookRunner, drain: DrainTracker, outbox: Outbox, job: Job) -> None:
-    """A job reached its final state: run the completion hook, and the drain hook once the queue is
-    empty."""
+def _job_finished(store: Queue, hooks: HookRunner, drain: DrainTracker, outbox: Outbox, job_id: str) -> None:
+    """A worker finished a job: run the completion hook, and the drain hook once the queue is empty."""
+    job = store.get(job_id)
     hooks.job_finished(job, outbox)
     summary = drain.job_finished(job)
     if summary is not None:
         hooks.queue_drained(summary)
+
+
+def _publish_quietly(publisher: StatusPublisher, job_id: str) -> None:
+    """Write a status file the supervisor changed (a failed write is owed, not lost)."""
+    try:
+        publisher.publish(job_id)
+    except TtsdError:
+        log.exception("could not write the status of job %s", job_id, extra={"job_id": job_id})
 
 
 def install_signal_handlers(daemon: Daemon) -> None:
@@ -263,18 +233,9 @@ def install_signal_handlers(daemon: Daemon) -> None:
     signal.signal(signal.SIGINT, daemon.request_stop)
 
 
-def run_daemon(
-    settings: Settings, loader: EngineLoader | None = None, on_start: Callable[[], None] = lambda: None
-) -> int:
+def run_daemon(settings: Settings, loader: str | None = None, on_start: Callable[[], None] = lambda: None) -> int:
     """Run a daemon in the foreground until SIGTERM/SIGINT; the `ttsd run` entry point. `on_start`
     runs once the daemon holds its locks."""
     daemon = Daemon(settings, loader, on_start)
     install_signal_handlers(daemon)
-    status = daemon.run()
-    if daemon.abandoned_work:
-        # A worker is still inside torch after the grace period. Its jobs are already back in the
-        # queue; letting the interpreter finalize under a running native thread aborts the
-        # process (SIGABRT) instead of exiting cleanly, so leave at once.
-        logging.shutdown()
-        os._exit(status)
-    return status
+    return daemon.run()

@@ -124,24 +124,59 @@ class QueueContract:
         assert [job.id for job in rest] == [newest.id, low.id]
         assert store.claim(FAKE_MODEL, max_batch=3)[1] == []
 
-    def test_claim_never_mixes_batch_keys_or_models(self, store: Queue) -> None:
+    def test_claim_mixes_sampling_settings_but_never_models(self, store: Queue) -> None:
+        # The worker's scheduler decides which jobs share a generate call; a lease may hold several.
         a1 = enqueue(store, "a1")
         warm = enqueue(store, "warm", generation={"temperature": 0.5})
-        a2 = enqueue(store, "a2")
-        seeded1 = enqueue(store, "seeded1", seed=1)
-        seeded2 = enqueue(store, "seeded2", seed=1)
+        seeded = enqueue(store, "seeded", seed=1)
         other = enqueue(store, "other model", model=OTHER_MODEL)
-        batches = []
-        while True:
-            _, jobs = store.claim(FAKE_MODEL, max_batch=10)
-            if not jobs:
-                break
-            assert len({job.batch_key for job in jobs}) == 1
-            batches.append([job.id for job in jobs])
-        # Same sampling shares a call; other sampling runs apart; a seeded job always runs alone.
-        assert batches == [[a1.id, a2.id], [warm.id], [seeded1.id], [seeded2.id]]
+        _, jobs = store.claim(FAKE_MODEL, max_batch=10)
+        assert [job.id for job in jobs] == [a1.id, warm.id, seeded.id]
         assert store.get(other.id).state == JobState.QUEUED
         assert [job.id for job in store.claim(OTHER_MODEL, max_batch=10)[1]] == [other.id]
+
+    def test_a_worker_s_claims_share_its_lease_and_one_heartbeat(self, store: Queue) -> None:
+        first, second = enqueue(store, "first"), enqueue(store, "second")
+        token, jobs = store.claim(FAKE_MODEL, max_batch=1, token="worker-1")
+        assert token == "worker-1" and [job.id for job in jobs] == [first.id]
+        assert store.claim(FAKE_MODEL, max_batch=1, token="worker-1")[1][0].id == second.id
+        assert store.leased_ids("worker-1") == {first.id, second.id}
+        assert store.heartbeat("worker-1") == 2
+        store.cancel(first.id)
+        assert store.leased_ids("worker-1") == {second.id}
+
+    def test_a_suspect_job_is_leased_only_to_a_worker_that_holds_nothing(self, store: Queue) -> None:
+        suspect = enqueue(store, "suspect")
+        token, _ = store.claim(FAKE_MODEL, max_batch=1)
+        store.interrupt_lease(token, max_attempts=3)  # its worker died holding it
+        fresh = enqueue(store, "fresh")
+        assert store.claim(FAKE_MODEL, max_batch=4, alone_ok=False)[1] == []  # it waits for an idle worker
+        _, jobs = store.claim(FAKE_MODEL, max_batch=4, alone_ok=True)
+        assert [job.id for job in jobs] == [suspect.id]  # and then runs alone
+        assert store.get(fresh.id).state == JobState.QUEUED
+
+    def test_a_dead_worker_charges_its_jobs_a_stopped_one_does_not(self, store: Queue) -> None:
+        crashed, stopped, bystander = enqueue(store, "crashed"), enqueue(store, "stopped"), enqueue(store, "bystander")
+        dead, _ = store.claim(FAKE_MODEL, max_batch=1, token="dead")
+        clean, _ = store.claim(FAKE_MODEL, max_batch=1, token="clean")
+        store.claim(FAKE_MODEL, max_batch=1, token="alive")
+        assert [job.id for job in store.interrupt_lease(dead, max_attempts=3)] == [crashed.id]
+        assert store.release_lease(clean) == [stopped.id]
+        after_crash, after_stop = store.get(crashed.id), store.get(stopped.id)
+        assert (after_crash.state, after_crash.attempts) == (JobState.QUEUED, 1)
+        assert (after_stop.state, after_stop.attempts) == (JobState.QUEUED, 0)
+        assert store.get(bystander.id).state == JobState.RUNNING
+        assert store.interrupt_lease("nobody", max_attempts=3) == [] and store.release_lease("nobody") == []
+
+    def test_a_daemon_restart_requeues_running_jobs_uncharged_up_to_a_cap(self, store: Queue) -> None:
+        job = enqueue(store, "survivor")
+        for restart in range(3):
+            store.claim(FAKE_MODEL, max_batch=1)
+            [recovered] = store.recover_interrupted(max_attempts=10, free_restarts=2)
+            current = store.get(job.id)
+            assert recovered.id == job.id and current.state == JobState.QUEUED
+            # The first two restarts are free; the third counts as a try.
+            assert (current.restarts, current.attempts) == ((1, 0), (2, 0), (2, 1))[restart]
 
     def test_claim_skips_jobs_whose_not_before_is_in_the_future(self, store: Queue) -> None:
         job = enqueue(store, "later")

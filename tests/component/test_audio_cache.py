@@ -24,7 +24,8 @@ from ttsd.synth.audio_cache import AudioCache, cache_key
 from ttsd.synth.chunk_files import ChunkFiles
 from ttsd.synth.engine.base import Engine
 from ttsd.synth.engine.pool import EnginePool
-from ttsd.synth.worker import WorkContext, Worker
+from ttsd.synth.context import WorkContext
+from ttsd.synth.worker import Worker
 
 
 @pytest.fixture
@@ -130,7 +131,7 @@ def test_eviction_is_lru_within_entries_and_bytes(tmp_path: Path, store: Store) 
 
 def test_a_hit_is_delivered_without_loading_the_model(tmp_path: Path) -> None:
     with scratch_dir(tmp_path) as root:
-        config = Settings(inbox=root / "in", outbox=root / "out", state_dir=root / "state")
+        config = Settings(inbox=root / "in", outbox=root / "out", state_dir=root / "state", max_batch=4)
         store = Store(config.db_path)
         loads: list[str] = []
         engine = FakeEngine()
@@ -153,7 +154,7 @@ def test_a_hit_is_delivered_without_loading_the_model(tmp_path: Path) -> None:
                 cache=AudioCache(config.cache_dir, store, 100, 10**9),
                 revision=lambda model: "rev1" if model == FAKE_MODEL else None,
             )
-            return Worker(FAKE_MODEL, 0, context, threading.Event())
+            return Worker(FAKE_MODEL, context, threading.Event())
 
         first = store.enqueue(make_spec("Speak once.", name="first", format="wav")).job
         assert worker().work_once()
@@ -177,7 +178,7 @@ def test_a_hit_is_delivered_without_loading_the_model(tmp_path: Path) -> None:
 
 def test_takes_rendered_before_a_lease_was_lost_are_still_cached(tmp_path: Path) -> None:
     with scratch_dir(tmp_path) as root:
-        config = Settings(inbox=root / "in", outbox=root / "out", state_dir=root / "state")
+        config = Settings(inbox=root / "in", outbox=root / "out", state_dir=root / "state", max_batch=4)
         store = Store(config.db_path)
         text = "The first sentence is here. The second one follows. And the third one ends it."
         job = store.enqueue(make_spec(text, name="cancelled", chunking={"max_chars": 30})).job
@@ -198,7 +199,7 @@ def test_takes_rendered_before_a_lease_was_lost_are_still_cached(tmp_path: Path)
             cache=AudioCache(config.cache_dir, store, 100, 10**9),
             revision=lambda model: "rev1",
         )
-        assert Worker(FAKE_MODEL, 0, context, threading.Event()).work_once()
+        assert Worker(FAKE_MODEL, context, threading.Event()).work_once()
         assert engine.calls == [3], "the three chunks share one generate call"
         assert store.get(job.id).state == "cancelled"
         assert store.cache_stats().entries == 3, "every take the engine made is kept for a retry"

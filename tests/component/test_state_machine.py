@@ -202,7 +202,7 @@ class QueueMachine(RuleBasedStateMachine):
         first = ready[0]
         want = [first]
         if first.fresh and max_batch > 1:
-            want += [job for job in ready[1:] if job.fresh and job.batch_key == first.batch_key][: max_batch - 1]
+            want += [job for job in ready[1:] if job.fresh][: max_batch - 1]
         assert [job.id for job in claimed] == [job.id for job in want], "claim took the wrong jobs"
         assert token not in self.leases and all(pair[0] != token for pair in self.stale)
         for job in want:

@@ -18,6 +18,7 @@ import soundfile as sf
 
 import ttsd.jobqueue.records as records_module
 import ttsd.synth.failures as failures_module
+import ttsd.synth.keeping as keeping_module
 import ttsd.synth.worker as worker_module
 from tests.support.daemon_harness import wait_for
 from tests.support.fakes import (
@@ -42,9 +43,11 @@ from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.store import Store
 from ttsd.jobqueue.tables import Job, utcnow
 from ttsd.synth.chunk_files import ChunkFiles
-from ttsd.synth.engine.base import Engine, SynthesisRequest
+from ttsd.synth.engine.base import Engine, SynthesisRequest, Takes
 from ttsd.synth.engine.pool import EnginePool
-from ttsd.synth.worker import WorkContext, Worker, retry_delay
+from ttsd.synth.context import WorkContext
+from ttsd.synth.keeping import retry_delay
+from ttsd.synth.worker import Worker
 
 # Every field the README names for a status file, with the fields of its nested objects.
 STATUS_FIELDS = {
@@ -139,7 +142,7 @@ def make_rig(tmp_path: Path) -> Iterator[MakeRig]:
             voices_dir=config.inbox / "voices",
             chunks=ChunkFiles(config.state_dir / "chunks"),
         )
-        return Rig(config, store, outbox, engine, Worker(FAKE_MODEL, 0, context, threading.Event()))
+        return Rig(config, store, outbox, engine, Worker(FAKE_MODEL, context, threading.Event()))
 
     with folders:
         yield make
@@ -193,8 +196,8 @@ def test_batches_respect_max_batch_and_sampling(make_rig: MakeRig) -> None:
     rig.add("warm", generation={"temperature": 0.7})
     rig.add("seeded", seed=42)
     rig.add("other model", model=OTHER_MODEL)  # not this worker's model
-    assert rig.drain() == 5
-    assert rig.engine.calls == [2, 2, 1, 1, 1]
+    assert rig.drain() == 2  # a worker holds 2 x max_batch jobs (at least 4) at a time
+    assert rig.engine.texts == [["plain 0", "plain 1"], ["plain 2", "plain 3"], ["warm"], ["seeded"], ["plain 4"]]
     assert rig.store.counts() == {FAKE_MODEL: {"done": 7}, OTHER_MODEL: {"queued": 1}}
 
 
@@ -320,7 +323,7 @@ def test_a_transient_error_requeues_with_backoff(make_rig: MakeRig) -> None:
 
 
 def test_transient_errors_fail_after_max_attempts(make_rig: MakeRig, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(worker_module, "retry_delay", lambda attempt: 0.0)
+    monkeypatch.setattr(keeping_module, "retry_delay", lambda attempt: 0.0)
     rig = make_rig(engine=FakeEngine(poison={"FLAKY": TransientEngineError}), max_attempts=3)
     job = rig.add("FLAKY device")
     bystander = rig.add("bystander", priority=-1)
@@ -334,7 +337,7 @@ def test_transient_errors_fail_after_max_attempts(make_rig: MakeRig, monkeypatch
 
 def test_backoff_grows_and_is_capped() -> None:
     assert [retry_delay(n) for n in (1, 2, 3)] == [2.0, 4.0, 8.0]
-    assert retry_delay(30) == worker_module.MAX_BACKOFF_S
+    assert retry_delay(30) == keeping_module.MAX_BACKOFF_S
 
 
 def test_a_job_cancelled_during_synthesis_is_not_done(make_rig: MakeRig) -> None:
@@ -392,10 +395,8 @@ def test_an_unexpected_engine_exception_is_a_transient_failure(make_rig: MakeRig
 
 def test_a_wrong_number_of_waveforms_is_an_engine_error(make_rig: MakeRig) -> None:
     class Short(FakeEngine):
-        def synthesize(
-            self, requests: Sequence[SynthesisRequest], generation: Any, seed: int | None
-        ) -> list[np.ndarray]:
-            return super().synthesize(requests, generation, seed)[:1]
+        def decode(self, takes: Takes) -> list[np.ndarray]:
+            return super().decode(takes)[:1]
 
     rig = make_rig(engine=Short())
     first = rig.add("one")
@@ -619,10 +620,8 @@ class ClippingEngine(FakeEngine):
         super().__init__()
         self.bad_takes = bad_takes
 
-    def synthesize(
-        self, requests: Sequence[SynthesisRequest], generation: Mapping[str, Any], seed: int | None
-    ) -> list[np.ndarray]:
-        waves = super().synthesize(requests, generation, seed)
+    def decode(self, takes: Takes) -> list[np.ndarray]:
+        waves = super().decode(takes)
         if len(self.calls) <= self.bad_takes:
             return [np.clip(wave * 100, -1, 1) for wave in waves]
         return waves
@@ -674,6 +673,7 @@ def test_no_space_left_postpones_the_job_uncounted_until_space_comes_back(
     monkeypatch.setattr(failures_module, "_free_bytes", lambda _folder: free[0])
     monkeypatch.setattr(failures_module, "SPACE_CHECK_S", 0.0)
     monkeypatch.setattr(worker_module, "SPACE_CHECK_S", 0.0)
+    monkeypatch.setattr(keeping_module, "SPACE_CHECK_S", 0.0)
     real_stage = rig.outbox.stage_audio
 
     def stage_audio(name: str, *args: Any, **kwargs: Any) -> Any:

@@ -27,7 +27,7 @@ from ttsd.intake.intake import Intake, Outcome
 from ttsd.intake.jobfile import JobDefaults, parse_object
 from ttsd.jobqueue.records import AudioInfo
 from ttsd.jobspec import JobSpec
-from ttsd.synth.engine.base import DevicePlan, Engine, SynthesisRequest, Voices
+from ttsd.synth.engine.base import DevicePlan, Engine, SynthesisRequest, Takes, Voices
 
 FAKE_MODEL = "fake"
 OTHER_MODEL = "fake-b"
@@ -68,7 +68,11 @@ def fake_wave(text: str) -> np.ndarray:
 
 class FakeEngine:
     """The Engine protocol, instantly. `poison` maps a text marker to the error a batch holding
-    that marker raises; `on_synthesize` runs inside each call (before the poison check)."""
+    that marker raises; `on_synthesize` runs inside each generate call (before the poison check);
+    `runaway` marks texts whose rows never stop (they come back capped at the frame budget)."""
+
+    max_frames = 2048
+    stops_by_itself = True
 
     def __init__(
         self,
@@ -76,6 +80,7 @@ class FakeEngine:
         kind: ModelKind = "custom_voice",
         poison: Mapping[str, type[EngineError]] | None = None,
         on_synthesize: Callable[[Sequence[SynthesisRequest]], None] | None = None,
+        runaway: str | None = None,
     ) -> None:
         self.name = name
         self.kind = kind
@@ -83,19 +88,45 @@ class FakeEngine:
         self.sample_rate = FAKE_RATE
         self.poison = dict(poison or {})
         self.on_synthesize = on_synthesize
+        self.runaway = runaway
         self.calls: list[int] = []
+        self.texts: list[list[str]] = []
+        self.budgets: list[int | None] = []
         self.closed = False
 
-    def synthesize(
-        self, requests: Sequence[SynthesisRequest], generation: Mapping[str, Any], seed: int | None
-    ) -> list[np.ndarray]:
+    def generate(
+        self,
+        requests: Sequence[SynthesisRequest],
+        generation: Mapping[str, Any],
+        seed: int | None,
+        max_frames: int | None = None,
+    ) -> Takes:
         self.calls.append(len(requests))
+        self.texts.append([request.text for request in requests])
+        self.budgets.append(max_frames)
         if self.on_synthesize is not None:
             self.on_synthesize(requests)
         for marker, error in self.poison.items():
             if any(marker in request.text for request in requests):
                 raise error(f"the fake engine refuses {marker!r}", code=f"fake_{marker.lower()}")
-        return [fake_wave(request.text) for request in requests]
+        capped = tuple(bool(self.runaway) and self.runaway in request.text for request in requests)
+        frames = tuple(max(1, len(request.text) // 2) for request in requests)
+        return Takes(rows=tuple(request.text for request in requests), frames=frames, capped=capped)
+
+    def decode(self, takes: Takes) -> list[np.ndarray]:
+        return [fake_wave(str(text)) for text in takes.rows]
+
+    def synthesize(
+        self,
+        requests: Sequence[SynthesisRequest],
+        generation: Mapping[str, Any],
+        seed: int | None,
+        max_frames: int | None = None,
+    ) -> list[np.ndarray]:
+        return self.decode(self.generate(requests, generation, seed, max_frames))
+
+    def bytes_per_row_frame(self) -> int | None:
+        return None
 
     def voices(self) -> Voices:
         return Voices(speakers=("vivian",), languages=("auto", "english"))

@@ -209,14 +209,14 @@ def test_doctor_shows_the_running_daemon_s_settings_marking_those_that_differ_he
         "value": "2",
         "source": "env",
         "differs": True,
-        "here": {"value": "4", "source": "default"},
+        "here": {"value": "auto", "source": "default"},
     }
     assert report.facts["settings"]["default_model"] == {"value": "tiny", "source": "env", "differs": False}
 
     for running, why in ((False, "no daemon is running"), (True, "the running daemon recorded none")):
         mine = diagnose(loaded, daemon_running=running, probe=lambda: CPU_ONLY, engine_import=_ok_import)
         assert mine.facts["settings_of"] == {"who": "cli", "why": why}
-        assert mine.facts["settings"]["max_batch"] == {"value": "4", "source": "default"}
+        assert mine.facts["settings"]["max_batch"] == {"value": "auto", "source": "default"}
 
 
 def test_the_recorded_settings_count_only_while_their_daemon_holds_the_lock(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ CALLS: dict[Transition, Callable[[Job], object]] = {
         job, Rejection("n", "n.json", "blank_text", "blank", "text"), NOW
     ),
     Transition.POSTPONE: lambda job: transitions.postpone(job, "no_space", "no space left", NOW),
+    Transition.RESUME: transitions.resume,
 }
 
 

@@ -8,9 +8,10 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ttsd.config import VOICES_DIR
+
 ACCEPTED_DIR = "accepted"
 REJECTED_DIR = "rejected"
-VOICES_DIR = "voices"
 INTAKE_FOLDERS = frozenset({ACCEPTED_DIR, REJECTED_DIR, VOICES_DIR})
 _IGNORED_SUFFIXES = (".tmp", ".part", ".crdownload", ".download", ".swp", ".swx", "~")
 # vim's write test file, and the folder decorations Finder and Explorer drop into any folder.

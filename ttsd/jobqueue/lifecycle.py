@@ -134,28 +134,34 @@ class JobLifecycle(JobQueries):
             session.add(job)
             return EnqueueResult(job, created=True)
 
-    def claim(self, model: str, max_batch: int, now: datetime | None = None) -> tuple[str, list[Job]]:
-        """Lease up to `max_batch` compatible queued jobs of `model`, highest priority then oldest first.
+    def claim(
+        self,
+        model: str,
+        max_batch: int,
+        now: datetime | None = None,
+        token: str | None = None,
+        alone_ok: bool = True,
+    ) -> tuple[str, list[Job]]:
+        """Lease up to `max_batch` queued jobs of `model`, highest priority then oldest first, to
+        `token` (a worker's lease, renewed by one heartbeat; a new token when None).
 
-        A job that was tried before without finishing runs alone: if it is what crashes the process,
-        it must not take fresh neighbours down with it (and use up their attempts) every time.
+        A job that was tried before without finishing runs alone: if it is what crashes its worker,
+        it must not take fresh neighbours down with it (and use up their attempts) every time. When
+        such a job is next in line it is leased only when `alone_ok` (the worker holds nothing else),
+        and then by itself; otherwise nothing is leased until the worker has drained.
         Returns the lease token (needed for heartbeats and the guarded finish) and the jobs.
         """
         now = now or utcnow()
-        token = uuid.uuid4().hex
+        token = token or uuid.uuid4().hex
         with self._write() as session:
             first = session.exec(claim_query(model, now).limit(1)).first()
-            if first is None:
+            if first is None or (_suspect(first) and not alone_ok):
                 return token, []
             jobs = [first]
-            if first.attempts == first.attempt_base and max_batch > 1:
+            if not _suspect(first) and max_batch > 1:
                 jobs += session.exec(
                     claim_query(model, now)
-                    .where(
-                        col(Job.attempts) == col(Job.attempt_base),
-                        Job.batch_key == first.batch_key,
-                        col(Job.id) != first.id,
-                    )
+                    .where(col(Job.attempts) == col(Job.attempt_base), col(Job.id) != first.id)
                     .limit(max_batch - 1)
                 )
             for job in jobs:
@@ -227,11 +233,15 @@ class JobLifecycle(JobQueries):
                 session.add(job)
             return [job.id for job in jobs]
 
-    def recover_interrupted(self, max_attempts: int, stale_before: datetime | None = None) -> list[Job]:
-        """Running jobs whose worker is gone: count the interrupted try, then queue or fail them.
+    def recover_interrupted(
+        self, max_attempts: int, stale_before: datetime | None = None, free_restarts: int = 0
+    ) -> list[Job]:
+        """Running jobs whose worker is gone: queue them again, or fail those out of attempts.
 
-        At start every running job is interrupted (`stale_before` None); while running, only those
-        whose heartbeat is older than `stale_before`.
+        At start every running job was interrupted by the daemon's own end (`stale_before` None):
+        that is not the job's fault, so its first `free_restarts` such interruptions are not
+        counted as tries. While running, jobs whose heartbeat is older than `stale_before` belong to
+        a worker that stopped answering: that try counts.
         """
         query = select(Job).where(Job.state == JobState.RUNNING)
         if stale_before is not None:
@@ -240,9 +250,33 @@ class JobLifecycle(JobQueries):
             jobs = list(session.exec(query))
             now = utcnow()
             for job in jobs:
+                if stale_before is None and job.restarts < free_restarts:
+                    transitions.resume(job)
+                else:
+                    transitions.interrupt(job, max_attempts, now)
+                session.add(job)
+            return jobs
+
+    def interrupt_lease(self, token: str, max_attempts: int) -> list[Job]:
+        """The worker holding `token` died (a signal, an abort, out of memory): each of its jobs is
+        charged the try, so it runs alone next (or fails, out of attempts)."""
+        with self._write() as session:
+            jobs = list(session.exec(select(Job).where(Job.state == JobState.RUNNING, Job.lease_token == token)))
+            now = utcnow()
+            for job in jobs:
                 transitions.interrupt(job, max_attempts, now)
                 session.add(job)
             return jobs
+
+    def release_lease(self, token: str) -> list[str]:
+        """The worker holding `token` stopped when asked (or was stopped past the grace period):
+        its jobs go back to the queue, uncounted; their finished chunks are kept."""
+        with self._write() as session:
+            jobs = list(session.exec(select(Job).where(Job.state == JobState.RUNNING, Job.lease_token == token)))
+            for job in jobs:
+                transitions.release(job)
+                session.add(job)
+            return [job.id for job in jobs]
 
     def cancel(self, ref: str) -> Job:
         """Cancel a queued or running job (a running job's result will be discarded)."""
@@ -262,6 +296,11 @@ class JobLifecycle(JobQueries):
             session.add(current)
             delete_chunks(session, job_id)
             return current
+
+
+def _suspect(job: Job) -> bool:
+    """Tried before in this attempt budget without finishing: it may be what crashed its worker."""
+    return job.attempts > job.attempt_base
 
 
 def _still_there(session: Session, job_id: str) -> Job:

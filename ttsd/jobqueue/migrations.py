@@ -166,12 +166,19 @@ def _add_error_field(connection: Connection) -> None:
     connection.exec_driver_sql("ALTER TABLE job ADD COLUMN error_field VARCHAR")
 
 
+def _add_restarts(connection: Connection) -> None:
+    # Worker processes: a job interrupted because the whole daemon stopped (a kill, a power cut) is
+    # not charged a try; this counts such restarts so a job cannot loop through them forever.
+    connection.exec_driver_sql("ALTER TABLE job ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the ttsd 0.1.0 schema", _create_0_1_0_schema),
     Migration(2, "one index in claim order for the claim query", _add_claim_index),
     Migration(3, "when each job took its output name", _add_named_at),
     Migration(4, "output names as a case-insensitive file system sees them", _add_name_key),
     Migration(5, "the field a rejected job file got wrong", _add_error_field),
+    Migration(6, "restarts of the daemon a job lived through, uncharged", _add_restarts),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -70,6 +70,12 @@ class JobQueries(Database):
         with self._read() as session:
             return session.exec(select(func.count()).select_from(Job).where(col(Job.state).in_(PENDING_STATES))).one()
 
+    def leased_ids(self, token: str) -> set[str]:
+        """The jobs still running under `token` (a cancel or a recovery takes a job out of it)."""
+        with self._read() as session:
+            query = select(Job.id).where(Job.state == JobState.RUNNING, Job.lease_token == token)
+            return set(session.exec(query))
+
     def models_with_queued_jobs(self) -> list[str]:
         """Models that have work waiting."""
         with self._read() as session:

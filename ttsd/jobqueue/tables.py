@@ -71,6 +71,8 @@ class Job(SQLModel, table=True):
     priority: int = 0
     attempts: int = 0
     attempt_base: int = 0
+    # Interruptions by a daemon that stopped without a clean shutdown: uncharged, up to a cap.
+    restarts: int = 0
     not_before: datetime | None = Field(default=None, sa_type=UTCDateTime)
     lease_token: str | None = None
     heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

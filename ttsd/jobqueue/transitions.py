@@ -40,6 +40,7 @@ class Transition(StrEnum):
     RESTORE = "restore"
     REJECT = "reject"
     POSTPONE = "postpone"
+    RESUME = "resume"
 
 
 MOVES: Final[Mapping[Transition, tuple[frozenset[JobState], frozenset[JobState]]]] = {
@@ -57,6 +58,8 @@ MOVES: Final[Mapping[Transition, tuple[frozenset[JobState], frozenset[JobState]]
     Transition.REJECT: (frozenset({QUEUED}), frozenset({REJECTED})),
     # A try stopped by the machine (a full disk), not by the job: back to the queue, uncounted.
     Transition.POSTPONE: (frozenset({RUNNING}), frozenset({QUEUED})),
+    # The whole daemon stopped without a clean shutdown (kill -9, power cut): not the job's fault.
+    Transition.RESUME: (frozenset({RUNNING}), frozenset({QUEUED})),
 }
 """Transition -> (the states it starts from, the states it may end in). No other move exists."""
 
@@ -147,7 +150,7 @@ def interrupt(job: Job, max_attempts: int, now: datetime) -> JobState:
         job.finished_at = now
         job.error_code = "interrupted"
         job.error_message = (
-            f"interrupted {tries} times (the daemon stopped or crashed during synthesis); "
+            f"interrupted {tries} times (its worker crashed or stopped answering during synthesis); "
             "giving up after TTS_MAX_ATTEMPTS"
         )
     return job.state
@@ -157,6 +160,14 @@ def release(job: Job) -> None:
     """running -> queued at a clean shutdown: the try was not the job's fault, so it does not count."""
     _move(job, Transition.RELEASE, QUEUED)
     job.lease_token = None
+
+
+def resume(job: Job) -> None:
+    """running -> queued after the daemon itself died: the try does not count, the restart does
+    (`restarts`, so the caller can charge a job that lives through too many)."""
+    _move(job, Transition.RESUME, QUEUED)
+    job.lease_token = None
+    job.restarts += 1
 
 
 def postpone(job: Job, code: str, message: str, retry_at: datetime) -> None:

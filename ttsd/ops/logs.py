@@ -58,6 +58,8 @@ class JsonFormatter(logging.Formatter):
                 document[key] = value
         if record.exc_info:
             document["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # formatted already, by the worker process that logged it
+            document["exc"] = record.exc_text
         if record.stack_info:
             document["stack"] = self.formatStack(record.stack_info)
         # default=str: an odd object in `extra` must not cost the record.

@@ -1,404 +1,361 @@
-"""Workers: per model, claim a batch -> speak its chunks -> join -> deliver -> record, one guarded
-step at a time. Every finished chunk is kept (file + row) before the next, so a job interrupted
-halfway resumes where it stopped.
+"""A model's worker: it leases jobs from the queue, keeps them active, and runs generate calls over
+their chunks as the scheduler picks them, so a job that arrives while others run joins at the next
+call and each job is delivered the moment its own last chunk is kept.
 
-Order of delivery (so a crash anywhere leaves a state recovery can finish): audio file written
-atomically, then the guarded `done` in the queue, then the status file (which is derived from the
-queue and rebuilt at start when it lags behind).
+Every finished chunk is kept (file + row) before its job is joined, so a job interrupted halfway
+resumes where it stopped. With `overlap`, decoding and keeping one call run in a second thread while
+the next call generates (the codec and the disk work then use the other core).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
-import numpy as np
-
-from ttsd.audio import join_chunks, resample
-from ttsd.catalog import ModelEntry
-from ttsd.config import Settings
-from ttsd.delivery.deliver import deliver
-from ttsd.delivery.outbox import Outbox
-from ttsd.delivery.publish import StatusPublisher
-from ttsd.errors import EngineError, PermanentEngineError, TransientEngineError, TtsdError
-from ttsd.faults import crash_point
-from ttsd.joblog import job_extra, job_logger
-from ttsd.jobqueue.protocols import WorkerQueue
-from ttsd.jobqueue.records import RunInfo
+from ttsd.errors import EngineError
+from ttsd.joblog import job_extra
 from ttsd.jobqueue.tables import ChunkRow, Job
 from ttsd.jobspec import JobSpec
-from ttsd.synth.audio_cache import AudioCache, cache_key
-from ttsd.synth.chunk_files import ChunkFiles
+from ttsd.synth.batch_size import MAX_AUTO_BATCH, PROBE_TEXT, BatchChoice, longest_row_frames, probe_batch
 from ttsd.synth.chunking import split_text
-from ttsd.synth.engine.base import DevicePlan, SynthesisRequest
-from ttsd.synth.engine.pool import EnginePool
-from ttsd.synth.failures import SPACE_CHECK_S, OutOfSpace, SpaceWait, failure_of
+from ttsd.synth.context import WorkContext
+from ttsd.synth.failures import SPACE_CHECK_S, SpaceWait, failure_of
+from ttsd.synth.keeping import Keeper
 from ttsd.synth.lease import LeaseHeartbeat
-from ttsd.synth.quality import quality_problem
-from ttsd.synth.references import ReferenceDigests, reference_path
+from ttsd.synth.pacing import expected_frames
+from ttsd.synth.rendering import Generated, Renderer, Unit
+from ttsd.synth.scheduler import ChunkScheduler, Piece
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF_S = 300.0
-QUALITY_RERENDERS = 2
+ACTIVE_PER_ROW = 2
+"""Jobs held per row of a call: enough to group similar lengths, few enough that `running` means
+being worked on."""
+MIN_ACTIVE = 4
+WAKE_POLL_S = 1.0
+
+Report = Callable[[str, dict[str, Any]], None]
 
 
-def retry_delay(attempt: int) -> float:
-    """Exponential backoff for transient failures: 2 s, 4 s, 8 s ... capped at five minutes."""
-    return float(min(MAX_BACKOFF_S, 2.0**attempt))
-
-
-@dataclass(frozen=True)
-class WorkContext:
-    """Everything a worker needs, shared by all workers of a daemon."""
-
-    settings: Settings
-    store: WorkerQueue
-    outbox: Outbox
-    publisher: StatusPublisher
-    engines: EnginePool
-    voices_dir: Path
-    chunks: ChunkFiles
-    registry: Mapping[str, ModelEntry] = field(default_factory=dict)
-    cache: AudioCache | None = None
-    revision: Callable[[str], str | None] = lambda model: None
-    on_batch_done: Callable[[], None] = lambda: None
-    on_job_finished: Callable[[Job], None] = lambda job: None
-
-
-@dataclass(frozen=True)
-class _Unit:
-    """One chunk of one job, waiting to be spoken."""
+@dataclass
+class _Held:
+    """A job leased to this worker."""
 
     job: Job
     spec: JobSpec
-    chunk: ChunkRow
-    key: str | None
+    units: dict[int, Unit] = field(default_factory=dict)
 
 
-class Worker(threading.Thread):
-    """Serves one model's queue until `stop` is set; `wake` says new work may be there."""
+class Worker:
+    """Serves one model's queue until `stop_event` is set; `wake` says new work may be there."""
 
-    def __init__(self, model: str, index: int, context: WorkContext, stop_event: threading.Event) -> None:
-        super().__init__(name=f"worker-{model}-{index}", daemon=True)
+    def __init__(
+        self,
+        model: str,
+        context: WorkContext,
+        stop_event: threading.Event,
+        token: str | None = None,
+        overlap: bool = False,
+        report: Report = lambda event, fields: None,
+    ) -> None:
         self.model = model
         self.context = context
         self.stop_event = stop_event
+        self.token = token or f"{model}-{uuid.uuid4().hex}"
+        self.overlap = overlap
         self.wake = threading.Event()
-        self._last_plan: DevicePlan | None = None
-        self._references = ReferenceDigests(context.voices_dir)
+        self.batch: BatchChoice | None = None
+        self._report = report
         self._space = SpaceWait([context.outbox.root, context.chunks.root])
+        self.keeper = Keeper(context, self.token, self._space)
+        self.renderer = Renderer(model, context)
+        fixed = context.settings.max_batch
+        self.scheduler = ChunkScheduler(fixed if isinstance(fixed, int) else 1)
+        self._held: dict[str, _Held] = {}
+        self._lock = threading.Lock()
+        self._state = "starting"
 
-    def run(self) -> None:
-        while not self.stop_event.is_set():
-            if not self._space.ready():
-                self.stop_event.wait(SPACE_CHECK_S)
-                continue
-            try:
-                worked = self.work_once()
-            except Exception:
-                # Failures are handled where they happen, per job; this only keeps the thread alive.
-                log.exception("worker %s: unexpected error", self.name)
-                worked = False
-            if not worked:
-                self.wake.wait(timeout=1.0)
-                self.wake.clear()
+    # -- the loop -------------------------------------------------------------------------------------
+
+    def run(self, idle_exit_s: float | None = None) -> str:
+        """Serve until stopped ("stopped") or, with `idle_exit_s`, until nothing was held or ready
+        for that long ("idle"). On the way out the call in progress is finished and kept, and the
+        jobs still held go back to the queue uncounted."""
+        keeping = _Keeping(self._keep_call) if self.overlap else None
+        idle_since = time.monotonic()
+        outcome = "stopped"
+        try:
+            with LeaseHeartbeat(self.context.store, self.token, max(0.2, self.context.settings.lease_s / 4)):
+                while not self.stop_event.is_set():
+                    if self._step_safely(keeping):
+                        idle_since = time.monotonic()
+                        self._tell("busy")
+                        continue
+                    if not self._held:
+                        self._tell("idle")
+                        if idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s:
+                            outcome = "idle"
+                            break
+                    self.context.publisher.settle()
+                    self.wake.wait(timeout=WAKE_POLL_S)
+                    self.wake.clear()
+        finally:
+            if keeping is not None:
+                keeping.close()
+            self._release()
+        return outcome
+
+    def _tell(self, state: str) -> None:
+        """Report busy/idle to whoever watches (the supervisor), on changes only."""
+        if state != self._state:
+            self._state = state
+            self._report(state, {})
 
     def work_once(self) -> bool:
-        """Claim and process one batch; False when the queue had nothing ready."""
-        settings = self.context.settings
-        token, jobs = self.context.store.claim(self.model, settings.max_batch)
-        if not jobs:
-            return False
-        for job in jobs:
-            self._publish(job.id)
-        with LeaseHeartbeat(self.context.store, token, max(0.2, settings.lease_s / 4)):
-            self._process(token, jobs)
-        self.context.on_batch_done()
+        """Lease what is ready and speak it until every leased job is finished, without leasing
+        more meanwhile (tests and one-shot use); False when nothing was ready."""
+        with LeaseHeartbeat(self.context.store, self.token, max(0.2, self.context.settings.lease_s / 4)):
+            if not self._admit():
+                return False
+            while self.step(None, admit=False):
+                pass
         return True
 
-    def _process(self, token: str, jobs: Sequence[Job]) -> None:
-        """Plan each job's chunks, answer what the cache can, speak the rest in batches across the
-        claimed jobs, then join and deliver every job whose chunks are all done."""
-        plans: list[tuple[Job, JobSpec]] = []
-        units: list[_Unit] = []
-        for job in jobs:
-            spec = JobSpec.model_validate_json(job.spec_json)
-            try:
-                pending = self._pending_units(token, job, spec)
-            except Exception as exc:  # noqa: BLE001 - whatever it is, it is this job's failure
-                self._fail(token, job, failure_of(exc, "planning its chunks"))
-                continue
-            if pending is None:
-                self._discard(job, "it was cancelled or reclaimed")
-                continue
-            plans.append((job, spec))
-            units += pending
-        failed: set[str] = set()
-        for group in self._groups(units):
-            self._render(token, [unit for unit in group if unit.job.id not in failed], failed)
-        for job, spec in plans:
-            if job.id not in failed:
-                try:
-                    self._finish(token, job, spec)
-                except Exception as exc:  # noqa: BLE001 - whatever it is, it is this job's failure
-                    self._fail(token, job, failure_of(exc, "joining its chunks"))
+    def step(self, keeping: _Keeping | None, admit: bool = True) -> bool:
+        """Admit newly queued jobs, forget lost ones, and run one generate call; False when no
+        chunk waited."""
+        admitted = self._admit() if admit else 0
+        self._forget_lost()
+        units = [unit for unit in map(self._unit, self.scheduler.next_call()) if unit is not None]
+        if not units:
+            return admitted > 0
+        self._ensure_batch(units[0])
+        try:
+            generated = self.renderer.generate(units)
+        except EngineError as error:
+            self._call_failed(units, error)
+            return True
+        if keeping is None:
+            self._keep_call(generated)
+        else:
+            keeping.put(generated)
+        return True
 
-    def _pending_units(self, token: str, job: Job, spec: JobSpec) -> list[_Unit] | None:
-        """The chunks still to speak; cached ones are recorded at once. None: the lease is gone."""
-        pieces = [
-            (chunk.text, chunk.pause_after_ms) for chunk in split_text(spec.text, spec.chunk_max_chars, spec.gap_ms)
-        ]
-        chunks = self.context.store.plan_chunks(job.id, token, pieces)
+    def _step_safely(self, keeping: _Keeping | None) -> bool:
+        if not self._space.ready():
+            self.stop_event.wait(SPACE_CHECK_S)
+            return False
+        try:
+            return self.step(keeping)
+        except Exception:
+            # Failures are handled where they happen, per job; this only keeps the worker alive.
+            log.exception("worker %s: unexpected error", self.model)
+            return False
+
+    # -- admission ------------------------------------------------------------------------------------
+
+    def _admit(self) -> int:
+        """Lease queued jobs while there is room; returns how many were leased."""
+        with self._lock:
+            held = list(self._held.values())
+        if any(h.job.attempts > h.job.attempt_base for h in held):
+            return 0  # a job that may have crashed a worker runs alone
+        room = max(MIN_ACTIVE, ACTIVE_PER_ROW * self.scheduler.max_rows) - len(held)
+        if room <= 0:
+            return 0
+        _, jobs = self.context.store.claim(self.model, room, token=self.token, alone_ok=not held)
+        for job in jobs:
+            self._take(job)
+        return len(jobs)
+
+    def _take(self, job: Job) -> None:
+        self.keeper.publish(job.id)
+        spec = JobSpec.model_validate_json(job.spec_json)
+        held = _Held(job, spec)
+        try:
+            chunks = self._pending_chunks(job, spec)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, it is this job's failure
+            self.keeper.fail(job, failure_of(exc, "planning its chunks"))
+            return
+        if chunks is None:
+            self.keeper.discard(job, "it was cancelled or reclaimed")
+            return
+        for chunk, key in chunks:
+            piece = Piece(job.id, chunk.index, expected_frames(chunk.text), alone=spec.seed is not None)
+            held.units[chunk.index] = Unit(job, spec, chunk, key, piece)
+        with self._lock:
+            self._held[job.id] = held
+        self.scheduler.admit(job.id, job.priority, job.batch_key, [unit.piece for unit in held.units.values()])
+        if self.scheduler.is_complete(job.id):
+            self._deliver(held)
+
+    def _pending_chunks(self, job: Job, spec: JobSpec) -> list[tuple[ChunkRow, str | None]] | None:
+        """The chunks still to speak, with their cache keys; cached ones are kept at once. None: the
+        lease is gone."""
+        pieces = [(c.text, c.pause_after_ms) for c in split_text(spec.text, spec.chunk_max_chars, spec.gap_ms)]
+        chunks = self.context.store.plan_chunks(job.id, self.token, pieces)
         if chunks is None:
             return None
         pending = []
         for chunk in chunks:
             if chunk.done and self.context.chunks.has(job.id, chunk.index):
                 continue  # a damaged file is caught when the job is joined, and the job re-rendered
-            key = self._cache_key(spec, chunk.text)
-            cached = self._cached(spec, key)
+            key = self.renderer.cache_key(spec, chunk.text)
+            cached = self.renderer.cached(spec, key)
             if cached is None:
-                pending.append(_Unit(job, spec, chunk, key))
-            elif not self._record_chunk(token, job, spec, chunk, cached, synth_s=0.0, cache_hit=True):
+                pending.append((chunk, key))
+            elif not self.keeper.record_chunk(job, spec, chunk, cached, synth_s=0.0, cache_hit=True):
                 return None
         return pending
 
-    def _groups(self, units: Sequence[_Unit]) -> list[list[_Unit]]:
-        """Batches for the engine: up to max_batch chunks, from one job or several. A seeded job's
-        chunks go one at a time, each with its own derived seed, so its take never depends on
-        how its chunks happened to be grouped (a resumed job sounds like an uninterrupted one)."""
-        size = self.context.settings.max_batch
-        groups: list[list[_Unit]] = []
-        unseeded = [unit for unit in units if unit.spec.seed is None]
-        groups += [unseeded[i : i + size] for i in range(0, len(unseeded), size)]
-        groups += [[unit] for unit in units if unit.spec.seed is not None]
-        return groups
-
-    def _render(self, token: str, group: list[_Unit], failed: set[str]) -> None:
-        if not group:
+    def _ensure_batch(self, unit: Unit) -> None:
+        """With `TTS_MAX_BATCH=auto`, measure the batch size once the model is loaded, with the
+        first real request (valid for the model's kind by construction)."""
+        if self.batch is not None:
             return
-        try:
-            wavs, seconds = self._synthesize(group)
-        except EngineError as error:
-            if len(group) == 1:
-                self._fail(token, group[0].job, error)
-                failed.add(group[0].job.id)
-                return
-            log.warning("batch of %d chunks failed (%s); retrying them one by one", len(group), error.message)
-            for unit in group:
-                if unit.job.id not in failed:
-                    self._render(token, [unit], failed)
-            return
-        for unit, wav in zip(group, wavs, strict=True):
-            if unit.job.id in failed:
-                # Its job failed or was taken away mid-call; a sound take still serves a retry.
-                if self._problem(unit, wav) is None:
-                    self._remember(unit, wav)
-                continue
-            try:
-                wav = self._guarded(unit, wav)
-            except EngineError as error:
-                self._fail(token, unit.job, error)
-                failed.add(unit.job.id)
-                continue
-            self._remember(unit, wav)
-            try:
-                recorded = self._record_chunk(
-                    token, unit.job, unit.spec, unit.chunk, wav, seconds / len(group), cache_hit=False
-                )
-            except Exception as exc:  # noqa: BLE001 - whatever it is, it is this job's failure
-                self._fail(token, unit.job, failure_of(exc, "keeping a finished chunk"))
-                failed.add(unit.job.id)
-                continue
-            if not recorded:
-                failed.add(unit.job.id)
-                self._discard(unit.job, "it was cancelled or reclaimed")
-
-    def _guarded(self, unit: _Unit, wav: np.ndarray) -> np.ndarray:
-        """The take, or a re-render with another seed when a quality guard refuses it."""
-        problem = self._problem(unit, wav)
-        attempt = 0
-        while problem is not None:
-            if attempt == QUALITY_RERENDERS:
-                raise PermanentEngineError(
-                    f"chunk {unit.chunk.index + 1} failed its quality check {attempt + 1} times: {problem}",
-                    code="quality",
-                )
-            attempt += 1
-            log.warning("job %s chunk %d: %s; re-rendering (%d/%d)", unit.job.id, unit.chunk.index, problem,
-                        attempt, QUALITY_RERENDERS, extra=job_extra(unit.job))  # fmt: skip
-            wav = self._synthesize([unit], seed=(unit.spec.seed or 0) + 7919 * attempt + unit.chunk.index)[0][0]
-            problem = self._problem(unit, wav)
-        return wav
-
-    def _problem(self, unit: _Unit, wav: np.ndarray) -> str | None:
-        """Why a quality guard refuses this take, or None."""
-        entry = self.context.registry.get(self.model)
-        check_length = entry is None or not entry.tiny  # tiny random weights never stop by themselves
-        return quality_problem(wav, unit.spec.sample_rate, unit.chunk.text, check_length)
-
-    def _record_chunk(
-        self, token: str, job: Job, spec: JobSpec, chunk: ChunkRow, audio: np.ndarray, synth_s: float, cache_hit: bool
-    ) -> bool:
-        self.context.chunks.save(job.id, chunk.index, audio)
-        duration = len(audio) / spec.sample_rate
-        if not self.context.store.chunk_done(job.id, token, chunk.index, round(duration, 3), synth_s, cache_hit):
-            return False
-        crash_point("chunk_done", f"{job.name}#{chunk.index}")
-        self._publish(job.id)
-        return True
-
-    def _finish(self, token: str, job: Job, spec: JobSpec) -> None:
-        chunks = self.context.store.chunks(job.id)
-        audios = [self.context.chunks.load(job.id, chunk.index) for chunk in chunks]
-        if not chunks or any(audio is None for audio in audios) or not all(chunk.done for chunk in chunks):
-            self.context.store.drop_chunks(job.id)
-            self.context.chunks.discard(job.id)
-            error = TransientEngineError("finished chunks were missing; rendering the job again", code="chunks_lost")
-            self._fail(token, job, error)
-            return
-        joined = join_chunks([a for a in audios if a is not None], [c.pause_after_ms for c in chunks], spec.sample_rate)
-        current = self.context.store.get(job.id)
-        all_hits = all(chunk.cache_hit for chunk in chunks)
-        plan = None if all_hits else self._last_plan
-        run = RunInfo(
-            device=plan.device if plan else None,
-            dtype=plan.dtype if plan else None,
-            seed=spec.seed,
-            cache_hit=all_hits,
-            synth_s=round(current.synth_s or 0.0, 3),
-        )
-        self._deliver_or_fail(token, job, spec, joined, run)
-        if self.context.store.get(job.id).state.terminal:
-            self._discard(job, None)
-
-    def _discard(self, job: Job, reason: str | None) -> None:
-        """Forget a job's chunks once it is finished (or no longer ours)."""
-        if reason:
-            log.info("job %s: result discarded because %s", job.id, reason, extra=job_extra(job))
-            self._publish(job.id)
-        self.context.chunks.discard(job.id)
-        if self.context.store.get(job.id).state.terminal:
-            self.context.store.drop_chunks(job.id)
-
-    def _cache_key(self, spec: JobSpec, text: str) -> str | None:
-        """A chunk's cache address, or None when caching is off or the weights are not yet known."""
-        cache = self.context.cache
-        if cache is None:
-            return None
-        revision = self.context.revision(spec.model)
-        if revision is None:
-            return None
-        reference = self._references.digest(spec.ref_audio) if spec.ref_audio else None
-        return cache_key(spec, text, revision, reference)
-
-    def _cached(self, spec: JobSpec, key: str | None) -> np.ndarray | None:
-        if key is None or not spec.cache or self.context.cache is None:
-            return None
-        return self.context.cache.get(key)
-
-    def _remember(self, unit: _Unit, wav: np.ndarray) -> None:
-        cache = self.context.cache
-        key = unit.key or self._cache_key(unit.spec, unit.chunk.text)
-        if cache is None or key is None:
-            return
-        try:
-            cache.put(key, wav)
-        except OSError:
-            log.exception("could not cache a chunk of %s", unit.spec.name, extra=job_extra(unit.job))
-
-    def _synthesize(self, group: Sequence[_Unit], seed: int | None = None) -> tuple[list[np.ndarray], float]:
-        """Speak a group of chunks in one call; each waveform comes back at its job's sample rate,
-        with the seconds the call took.
-
-        Every failure comes out as an EngineError: anything else an engine or loader raises is
-        taken as transient, so the job is counted and retried with backoff instead of sitting in
-        `running` until its lease runs out."""
-        for unit in group:
-            crash_point("synthesis", unit.spec.name)
-        try:
-            return self._synthesize_group(group, seed)
-        except EngineError:
-            raise
-        except Exception as exc:
-            log.exception("worker %s: the engine raised an unexpected error", self.name)
-            raise TransientEngineError(f"{type(exc).__name__}: {str(exc)[:500]}", code="engine_error") from exc
-
-    def _synthesize_group(self, group: Sequence[_Unit], seed: int | None) -> tuple[list[np.ndarray], float]:
-        requests = [self._request(unit.spec, unit.chunk.text) for unit in group]
-        first = group[0]
-        if seed is None and first.spec.seed is not None:
-            seed = first.spec.seed + first.chunk.index
+        fixed = self.context.settings.max_batch
         with self.context.engines.use(self.model) as engine:
-            started = time.perf_counter()
-            wavs = engine.synthesize(requests, first.spec.generation.as_kwargs(), seed)
-            elapsed = time.perf_counter() - started
-            if len(wavs) != len(requests):
-                raise TransientEngineError(
-                    f"the engine returned {len(wavs)} waveform(s) for {len(requests)} text(s)", code="engine_error"
+            if isinstance(fixed, int):
+                self.batch = BatchChoice(size=fixed, rates={}, limit=fixed, reason="set by TTS_MAX_BATCH")
+            else:
+                self.batch = probe_batch(
+                    engine,
+                    MAX_AUTO_BATCH,
+                    request=self.renderer.request(unit.spec, PROBE_TEXT),
+                    generation=unit.spec.generation.as_kwargs(),
+                    longest_text_frames=longest_row_frames(self.context.settings.max_text_length, engine.max_frames),
                 )
-            self._last_plan = engine.plan
-            rate = engine.sample_rate
-        log.info("synthesized %d chunk(s) in %.2fs: %s", len(group), elapsed,
-                 ", ".join(f"{u.job.name}#{u.chunk.index}" for u in group))  # fmt: skip
-        return [resample(wav, rate, unit.spec.sample_rate) for wav, unit in zip(wavs, group, strict=True)], elapsed
+            plan = engine.plan.as_dict()
+        self.scheduler.max_rows = self.batch.size
+        log.info("worker %s: batch size %d (%s)", self.model, self.batch.size, self.batch.reason)
+        self._report("ready", {"plan": plan, "batch": self.batch.as_dict(), "loaded": self.context.engines.loaded()})
 
-    def _request(self, spec: JobSpec, text: str) -> SynthesisRequest:
-        ref_audio = reference_path(self.context.voices_dir, spec.ref_audio) if spec.ref_audio else None
-        return SynthesisRequest(
-            text=text,
-            language=spec.language,
-            speaker=spec.speaker,
-            instruct=spec.instruct,
-            ref_audio=ref_audio,
-            ref_text=spec.ref_text,
-        )
+    # -- calls ----------------------------------------------------------------------------------------
 
-    def _deliver_or_fail(self, token: str, job: Job, spec: JobSpec, audio: np.ndarray, run: RunInfo) -> None:
-        """Deliver one job; a failure to deliver it (disk full, encoder error) fails that job alone
-        rather than stranding the rest of its batch in `running`."""
-        jlog = job_logger(log, job)
+    def _unit(self, piece: Piece) -> Unit | None:
+        with self._lock:
+            held = self._held.get(piece.job_id)
+        return None if held is None else held.units.get(piece.index)
+
+    def _keep_call(self, generated: Generated) -> None:
+        """Decode a generated call and keep each take; deliver every job it completed."""
         try:
-            delivered = deliver(self.context.store, self.context.outbox, token, job.id, spec, audio, run)
-        except Exception as exc:
-            log.exception("job %s (%s): could not deliver its audio", job.id, job.name, extra=job_extra(job))
-            self._fail(token, job, failure_of(exc, "delivering the audio"))
+            wavs = self.renderer.decode(generated)
+        except EngineError as error:
+            self._call_failed(generated.units, error)
             return
-        if delivered is None:
-            jlog.info("job %s was cancelled or reclaimed before delivery; result discarded", job.id)
-        else:
-            jlog.info("job %s (%s) done: %.2fs of audio", job.id, spec.name, delivered.duration_s)
-        self._publish(job.id)
+        share = generated.seconds / len(generated.units)
+        for unit, wav, capped in zip(generated.units, wavs, generated.takes.capped, strict=True):
+            self._keep_take(unit, wav, capped, share)
+        self.context.on_batch_done()
 
-    def _fail(self, token: str, job: Job, error: EngineError) -> None:
-        store, settings = self.context.store, self.context.settings
-        if isinstance(error, OutOfSpace):
-            # The machine's problem, not the job's: it waits for space, and so does this worker.
-            self._space.out_of_space()
-            outcome = (
-                "waiting for space"
-                if store.postpone(job.id, token, error.code, error.message, SPACE_CHECK_S)
-                else "lost"
-            )
-        else:
-            transient = not isinstance(error, PermanentEngineError)
-            delay = retry_delay(job.attempts - job.attempt_base + 1) if transient else None
-            outcome = str(store.finish_failed(job.id, token, error.code, error.message, settings.max_attempts, delay))
-        log.warning(
-            "job %s (%s): %s [%s] -> %s", job.id, job.name, error.message, error.code, outcome, extra=job_extra(job)
-        )
-        self._publish(job.id)
-
-    def _publish(self, job_id: str) -> None:
+    def _keep_take(self, unit: Unit, wav: Any, capped: bool, synth_s: float) -> None:
+        held = self._unit(unit.piece)
+        if held is None:
+            # Its job failed or was taken away mid-call; a sound take still serves a retry.
+            if self.renderer.problem(unit, wav, capped) is None:
+                self.renderer.remember(unit, wav)
+            return
         try:
-            job = self.context.publisher.publish(job_id)  # a write that fails is owed, not lost
-        except TtsdError:
-            log.exception("could not write the status of job %s", job_id, extra={"job_id": job_id})
+            wav = self.renderer.guarded(unit, wav, capped)
+        except EngineError as error:
+            self._fail(unit.job, error)
             return
-        if job is not None and job.state.terminal:
-            self.context.on_job_finished(job)
+        self.renderer.remember(unit, wav)
+        try:
+            kept = self.keeper.record_chunk(unit.job, unit.spec, unit.chunk, wav, synth_s, cache_hit=False)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, it is this job's failure
+            self._fail(unit.job, failure_of(exc, "keeping a finished chunk"))
+            return
+        if not kept:
+            self._forget(unit.job.id)
+            self.keeper.discard(unit.job, "it was cancelled or reclaimed")
+            return
+        self.scheduler.finished(unit.piece)
+        if self.scheduler.is_complete(unit.job.id):
+            with self._lock:
+                complete = self._held.get(unit.job.id)
+            if complete is not None:
+                self._deliver(complete)
+
+    def _call_failed(self, units: list[Unit], error: EngineError) -> None:
+        if len(units) == 1:
+            self._fail(units[0].job, error)
+            return
+        log.warning("batch of %d chunks failed (%s); retrying them one by one", len(units), error.message)
+        self.scheduler.put_back([unit.piece for unit in units], alone=True)
+
+    # -- outcomes -------------------------------------------------------------------------------------
+
+    def _deliver(self, held: _Held) -> None:
+        # Forgotten first: from here on the job is no longer this worker's to schedule or to lose.
+        self._forget(held.job.id)
+        self.keeper.finish(held.job, held.spec, self.renderer.last_plan)
+
+    def _fail(self, job: Job, error: EngineError) -> None:
+        self._forget(job.id)
+        self.keeper.fail(job, error)
+
+    def _forget(self, job_id: str) -> None:
+        self.scheduler.drop(job_id)
+        with self._lock:
+            self._held.pop(job_id, None)
+
+    def _forget_lost(self) -> None:
+        """Jobs cancelled or taken back since the last call are dropped before the next one."""
+        with self._lock:
+            held = dict(self._held)
+        if not held:
+            return
+        still = self.context.store.leased_ids(self.token)
+        for job_id, lost in held.items():
+            if job_id not in still and self.scheduler.holds(job_id):
+                self._forget(job_id)
+                self.keeper.discard(lost.job, "it was cancelled or reclaimed")
+
+    def _release(self) -> None:
+        """Give back every job still held: queued again, uncounted, finished chunks kept."""
+        with self._lock:
+            self._held.clear()
+        for job_id in self.context.store.release_lease(self.token):
+            self.scheduler.drop(job_id)
+            log.info("job %s back to the queue (its worker stopped)", job_id, extra={"job_id": job_id})
+            self.keeper.publish(job_id)
+
+    def held_jobs(self) -> list[str]:
+        """The jobs leased to this worker now."""
+        with self._lock:
+            return list(self._held)
+
+
+class _Keeping:
+    """A thread that decodes and keeps generated calls in order while the next one generates; at
+    most one call waits, so generation never runs far ahead of what is kept."""
+
+    def __init__(self, keep: Callable[[Generated], None]) -> None:
+        self._keep = keep
+        self._calls: queue.Queue[Generated | None] = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._run, name="keeping", daemon=True)
+        self._thread.start()
+
+    def put(self, generated: Generated) -> None:
+        self._calls.put(generated)
+
+    def close(self) -> None:
+        """Keep what is queued, then stop."""
+        self._calls.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (generated := self._calls.get()) is not None:
+            try:
+                self._keep(generated)
+            except Exception:
+                log.exception("could not keep a call of %d chunk(s)", len(generated.units),
+                              extra=job_extra(generated.units[0].job))  # fmt: skip

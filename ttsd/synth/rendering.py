@@ -1,0 +1,179 @@
+"""Speaking chunks: the engine calls of one worker (generate, then decode, each waveform at its job's
+rate), the quality guard that re-renders a bad take, and the audio cache in front of all of it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from ttsd.audio import resample
+from ttsd.errors import EngineError, PermanentEngineError, TransientEngineError
+from ttsd.faults import crash_point
+from ttsd.joblog import job_extra
+from ttsd.jobqueue.tables import ChunkRow, Job
+from ttsd.jobspec import JobSpec
+from ttsd.synth.audio_cache import cache_key
+from ttsd.synth.context import WorkContext
+from ttsd.synth.engine.base import DevicePlan, SynthesisRequest, Takes
+from ttsd.synth.pacing import frame_budget
+from ttsd.synth.quality import quality_problem
+from ttsd.synth.references import ReferenceDigests, reference_path
+from ttsd.synth.scheduler import Piece
+
+log = logging.getLogger(__name__)
+
+QUALITY_RERENDERS = 2
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One chunk of one job in a call, with what speaking and keeping it needs."""
+
+    job: Job
+    spec: JobSpec
+    chunk: ChunkRow
+    key: str | None
+    piece: Piece
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A generated call, not yet decoded."""
+
+    units: list[Unit]
+    takes: Takes
+    seconds: float
+
+
+class Renderer:
+    """The engine side of one model's worker."""
+
+    def __init__(self, model: str, context: WorkContext) -> None:
+        self.model = model
+        self.context = context
+        self.last_plan: DevicePlan | None = None
+        self._references = ReferenceDigests(context.voices_dir)
+
+    def cache_key(self, spec: JobSpec, text: str) -> str | None:
+        """A chunk's cache address, or None when caching is off or the weights are not yet known."""
+        if self.context.cache is None:
+            return None
+        revision = self.context.revision(spec.model)
+        if revision is None:
+            return None
+        reference = self._references.digest(spec.ref_audio) if spec.ref_audio else None
+        return cache_key(spec, text, revision, reference)
+
+    def cached(self, spec: JobSpec, key: str | None) -> np.ndarray | None:
+        """The cached take of a chunk, if the job allows the cache and there is one."""
+        if key is None or not spec.cache or self.context.cache is None:
+            return None
+        return self.context.cache.get(key)
+
+    def remember(self, unit: Unit, wav: np.ndarray) -> None:
+        """Keep a sound take in the cache (a failure to cache is logged, never the job's failure)."""
+        cache = self.context.cache
+        key = unit.key or self.cache_key(unit.spec, unit.chunk.text)
+        if cache is None or key is None:
+            return
+        try:
+            cache.put(key, wav)
+        except OSError:
+            log.exception("could not cache a chunk of %s", unit.spec.name, extra=job_extra(unit.job))
+
+    def generate(self, units: Sequence[Unit], seed: int | None = None) -> Generated:
+        """The codes of one call over `units`, with a frame budget bounded by their longest text, so
+        one runaway row cannot hold the call to the model's cap. Every failure is an EngineError:
+        anything else an engine or loader raises is taken as transient, so the job is counted and
+        retried with backoff instead of sitting in `running` until its lease runs out."""
+        for unit in units:
+            crash_point("synthesis", unit.spec.name)
+        first = units[0]
+        if seed is None and first.spec.seed is not None:
+            seed = first.spec.seed + first.chunk.index
+        requests = [self.request(unit.spec, unit.chunk.text) for unit in units]
+        with self._engine_errors(), self.context.engines.use(self.model) as engine:
+            budget = frame_budget([unit.chunk.text for unit in units], engine.max_frames)
+            started = time.perf_counter()
+            takes = engine.generate(requests, first.spec.generation.as_kwargs(), seed, budget)
+            seconds = time.perf_counter() - started
+            self.last_plan = engine.plan
+        if len(takes.rows) != len(units):
+            raise TransientEngineError(
+                f"the engine returned {len(takes.rows)} take(s) for {len(units)} text(s)", code="engine_error"
+            )
+        log.info("generated %d chunk(s) in %.2fs: %s", len(units), seconds,
+                 ", ".join(f"{u.job.name}#{u.chunk.index}" for u in units))  # fmt: skip
+        return Generated(list(units), takes, seconds)
+
+    def decode(self, generated: Generated) -> list[np.ndarray]:
+        """The waveforms of a generated call, each at its job's sample rate."""
+        with self._engine_errors(), self.context.engines.use(self.model) as engine:
+            wavs = engine.decode(generated.takes)
+            rate = engine.sample_rate
+        if len(wavs) != len(generated.units):
+            raise TransientEngineError(
+                f"the engine decoded {len(wavs)} waveform(s) for {len(generated.units)} take(s)", code="engine_error"
+            )
+        return [resample(wav, rate, unit.spec.sample_rate) for wav, unit in zip(wavs, generated.units, strict=True)]
+
+    def guarded(self, unit: Unit, wav: np.ndarray, capped: bool) -> np.ndarray:
+        """The take, or a re-render with another seed when a quality guard refuses it (a runaway row
+        cut at its budget is refused too)."""
+        problem = self.problem(unit, wav, capped)
+        attempt = 0
+        while problem is not None:
+            if attempt == QUALITY_RERENDERS:
+                raise PermanentEngineError(
+                    f"chunk {unit.chunk.index + 1} failed its quality check {attempt + 1} times: {problem}",
+                    code="quality",
+                )
+            attempt += 1
+            log.warning("job %s chunk %d: %s; re-rendering (%d/%d)", unit.job.id, unit.chunk.index, problem,
+                        attempt, QUALITY_RERENDERS, extra=job_extra(unit.job))  # fmt: skip
+            generated = self.generate([unit], seed=(unit.spec.seed or 0) + 7919 * attempt + unit.chunk.index)
+            wav = self.decode(generated)[0]
+            problem = self.problem(unit, wav, generated.takes.capped[0])
+        return wav
+
+    def problem(self, unit: Unit, wav: np.ndarray, capped: bool = False) -> str | None:
+        """Why a quality guard refuses this take, or None."""
+        entry = self.context.registry.get(self.model)
+        stops = self._stops_by_itself()
+        if capped and stops:
+            return "it did not stop within its frame budget (a runaway take, cut)"
+        check_length = stops and (entry is None or not entry.tiny)
+        return quality_problem(wav, unit.spec.sample_rate, unit.chunk.text, check_length)
+
+    def _stops_by_itself(self) -> bool:
+        with self.context.engines.use(self.model) as engine:
+            return engine.stops_by_itself
+
+    def request(self, spec: JobSpec, text: str) -> SynthesisRequest:
+        """The engine request for one text of a job."""
+        ref_audio = reference_path(self.context.voices_dir, spec.ref_audio) if spec.ref_audio else None
+        return SynthesisRequest(
+            text=text,
+            language=spec.language,
+            speaker=spec.speaker,
+            instruct=spec.instruct,
+            ref_audio=ref_audio,
+            ref_text=spec.ref_text,
+        )
+
+    @contextmanager
+    def _engine_errors(self) -> Iterator[None]:
+        """Whatever an engine or loader raises comes out as an EngineError (a bare exception is
+        taken as transient)."""
+        try:
+            yield
+        except EngineError:
+            raise
+        except Exception as exc:
+            log.exception("worker %s: the engine raised an unexpected error", self.model)
+            raise TransientEngineError(f"{type(exc).__name__}: {str(exc)[:500]}", code="engine_error") from exc
