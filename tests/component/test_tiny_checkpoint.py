@@ -31,7 +31,8 @@ from ttsd.synth.engine.tiny import (
 from ttsd.synth.engine.tiny_parts import SAMPLE_RATE, SAMPLES_PER_FRAME, TinyKind
 
 MAX_NEW_TOKENS = 8
-# Random weights never emit EOS, so a call yields max_new_tokens - 1 frames at most.
+# Called directly (without the engine's paced end of speech), random weights never emit EOS: a call
+# yields max_new_tokens - 1 frames at most.
 MAX_SAMPLES = (MAX_NEW_TOKENS - 1) * SAMPLES_PER_FRAME
 
 Built = Callable[[TinyKind], tuple[TinyBuildReport, Any]]

@@ -69,7 +69,9 @@ class Engine(Protocol):
     plan: DevicePlan
     sample_rate: int
     max_frames: int
-    """The most frames one row may generate (the checkpoint's `max_new_tokens`)."""
+    """The checkpoint's `max_new_tokens`: a call's frame budget unless the call gives a smaller one.
+    Under a budget of N a row speaks at most N - 1 frames (qwen-tts never speaks the code it samples
+    at the last step)."""
     stops_by_itself: bool
     """Whether rows end at an end-of-speech code; False for a tiny model in never-ending mode, where
     every row runs to its budget and length checks mean nothing."""
@@ -81,8 +83,9 @@ class Engine(Protocol):
         seed: int | None,
         max_frames: int | None = None,
     ) -> Takes:
-        """Generate the codes of every request in one call, at most `max_frames` frames per row (None:
-        the model's cap); raises EngineError subclasses."""
+        """Generate the codes of every request in one call under a budget of `max_frames` (passed as
+        `max_new_tokens`; None: the model's cap), so at most `max_frames - 1` frames per row; raises
+        EngineError subclasses."""
         ...
 
     def decode(self, takes: Takes) -> list[np.ndarray]:

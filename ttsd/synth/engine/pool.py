@@ -15,6 +15,7 @@ from typing import Any
 from ttsd.catalog import ModelEntry
 from ttsd.errors import PermanentEngineError
 from ttsd.synth.engine.base import DevicePlan, Engine
+from ttsd.synth.engine.tiny_eos import Ending
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,9 @@ class LoadOptions:
     models_dir: Path
     torch_threads: int = 0
     hf_mirror: str | None = None
+    tiny_eos: bool = True
+    """Tiny checkpoints end each row after a text-paced number of frames, like a trained model
+    (`TTS_TINY_EOS`); off, their rows never end and run to the frame budget (for runaway tests)."""
 
 
 def qwen_loader(options: LoadOptions) -> EngineLoader:
@@ -170,6 +174,7 @@ def qwen_loader(options: LoadOptions) -> EngineLoader:
         from ttsd.synth.engine.weights import resolve_checkpoint
 
         checkpoint = resolve_checkpoint(entry, options.models_dir, options.hf_mirror)
-        return QwenEngine.load(entry.name, entry.kind, checkpoint, plan())
+        ending: Ending = ("paced" if options.tiny_eos else "never") if entry.tiny else "model"
+        return QwenEngine.load(entry.name, entry.kind, checkpoint, plan(), ending)
 
     return load

@@ -11,8 +11,11 @@ The layout uses the Hub repositories' file names:
       tokenizer.json, tokenizer_config.json, special_tokens_map.json, ...
       speech_tokenizer/config.json, model.safetensors, preprocessor_config.json
 
-Random weights practically never emit EOS, so every generate call runs until `max_new_tokens`
-and returns `max_new_tokens - 1` frames of `SAMPLES_PER_FRAME` samples.
+Random weights practically never emit the codec's end-of-speech code: called directly through
+qwen-tts, every generate call runs until `max_new_tokens` and returns `max_new_tokens - 1` frames of
+`SAMPLES_PER_FRAME` samples. ttsd's engine therefore ends a tiny model's rows itself (`tiny_eos`):
+by default after a number of frames that follows the text (seeded jitter included), as a trained
+model would; with `TTS_TINY_EOS` off, never, so every row runs to its call's frame budget.
 
 torch, transformers, tokenizers and qwen_tts are imported inside the functions: importing this
 module stays cheap.
