@@ -22,9 +22,9 @@ from ttsd.intake.jobfile import parse_job_file
 from ttsd.jobqueue.store import Store
 from ttsd.synth.audio_cache import AudioCache, cache_key
 from ttsd.synth.chunk_files import ChunkFiles
+from ttsd.synth.context import WorkContext
 from ttsd.synth.engine.base import Engine
 from ttsd.synth.engine.pool import EnginePool
-from ttsd.synth.context import WorkContext
 from ttsd.synth.worker import Worker
 
 

@@ -6,7 +6,7 @@ import contextlib
 import errno
 import hashlib
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -43,9 +43,9 @@ from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.store import Store
 from ttsd.jobqueue.tables import Job, utcnow
 from ttsd.synth.chunk_files import ChunkFiles
+from ttsd.synth.context import WorkContext
 from ttsd.synth.engine.base import Engine, SynthesisRequest, Takes
 from ttsd.synth.engine.pool import EnginePool
-from ttsd.synth.context import WorkContext
 from ttsd.synth.keeping import retry_delay
 from ttsd.synth.worker import Worker
 
@@ -716,3 +716,127 @@ def test_a_chunk_that_cannot_be_kept_fails_its_job_where_it_happens(
     assert "Input/output error" in (failed.error_message or "")
     assert failed.lease_token is None, "never left running for stall detection to charge"
     assert_delivered(rig, fine, "kept fine")
+
+
+# -- scheduling while the worker runs ------------------------------------------------------------
+
+
+class Running:
+    """A worker's `run` loop in a thread, stopped (and joined) at the end of the block."""
+
+    def __init__(self, rig: Rig, overlap: bool = True) -> None:
+        self.rig = rig
+        rig.worker.overlap = overlap
+        self.thread = threading.Thread(target=rig.worker.run, name="worker-under-test")
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.rig.worker.stop_event.set()
+        self.rig.worker.wake.set()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+
+    def wait_state(self, job: Job, state: JobState, timeout: float = 10) -> None:
+        wait_for(lambda: self.rig.job(job).state == state, timeout, lambda: f"{job.name} to be {state}")
+
+
+LONG_TEXT = " ".join(f"Sentence number {n} of a long reading goes on." for n in range(12))
+
+
+def test_a_short_job_arriving_while_a_long_one_runs_is_delivered_at_the_next_call(make_rig: MakeRig) -> None:
+    gate = threading.Semaphore(0)
+
+    def one_call_per_release(_requests: Sequence[SynthesisRequest]) -> None:
+        assert gate.acquire(timeout=10), "the test never let this call run"
+
+    rig = make_rig(engine=FakeEngine(on_synthesize=one_call_per_release), max_batch=2)
+    long_job = rig.add(LONG_TEXT, name="long", chunking={"max_chars": 60})
+    with Running(rig) as running:
+        gate.release()  # the first call of the long job
+        wait_for(lambda: rig.job(long_job).chunks_done >= 1, 10, "the long job's first chunks")
+        short = rig.add("Hello.", name="hello")
+        rig.worker.wake.set()
+        gate.release()  # the call in progress when it arrived (the long job's second)
+        gate.release()  # the next call: the short job's
+        running.wait_state(short, JobState.DONE)
+        assert rig.job(long_job).state == JobState.RUNNING, "delivered without waiting for the long job"
+        assert ["Hello."] in rig.engine.texts
+        for _ in range(20):
+            gate.release()
+        running.wait_state(long_job, JobState.DONE)
+    assert_delivered(rig, short, "Hello.")
+
+
+def test_each_job_is_delivered_when_its_own_chunks_are_done(make_rig: MakeRig) -> None:
+    rig = make_rig(max_batch=4)
+    small = rig.add("One line only.", name="small")
+    big = rig.add(LONG_TEXT, name="big", chunking={"max_chars": 60})
+    finished_while_big_ran: list[str] = []
+
+    def note(_requests: Sequence[SynthesisRequest]) -> None:
+        if rig.job(small).state == JobState.DONE and rig.job(big).state == JobState.RUNNING:
+            finished_while_big_ran.append("small")
+
+    rig.engine.on_synthesize = note
+    assert rig.worker.work_once()
+    assert finished_while_big_ran, "the small job waited for its batch mate"
+    assert rig.job(big).state == JobState.DONE
+
+
+def test_a_job_cancelled_mid_way_loses_its_remaining_chunks_at_the_next_call(make_rig: MakeRig) -> None:
+    rig = make_rig(max_batch=2)
+    job = rig.add(LONG_TEXT, name="stopped", chunking={"max_chars": 60})
+
+    def cancel_after_first(_requests: Sequence[SynthesisRequest]) -> None:
+        if len(rig.engine.calls) == 1:
+            rig.store.cancel("stopped")
+
+    rig.engine.on_synthesize = cancel_after_first
+    assert rig.worker.work_once()
+    assert rig.engine.calls == [2], "no call after the cancel"
+    assert rig.job(job).state == JobState.CANCELLED
+    assert rig.status(job)["state"] == "cancelled"
+
+
+def test_a_stop_finishes_the_call_in_progress_and_gives_the_rest_back_uncounted(make_rig: MakeRig) -> None:
+    started, proceed = threading.Event(), threading.Event()
+
+    def hold(_requests: Sequence[SynthesisRequest]) -> None:
+        started.set()
+        proceed.wait(timeout=10)
+
+    rig = make_rig(engine=FakeEngine(on_synthesize=hold), max_batch=2)
+    job = rig.add(LONG_TEXT, name="interrupted", chunking={"max_chars": 60})
+    with Running(rig):
+        assert started.wait(timeout=10)
+        rig.worker.stop_event.set()
+        proceed.set()
+    assert rig.engine.calls == [2], "no new call once stopping"
+    after = rig.job(job)
+    assert (after.state, after.attempts, after.chunks_done) == (JobState.QUEUED, 0, 2)
+    assert rig.status(job)["state"] == "queued"
+
+
+def test_a_runaway_take_is_cut_and_rendered_again(make_rig: MakeRig) -> None:
+    rig = make_rig(engine=FakeEngine(runaway="forever"))
+    job = rig.add("this one goes on forever", name="runaway")
+    fine = rig.add("this one stops", name="fine")
+    assert rig.worker.work_once()
+    failed = rig.job(job)
+    assert (failed.state, failed.error_code) == (JobState.FAILED, "quality")
+    assert "frame budget" in (failed.error_message or "")
+    assert_delivered(rig, fine, "this one stops")
+    assert all(budget is not None and budget < FakeEngine.max_frames for budget in rig.engine.budgets)
+
+
+def test_the_batch_size_is_measured_once_when_auto(make_rig: MakeRig) -> None:
+    rig = make_rig(max_batch="auto")
+    for n in range(3):
+        rig.add(f"auto {n}")
+    assert rig.drain() >= 1
+    assert rig.worker.batch is not None and rig.worker.batch.rates, "the probe measured rates"
+    assert 1 <= rig.worker.batch.size <= 32
+    assert rig.store.counts() == {FAKE_MODEL: {"done": 3}}

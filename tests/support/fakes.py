@@ -109,7 +109,8 @@ class FakeEngine:
         for marker, error in self.poison.items():
             if any(marker in request.text for request in requests):
                 raise error(f"the fake engine refuses {marker!r}", code=f"fake_{marker.lower()}")
-        capped = tuple(bool(self.runaway) and self.runaway in request.text for request in requests)
+        runaway = self.runaway
+        capped = tuple(runaway is not None and runaway in request.text for request in requests)
         frames = tuple(max(1, len(request.text) // 2) for request in requests)
         return Takes(rows=tuple(request.text for request in requests), frames=frames, capped=capped)
 

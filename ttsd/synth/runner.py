@@ -51,6 +51,7 @@ def load_options(settings: Settings) -> LoadOptions:
         models_dir=settings.models_dir,
         torch_threads=torch_threads(settings),
         hf_mirror=settings.hf_mirror,
+        tiny_eos=settings.tiny_eos,
     )
 
 

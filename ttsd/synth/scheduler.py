@@ -91,7 +91,8 @@ class ChunkScheduler:
                 chosen = [anchor]
             else:
                 mates = [job for job in waiting if job.group == anchor_job.group]
-                chosen = list(itertools.islice(_fill(mates, anchor.frames * LENGTH_SLACK + SLACK_FRAMES), self.max_rows))
+                longest = anchor.frames * LENGTH_SLACK + SLACK_FRAMES
+                chosen = list(itertools.islice(_fill(mates, longest), self.max_rows))
             for job in waiting:
                 taken = [piece for piece in chosen if piece.job_id == job.job_id]
                 job.passed_over = 0 if taken else job.passed_over + 1
@@ -150,8 +151,10 @@ class ChunkScheduler:
 
 
 def _fill(jobs: Sequence[_Active], longest: float) -> Iterator[Piece]:
-    """Chunks no longer than `longest`, one per job per round, in the jobs' order (a fair share);
-    a job's own chunks keep their order, so it resumes where it stopped."""
-    fitting = [[piece for piece in job.pending if not piece.alone and piece.frames <= longest] for job in jobs]
-    for round_pieces in itertools.zip_longest(*fitting):
-        yield from (piece for piece in round_pieces if piece is not None)
+    """Chunks no longer than `longest`: every chunk of a higher priority before any of a lower one,
+    and within a priority one chunk per job per round, in the jobs' order (a fair share). A job's
+    own chunks keep their order, so it resumes where it stopped."""
+    for _priority, tier in itertools.groupby(jobs, key=lambda job: job.priority):
+        fitting = [[piece for piece in job.pending if not piece.alone and piece.frames <= longest] for job in tier]
+        for round_pieces in itertools.zip_longest(*fitting):
+            yield from (piece for piece in round_pieces if piece is not None)
