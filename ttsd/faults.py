@@ -1,6 +1,10 @@
 """Fault injection for the crash tests: `TTS_FAULT=point` or `TTS_FAULT=point:name` makes the process
 kill itself with SIGKILL when it reaches `point` (for any job, or only for the job whose output name
-contains `name`). Off unless the variable is set; the points are named where they are called."""
+contains `name`). Off unless the variable is set; the points are named where they are called.
+
+Most points are reached in a worker process. By default only that process dies (a worker crash,
+which its supervisor sees); with `TTS_FAULT_SCOPE=daemon` the daemon that started it dies first
+(a kill -9 of the whole daemon, or a power cut, at exactly that point)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ import os
 import signal
 
 FAULT_ENV = "TTS_FAULT"
+SCOPE_ENV = "TTS_FAULT_SCOPE"
+SUPERVISOR_ENV = "TTS_WORKER_OF"
+"""Set by the supervisor in each worker's environment: the daemon's pid."""
 
 
 def crash_point(point: str, job_name: str = "") -> None:
@@ -16,5 +23,9 @@ def crash_point(point: str, job_name: str = "") -> None:
     if not wanted:
         return
     wanted_point, _, wanted_name = wanted.partition(":")
-    if wanted_point == point and wanted_name in job_name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    if wanted_point != point or wanted_name not in job_name:
+        return
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if os.environ.get(SCOPE_ENV) == "daemon" and supervisor:
+        os.kill(int(supervisor), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -185,7 +185,7 @@ def _other_job(env: DaemonEnv, job_id: str) -> str | None:
 def test_doctor_shows_the_running_daemon_s_settings_not_only_its_own(ghost_env: DaemonEnv) -> None:
     daemon = ghost_env.start(TTS_MAX_BATCH="2", HF_TOKEN="hf_never_recorded")
     daemon.wait_ready()
-    # This command's environment has no TTS_MAX_BATCH: it would use the default, 4.
+    # This command's environment has no TTS_MAX_BATCH: it would use the default, auto.
     report = json.loads(ghost_env.cli("doctor", "--json").stdout)
     assert report["settings_of"]["who"] == "daemon" and report["settings_of"]["pid"] == daemon.process.pid
     assert report["settings"]["max_batch"] == {

@@ -1,18 +1,19 @@
-"""Queue behaviour under stress, with real daemon processes: a job that kills the process every
-time, graceful stops, and backpressure."""
+"""Queue behaviour under stress, with real daemon processes: a job that kills its worker every time,
+graceful stops, and backpressure."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from functools import partial
 
 import pytest
 
 from tests.support.assertions import assert_queue_sound
-from tests.support.daemon_harness import DaemonEnv, DaemonProcess, wait_for
+from tests.support.daemon_harness import DaemonEnv, wait_for
 
-SLOW = {"max_new_tokens": 120}  # ~2.4 s of synthesis on the tiny model: long enough to interrupt
+# About 200 frames: several seconds on the tiny model, whose speech ends after a length that follows
+# its text; long enough to interrupt.
+SLOW_TEXT = "This sentence is long on purpose, so that the tiny model speaks it for a while. " * 3
 
 
 def queue_rows(env: DaemonEnv) -> dict[str, tuple[str, int, str | None]]:
@@ -22,45 +23,32 @@ def queue_rows(env: DaemonEnv) -> dict[str, tuple[str, int, str | None]]:
 
 
 @pytest.mark.slow
-def test_a_job_that_kills_the_daemon_every_time_fails_alone(daemon_env: DaemonEnv) -> None:
-    settings = {"TTS_FAULT": "synthesis:poison", "TTS_MAX_ATTEMPTS": "2"}
-    daemon = daemon_env.start(**settings)
+def test_a_job_that_kills_its_worker_every_time_fails_alone(daemon_env: DaemonEnv) -> None:
+    daemon = daemon_env.start(TTS_FAULT="synthesis:poison", TTS_MAX_ATTEMPTS="2")
     daemon.wait_ready()
-    for name in ("good-1", "poison", "good-2", "good-3"):
-        daemon_env.drop_json(f"{name}.json", {"text": f"I am {name}.", "speaker": "Ryan"})
-
     names = ("good-1", "poison", "good-2", "good-3")
+    for name in names:
+        daemon_env.drop_json(f"{name}.json", {"text": f"I am {name}.", "speaker": "Ryan"})
 
     def settled() -> bool:
         states = {name: (document or {}).get("state") for name in names for document in [daemon_env.status(name)]}
         return states.pop("poison") == "failed" and set(states.values()) == {"done"}
 
-    def settled_or_crashed(process: DaemonProcess) -> bool:
-        return settled() or process.process.poll() is not None
-
-    restarts = 0
-    while True:
-        wait_for(partial(settled_or_crashed, daemon), 120, "the queue to settle or a crash")
-        if settled():
-            break
-        assert daemon.process.returncode == -9, daemon.log()
-        restarts += 1
-        assert restarts <= 5, f"still crashing after {restarts} restarts: {queue_rows(daemon_env)}"
-        daemon = daemon_env.start(**settings)
-        daemon.wait_ready()
+    wait_for(settled, 180, lambda: f"the queue to settle (now {queue_rows(daemon_env)})")
+    assert daemon.process.poll() is None, "only the worker died; the daemon kept serving"
     assert daemon.terminate() == 0
-
     rows = queue_rows(daemon_env)
     assert rows["poison"] == ("failed", 2, "interrupted")
+    # Jobs that shared the poison's first call were charged for that crash, never for a second one.
     assert all(rows[f"good-{i}"][0] == "done" and rows[f"good-{i}"][1] <= 2 for i in (1, 2, 3))
-    assert restarts <= 2, "after the first crash the suspect runs alone, so one more crash settles it"
+    assert daemon.log().count("died (signal SIGKILL)") == 2, "after the first crash the suspect runs alone"
     assert_queue_sound(daemon_env)
 
 
 def test_sigterm_lets_running_work_finish_within_the_grace(daemon_env: DaemonEnv) -> None:
     daemon = daemon_env.start(TTS_SHUTDOWN_GRACE_S="60")
     daemon.wait_ready()
-    daemon_env.drop_json("finish.json", {"text": "Let me finish.", "speaker": "Ryan", "generation": SLOW})
+    daemon_env.drop_json("finish.json", {"text": f"Let me finish. {SLOW_TEXT}", "speaker": "Ryan"})
     daemon_env.wait_state("finish", ("running",))
     assert daemon.terminate() == 0
     document = daemon_env.status("finish")
@@ -70,7 +58,7 @@ def test_sigterm_lets_running_work_finish_within_the_grace(daemon_env: DaemonEnv
 def test_sigterm_past_the_grace_releases_work_without_counting_it(daemon_env: DaemonEnv) -> None:
     daemon = daemon_env.start(TTS_SHUTDOWN_GRACE_S="0")
     daemon.wait_ready()
-    daemon_env.drop_json("later.json", {"text": "Finish me later.", "speaker": "Ryan", "generation": SLOW})
+    daemon_env.drop_json("later.json", {"text": f"Finish me later. {SLOW_TEXT}", "speaker": "Ryan"})
     daemon_env.wait_state("later", ("running",))
     assert daemon.terminate() == 0
     assert "back to the queue" in daemon.log()
@@ -89,7 +77,7 @@ def test_backpressure_keeps_files_in_the_inbox_until_there_is_room(daemon_env: D
     daemon.wait_ready()
     names = [f"wave-{i}" for i in range(6)]
     for name in names:
-        daemon_env.drop_json(f"{name}.json", {"text": f"Number {name}.", "speaker": "Ryan", "generation": SLOW})
+        daemon_env.drop_json(f"{name}.json", {"text": f"Number {name}. {SLOW_TEXT}", "speaker": "Ryan"})
 
     def pending() -> int:
         return sum(1 for state, _, _ in queue_rows(daemon_env).values() if state in ("queued", "running"))

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ttsd.cli.app import Context, json_option, main, pass_context
-from ttsd.cli.views import cache_view, job_row
+from ttsd.cli.views import cache_view, job_row, worker_line
 from ttsd.delivery.status import iso
 from ttsd.intake.access import recorded_inbox_problem
 from ttsd.intake.folders import ACCEPTED_DIR, INTAKE_FOLDERS, is_ignored, original_name
@@ -107,11 +107,8 @@ def status(ctx: Context) -> None:
             click.echo(f"daemon   not running (last started {daemon['started_at']}, stopped {daemon['stopped_at']})")
         else:
             click.echo("daemon   never started on this state directory")
-        for model in daemon.get("loaded_models") or []:
-            click.echo(
-                f"model    {model['model']} loaded on {model['device']}/{model['dtype']} "
-                f"({model['attention']}), load {model['load_s']}s, idle {model['idle_s']}s"
-            )
+        for worker in daemon.get("loaded_models") or []:
+            click.echo(worker_line(worker))
         if daemon.get("inbox"):
             click.echo(f"folders  {daemon['inbox']} -> {daemon['outbox']}")
         click.echo(f"state    {ctx.settings.state_dir}")

@@ -82,3 +82,15 @@ def cache_view(stats: CacheStats, settings: Settings) -> dict[str, Any]:
         "max_bytes": settings.cache_max_bytes,
         "enabled": settings.enable_cache,
     }
+
+
+def worker_line(worker: dict[str, Any]) -> str:
+    """One worker process as `status` shows it: model, pid, state, device, batch size, times."""
+    line = f"worker   {worker.get('model')} pid {worker.get('pid')} {worker.get('state')}, up {worker.get('up_s')}s"
+    if worker.get("device"):
+        line += f", on {worker['device']}/{worker.get('dtype')}"
+    if worker.get("load_s") is not None:
+        line += f", loaded in {worker['load_s']}s"
+    if worker.get("batch"):
+        line += f", batch {worker['batch']} ({worker.get('batch_reason')})"
+    return line

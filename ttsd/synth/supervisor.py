@@ -11,6 +11,7 @@ A worker the supervisor had to kill past the grace period gives its jobs back un
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from ttsd.config import Settings
+from ttsd.faults import SUPERVISOR_ENV
 from ttsd.jobqueue.tables import Job
 from ttsd.synth import wire
 
@@ -133,7 +135,13 @@ class Supervisor:
         if self._loader:
             command += ["--loader", self._loader]
         popen = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8", bufsize=1
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            bufsize=1,
+            env={**os.environ, SUPERVISOR_ENV: str(os.getpid())},
         )
         process = _Process(model, token, popen, self._clock())
         assert popen.stdin is not None

@@ -21,10 +21,21 @@ def import_qwen_tts_quietly() -> ModuleType:
     """
     # Their config classes log every defaulted sub-config at INFO on each load.
     logging.getLogger("qwen_tts").setLevel(logging.WARNING)
-    logging.getLogger("sox").setLevel(logging.ERROR)
+    # `sox` sets its own logger's level when imported, so a level set here would not hold: a filter
+    # does (the logger object is the same before and after).
+    sox_logger = logging.getLogger("sox")
+    if not any(isinstance(f, _ErrorsOnly) for f in sox_logger.filters):
+        sox_logger.addFilter(_ErrorsOnly())
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         _import_sox_quietly()
         return importlib.import_module("qwen_tts")
+
+
+class _ErrorsOnly(logging.Filter):
+    """Lets only errors through (the missing-SoX warning is noise: ttsd does not need SoX)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
 
 
 def _import_sox_quietly() -> None:
