@@ -197,7 +197,7 @@ def measure(
 
     from ttsd.catalog import build_registry
     from ttsd.config import Settings
-    from ttsd.daemon import load_options
+    from ttsd.synth.runner import load_options
     from ttsd.synth.engine.base import SynthesisRequest
     from ttsd.synth.engine.pool import EnginePool, qwen_loader
     from ttsd.synth.engine.qwen_import import import_qwen_tts_quietly
