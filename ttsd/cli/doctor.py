@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
 
 from ttsd.cli.app import EXIT_FAILED, Context, json_option, main, pass_context
+from ttsd.cli.views import worker_line
 from ttsd.ops.lock import daemon_running
 
 
@@ -21,6 +23,9 @@ def doctor(ctx: Context) -> None:
 
     running = daemon_running(ctx.settings)
     report = diagnose(ctx.loaded, running, daemon_settings=running_daemon_settings(ctx.settings) if running else None)
+    record = ctx.store.latest_daemon() if running else None
+    # The workers the daemon runs now: their device plans and the batch size each one chose.
+    report.facts["workers"] = json.loads(record.loaded_models) if record is not None else []
 
     def human() -> None:
         versions = report.facts["versions"]
@@ -32,6 +37,8 @@ def doctor(ctx: Context) -> None:
         for row in report.facts["models"]:
             where = f"{row['path']} ({row['bytes'] / 1024**2:.0f} MiB)" if row["present"] else "not on this machine"
             click.echo(f"  {row['model']:<24} {row['kind']:<13} {where}")
+        for worker in report.facts["workers"]:
+            click.echo(worker_line(worker))
         of = report.facts["settings_of"]
         if of["who"] == "daemon":
             click.echo(f"settings of the running daemon (pid {of['pid']}; * this command would use another value)")
