@@ -42,7 +42,7 @@ def test_a_worker_s_log_record_arrives_whole_with_its_job_fields_and_traceback()
     assert record.getMessage() == "job j1 failed"
     assert record.levelno == logging.ERROR and record.name == "ttsd.test.wire"
     assert getattr(record, "job_id", None) == "j1" and getattr(record, "job_name", None) == "hello"
-    assert record.threadName.startswith("worker-tiny/")
+    assert (record.threadName or "").startswith("worker-tiny/")
     assert "ValueError: boom" in (record.exc_text or "")
 
 
