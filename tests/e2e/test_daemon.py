@@ -192,7 +192,7 @@ def test_doctor_shows_the_running_daemon_s_settings_not_only_its_own(ghost_env: 
         "value": "2",
         "source": "env",
         "differs": True,
-        "here": {"value": "4", "source": "default"},
+        "here": {"value": "auto", "source": "default"},
     }
     assert report["settings"]["inbox"] == {"value": str(ghost_env.inbox), "source": "env", "differs": False}
     human = ghost_env.cli("doctor").stdout
@@ -204,4 +204,4 @@ def test_doctor_shows_the_running_daemon_s_settings_not_only_its_own(ghost_env: 
     assert daemon.terminate() == 0
     stopped = json.loads(ghost_env.cli("doctor", "--json").stdout)
     assert stopped["settings_of"] == {"who": "cli", "why": "no daemon is running"}
-    assert stopped["settings"]["max_batch"] == {"value": "4", "source": "default"}
+    assert stopped["settings"]["max_batch"] == {"value": "auto", "source": "default"}

@@ -346,3 +346,11 @@ def test_the_cli_imports_on_its_own() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_daemon_process_never_imports_torch() -> None:
+    """Synthesis runs in worker processes: the supervisor stays small and responsive."""
+    heavy = "('torch', 'transformers', 'qwen_tts')"
+    code = f"import sys, ttsd.daemon, ttsd.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert found.stdout.strip() == "[]"
