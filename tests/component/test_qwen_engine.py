@@ -88,13 +88,19 @@ def test_two_stages_give_checked_waveforms_one_per_row(engine: QwenEngine) -> No
     assert engine.stops_by_itself
 
 
-def test_the_budget_is_the_checkpoints_unless_the_call_or_the_job_sets_a_smaller_one(engine: QwenEngine) -> None:
+def test_the_budget_is_the_checkpoints_unless_the_call_or_the_job_sets_a_smaller_one(
+    engine: QwenEngine, checkpoint: Path
+) -> None:
+    # Paced like a trained model, the tiny model gets a trained model's cap; its checkpoint says 24.
+    assert engine.max_frames == 2048
+    engine = QwenEngine.load("tiny", "custom_voice", checkpoint, FULL, "never")
     assert engine.max_frames == 24  # the tiny checkpoint's generation_config.json
     runaway = [SynthesisRequest("A sentence long enough to outlast every budget in this test. " * 2, "Auto", "ryan")]
     assert engine.generate(runaway, GREEDY, None).frames == (23,)
     assert engine.generate(runaway, GREEDY, None, max_frames=9).frames == (8,)
     assert engine.generate(runaway, {**GREEDY, "max_new_tokens": 6}, None, max_frames=9).frames == (5,)
     assert engine.generate(runaway, {**GREEDY, "max_new_tokens": 12}, None, max_frames=9).capped == (True,)
+    engine.close()
 
 
 def test_memory_per_row_frame_comes_from_the_config_and_dtype(engine: QwenEngine, checkpoint: Path) -> None:

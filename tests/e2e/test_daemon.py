@@ -197,7 +197,7 @@ def test_doctor_shows_the_running_daemon_s_settings_not_only_its_own(ghost_env: 
     assert report["settings"]["inbox"] == {"value": str(ghost_env.inbox), "source": "env", "differs": False}
     human = ghost_env.cli("doctor").stdout
     assert f"settings of the running daemon (pid {daemon.process.pid};" in human
-    assert " *max_batch" in human and "2  [env]  (here: 4 [default])" in human
+    assert " *max_batch" in human and "2  [env]  (here: auto [default])" in human
     record = ghost_env.state / "effective-settings.json"
     assert "hf_never_recorded" not in record.read_text(encoding="utf-8")
     assert stat.S_IMODE(record.stat().st_mode) == 0o600

@@ -41,7 +41,8 @@ def test_a_job_that_kills_its_worker_every_time_fails_alone(daemon_env: DaemonEn
     assert rows["poison"] == ("failed", 2, "interrupted")
     # Jobs that shared the poison's first call were charged for that crash, never for a second one.
     assert all(rows[f"good-{i}"][0] == "done" and rows[f"good-{i}"][1] <= 2 for i in (1, 2, 3))
-    assert daemon.log().count("died (signal SIGKILL)") == 2, "after the first crash the suspect runs alone"
+    crashes = daemon.json_log.read_text(encoding="utf-8").count("died (signal SIGKILL)")
+    assert crashes == 2, "after the first crash the suspect runs alone"
     assert_queue_sound(daemon_env)
 
 

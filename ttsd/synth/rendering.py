@@ -97,7 +97,7 @@ class Renderer:
         if seed is None and first.spec.seed is not None:
             seed = first.spec.seed + first.chunk.index
         requests = [self.request(unit.spec, unit.chunk.text) for unit in units]
-        with self._engine_errors(), self.context.engines.use(self.model) as engine:
+        with self.engine_errors(), self.context.engines.use(self.model) as engine:
             budget = frame_budget([unit.chunk.text for unit in units], engine.max_frames)
             started = time.perf_counter()
             takes = engine.generate(requests, first.spec.generation.as_kwargs(), seed, budget)
@@ -113,7 +113,7 @@ class Renderer:
 
     def decode(self, generated: Generated) -> list[np.ndarray]:
         """The waveforms of a generated call, each at its job's sample rate."""
-        with self._engine_errors(), self.context.engines.use(self.model) as engine:
+        with self.engine_errors(), self.context.engines.use(self.model) as engine:
             wavs = engine.decode(generated.takes)
             rate = engine.sample_rate
         if len(wavs) != len(generated.units):
@@ -167,7 +167,7 @@ class Renderer:
         )
 
     @contextmanager
-    def _engine_errors(self) -> Iterator[None]:
+    def engine_errors(self) -> Iterator[None]:
         """Whatever an engine or loader raises comes out as an EngineError (a bare exception is
         taken as transient)."""
         try:

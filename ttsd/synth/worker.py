@@ -135,8 +135,8 @@ class Worker:
         units = [unit for unit in map(self._unit, self.scheduler.next_call()) if unit is not None]
         if not units:
             return admitted > 0
-        self._ensure_batch(units[0])
         try:
+            self._ensure_batch(units[0])
             generated = self.renderer.generate(units)
         except EngineError as error:
             self._call_failed(units, error)
@@ -220,7 +220,7 @@ class Worker:
         if self.batch is not None:
             return
         fixed = self.context.settings.max_batch
-        with self.context.engines.use(self.model) as engine:
+        with self.renderer.engine_errors(), self.context.engines.use(self.model) as engine:
             if isinstance(fixed, int):
                 self.batch = BatchChoice(size=fixed, rates={}, limit=fixed, reason="set by TTS_MAX_BATCH")
             else:

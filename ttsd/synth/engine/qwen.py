@@ -104,7 +104,10 @@ class QwenEngine:
         self.plan = plan
         self._model = model
         self.sample_rate = int(model.model.speech_tokenizer.get_output_sample_rate())
-        self.max_frames = int(model.generate_defaults.get("max_new_tokens", QWEN_MAX_NEW_TOKENS))
+        declared = int(model.generate_defaults.get("max_new_tokens", QWEN_MAX_NEW_TOKENS))
+        # A tiny checkpoint declares a small cap (24: it never stopped by itself); paced like a trained
+        # model, it gets a trained model's cap, and each call's budget follows its texts.
+        self.max_frames = QWEN_MAX_NEW_TOKENS if ending == "paced" else declared
         self.stops_by_itself = ending != "never"
         self._ending: Ending = ending
         self._eos_id = int(model.model.config.talker_config.codec_eos_token_id)
