@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import IO, Any, Final
 
@@ -68,9 +69,14 @@ class Channel:
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
         self._lock = threading.Lock()
+        self._started = time.monotonic()
 
     def send(self, event: str, fields: dict[str, Any] | None = None) -> None:
-        """One event; a supervisor that is gone is noticed by the stdin listener, not here."""
+        """One event; a supervisor that is gone is noticed by the stdin listener, not here. `ready`
+        carries the start-up cost: seconds from this process's start to its model loaded and its
+        batch size chosen (importing torch and qwen-tts is most of it on a small model)."""
+        if event == wire.READY:
+            fields = {**(fields or {}), "startup_s": round(time.monotonic() - self._started, 2)}
         line = wire.encode(event, fields)
         with self._lock:
             try:

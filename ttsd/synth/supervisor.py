@@ -231,6 +231,7 @@ class Supervisor:
                     "batch": ready.get("batch", {}).get("size"),
                     "batch_reason": ready.get("batch", {}).get("reason"),
                     "load_s": next((m.get("load_s") for m in ready.get("loaded", []) if "load_s" in m), None),
+                    "startup_s": ready.get("startup_s"),
                     "up_s": round(self._clock() - process.started, 1),
                 }
             )
