@@ -124,3 +124,23 @@ def test_sigterm_starts_no_new_call_and_a_second_one_stops_at_once(daemon_env: D
     finished = daemon_env.wait_state("book", ("done",), timeout=180)
     assert finished["attempts"] == 1
     assert restarted.terminate() == 0
+
+
+def test_at_most_max_loaded_models_run_and_an_idle_one_makes_room(daemon_env: DaemonEnv) -> None:
+    daemon = daemon_env.start(TTS_MAX_LOADED_MODELS="1", TTS_MODEL_IDLE_S="600")
+    daemon.wait_ready()
+    most = 0
+
+    def both_done() -> bool:
+        nonlocal most
+        most = max(most, len(children(daemon.process.pid)))
+        states = [(daemon_env.status(name) or {}).get("state") for name in ("plain", "designed")]
+        return states == ["done", "done"]
+
+    daemon_env.drop_json("plain.json", {"text": "A plain voice.", "speaker": "Ryan"})
+    daemon_env.wait_state("plain", ("done",))
+    daemon_env.drop_json("designed.json", {"text": "Designed.", "model": "tiny-design", "instruct": "A calm voice."})
+    wait_for(both_done, 120, lambda: f"both jobs to be done:\n{daemon.log()}")
+    assert most == 1, "two models ran at once"
+    assert "stopping the idle worker of tiny to make room for tiny-design" in daemon.log()
+    assert daemon.terminate() == 0
