@@ -113,6 +113,7 @@ class Daemon:
             # A finished call may have made room for files held back by backpressure: rescan.
             call_done=partial(hints.put, None),
             publish=partial(_publish_quietly, publisher),
+            owe=publisher.owe,
         )
         workers = Supervisor(settings, store, supervisor_hooks, self._loader)
         intake_settings = IntakeSettings.from_settings(settings)
@@ -136,7 +137,9 @@ class Daemon:
         parts.hooks.start()
         parts.watcher.start()
         parts.intake.start()
-        for model in {*parts.store.models_with_queued_jobs(), *settings.preload_models}:
+        for model in settings.preload_models:
+            parts.workers.ensure(model, preload=True)
+        for model in parts.store.models_with_queued_jobs():
             parts.workers.ensure(model)
         log.info(
             "ttsd %s serving %s -> %s (state %s)", __version__, settings.inbox, settings.outbox, settings.state_dir
@@ -173,7 +176,11 @@ class Daemon:
             if summary is not None:
                 parts.hooks.queue_drained(summary)
             stale_before = utcnow() - timedelta(seconds=self.settings.lease_s)
-            for job in store.recover_interrupted(self.settings.max_attempts, stale_before=stale_before):
+            # Live workers are watched through their pipes (a silent one is killed as hung); only a
+            # lease no live worker holds can go stale here.
+            spare = parts.workers.live_tokens()
+            stalled = store.recover_interrupted(self.settings.max_attempts, stale_before=stale_before, spare=spare)
+            for job in stalled:
                 log.warning(
                     "job %s stalled (no heartbeat for %.0fs): now %s",
                     job.id,
@@ -182,6 +189,8 @@ class Daemon:
                     extra=job_extra(job),
                 )
                 publish(store, outbox, job.id)
+                if job.state.terminal:
+                    _job_finished(store, parts.hooks, parts.drain, outbox, job.id)
                 parts.workers.ensure(job.model)
             parts.workers.poll()
             for model in store.models_with_queued_jobs():

@@ -155,6 +155,30 @@ class QueueContract:
         assert [job.id for job in jobs] == [suspect.id]  # and then runs alone
         assert store.get(fresh.id).state == JobState.QUEUED
 
+    def test_a_clean_failure_does_not_make_a_job_run_alone(self, store: Queue) -> None:
+        flaky = enqueue(store, "flaky")
+        token, _ = store.claim(FAKE_MODEL, max_batch=1)
+        store.finish_failed(flaky.id, token, "engine_error", "a hiccup", max_attempts=3, retry_after_s=0.0)
+        fresh = enqueue(store, "fresh")
+        _, jobs = store.claim(FAKE_MODEL, max_batch=4, alone_ok=False)
+        assert [job.id for job in jobs] == [flaky.id, fresh.id]
+
+    def test_only_the_jobs_of_the_call_a_worker_died_in_are_charged(self, store: Queue) -> None:
+        in_call, bystander = enqueue(store, "in the call"), enqueue(store, "bystander")
+        token, _ = store.claim(FAKE_MODEL, max_batch=2, token="dying")
+        assert [job.id for job in store.interrupt_lease(token, 3, only={in_call.id})] == [in_call.id]
+        assert store.release_lease(token) == [bystander.id]
+        assert store.get(in_call.id).attempts == 1 and store.get(bystander.id).attempts == 0
+
+    def test_stale_recovery_spares_the_leases_of_live_workers(self, store: Queue) -> None:
+        watched, orphan = enqueue(store, "watched"), enqueue(store, "orphan")
+        store.claim(FAKE_MODEL, max_batch=1, token="live", now=utcnow() - timedelta(hours=1))
+        store.claim(FAKE_MODEL, max_batch=1, token="gone", now=utcnow() - timedelta(hours=1))
+        later = utcnow() + timedelta(minutes=1)
+        recovered = store.recover_interrupted(3, stale_before=later, spare=["live"])
+        assert [job.id for job in recovered] == [orphan.id]
+        assert store.get(watched.id).state == JobState.RUNNING
+
     def test_a_dead_worker_charges_its_jobs_a_stopped_one_does_not(self, store: Queue) -> None:
         crashed, stopped, bystander = enqueue(store, "crashed"), enqueue(store, "stopped"), enqueue(store, "bystander")
         dead, _ = store.claim(FAKE_MODEL, max_batch=1, token="dead")

@@ -81,12 +81,13 @@ class Expected:
     attempts: int = 0
     attempt_base: int = 0
     deferred: bool = False  # queued again after a transient failure, not before an hour from now
+    interrupted: bool = False  # its last try ended with its worker's death: it runs alone
     token: str | None = None
     audio_file: str | None = None
 
     @property
     def fresh(self) -> bool:
-        return self.attempts == self.attempt_base
+        return self.attempts == self.attempt_base or not self.interrupted
 
 
 class QueueMachine(RuleBasedStateMachine):
@@ -243,6 +244,7 @@ class QueueMachine(RuleBasedStateMachine):
         )
         job.attempts += 1
         job.token = None
+        job.interrupted = False
         if transient and job.attempts - job.attempt_base < MAX_ATTEMPTS:
             job.state, job.deferred = QUEUED, delay > 0
         else:
@@ -311,6 +313,7 @@ class QueueMachine(RuleBasedStateMachine):
             job = self.expected[job_id]
             job.attempts += 1
             job.token = None
+            job.interrupted = True
             job.state = FAILED if job.attempts - job.attempt_base >= MAX_ATTEMPTS else QUEUED
         self._forget_leases_of({job.id for job in recovered})
 

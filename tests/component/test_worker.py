@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -840,3 +841,56 @@ def test_the_batch_size_is_measured_once_when_auto(make_rig: MakeRig) -> None:
     assert rig.worker.batch is not None and rig.worker.batch.rates, "the probe measured rates"
     assert 1 <= rig.worker.batch.size <= 32
     assert rig.store.counts() == {FAKE_MODEL: {"done": 3}}
+
+
+def test_a_take_that_cannot_be_kept_for_any_reason_fails_its_job_and_strands_nothing(
+    make_rig: MakeRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = make_rig()
+    doomed = rig.add("the cache breaks on me", name="doomed")
+    fine = rig.add("fine", name="fine")
+    real_remember = rig.worker.renderer.remember
+
+    def remember(unit: Any, wav: np.ndarray) -> None:
+        if unit.job.id == doomed.id:
+            raise sqlite3.OperationalError("database is locked")  # not an OSError
+        real_remember(unit, wav)
+
+    monkeypatch.setattr(rig.worker.renderer, "remember", remember)
+    assert rig.worker.work_once()
+    after = rig.job(doomed)
+    assert (after.state, after.attempts, after.lease_token) == (JobState.QUEUED, 1, None)
+    assert rig.worker.held_jobs() == []
+    assert_delivered(rig, fine, "fine")
+
+
+def test_a_job_that_cannot_be_taken_fails_alone(make_rig: MakeRig, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig = make_rig()
+    broken = rig.add("cannot be taken", name="broken")
+    fine = rig.add("taken fine", name="fine")
+    real_admit = rig.worker.scheduler.admit
+
+    def admit(job_id: str, *args: Any) -> None:
+        if job_id == broken.id:
+            raise RuntimeError("something unexpected")
+        real_admit(job_id, *args)
+
+    monkeypatch.setattr(rig.worker.scheduler, "admit", admit)
+    assert rig.worker.work_once()
+    after = rig.job(broken)
+    assert (after.state, after.lease_token) == (JobState.QUEUED, None)
+    assert after.error_message is not None and "something unexpected" in after.error_message
+    assert_delivered(rig, fine, "taken fine")
+
+
+def test_a_more_urgent_job_gets_in_even_when_the_worker_is_full(make_rig: MakeRig) -> None:
+    rig = make_rig(max_batch=1)  # holds at most 4 jobs
+    for n in range(4):
+        rig.add(LONG_TEXT + f" Book {n}.", name=f"book{n}", chunking={"max_chars": 60})
+    assert rig.worker.step(None)
+    assert len(rig.worker.held_jobs()) == 4
+    urgent = rig.add("Hello.", name="urgent", priority=10)
+    assert rig.worker.step(None)
+    assert rig.engine.texts[-1] == ["Hello."], "spoken at the next call, not after a book"
+    assert rig.job(urgent).state == JobState.DONE
+    rig.worker.stop_event.set()

@@ -144,3 +144,41 @@ def test_at_most_max_loaded_models_run_and_an_idle_one_makes_room(daemon_env: Da
     assert most == 1, "two models ran at once"
     assert "stopping the idle worker of tiny to make room for tiny-design" in daemon.log()
     assert daemon.terminate() == 0
+
+
+def test_a_crash_charges_only_the_jobs_of_the_call_it_happened_in(daemon_env: DaemonEnv) -> None:
+    daemon = daemon_env.start(TTS_FAULT="synthesis:victim", TTS_MAX_BATCH="1", TTS_MAX_ATTEMPTS="2")
+    daemon.wait_ready()
+    names = ("victim", "a1", "a2", "a3")
+    for name in names:
+        daemon_env.drop_json(f"{name}.json", {"text": f"I am {name}.", "speaker": "Ryan"})
+    for name in names:
+        daemon_env.wait_state(name, ("done", "failed"), timeout=120)
+    assert daemon.terminate() == 0
+    for name in ("a1", "a2", "a3"):
+        assert attempts_and_restarts(daemon_env, name) == (1, 0), f"{name} was charged for another job's crash"
+    victim = daemon_env.status("victim")
+    assert victim is not None and (victim["state"], victim["attempts"]) == ("failed", 2)
+    assert victim["error"]["code"] == "interrupted"
+
+
+def test_a_preloaded_model_is_loaded_before_any_job(daemon_env: DaemonEnv) -> None:
+    daemon = daemon_env.start(TTS_PRELOAD_MODELS="tiny")
+    daemon.wait_ready()
+    [worker] = wait_for(lambda: [w for w in workers(daemon_env) if w.get("device")], 60, "the preloaded model")
+    assert worker["model"] == "tiny" and worker["state"] == "idle"
+    assert daemon.terminate() == 0
+
+
+def test_a_hung_worker_is_killed_and_its_job_runs_again(daemon_env: DaemonEnv) -> None:
+    daemon = daemon_env.start(TTS_LEASE_S="4")
+    daemon.wait_ready()
+    daemon_env.drop_json("stuck.json", {"text": SLOW_TEXT, "speaker": "Ryan"})
+    daemon_env.wait_state("stuck", ("running",))
+    [worker] = wait_for(lambda: [w for w in workers(daemon_env) if w.get("device")], 30, "a loaded worker")
+    os.kill(worker["pid"], signal.SIGSTOP)  # alive, but answering nothing: hung
+    wait_for(lambda: not alive(worker["pid"]), 30, "the hung worker to be killed")
+    document = daemon_env.wait_state("stuck", ("done", "failed"), timeout=120)
+    assert document["state"] == "done" and document["attempts"] == 2, document
+    assert "killing it as hung" in daemon.log()
+    assert daemon.terminate() == 0

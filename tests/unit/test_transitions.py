@@ -87,6 +87,7 @@ def test_a_failed_try_requeues_while_attempts_last_and_only_when_transient() -> 
     assert (job.attempts, job.not_before, job.finished_at, job.lease_token) == (2, later, None, None)
     job = make_job(JobState.RUNNING, attempts=2)
     assert transitions.fail(job, "flaky", "again", 3, later, NOW) == JobState.FAILED
+    assert not transitions.runs_alone(job), "a clean failure does not make a job suspect"
     assert (job.attempts, job.finished_at, job.error_code) == (3, NOW, "flaky")
     job = make_job(JobState.RUNNING)
     assert transitions.fail(job, "bad_speaker", "no such voice", 3, None, NOW) == JobState.FAILED
@@ -95,7 +96,8 @@ def test_a_failed_try_requeues_while_attempts_last_and_only_when_transient() -> 
 def test_an_interrupted_try_counts_and_fails_the_job_at_max_attempts() -> None:
     job = make_job(JobState.RUNNING, attempts=1)
     assert transitions.interrupt(job, 3, NOW) == JobState.QUEUED
-    assert (job.attempts, job.error_code) == (2, None)
+    assert (job.attempts, job.error_code) == (2, "interrupted")
+    assert transitions.runs_alone(job), "a job whose worker died holding it runs alone next"
     assert transitions.interrupt(make_job(JobState.RUNNING, attempts=2), 3, NOW) == JobState.FAILED
 
 

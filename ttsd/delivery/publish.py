@@ -73,6 +73,11 @@ class StatusPublisher:
             self._owed.discard(job_id)
         return job
 
+    def owed(self) -> list[str]:
+        """The jobs whose status files are still owed."""
+        with self._lock:
+            return sorted(self._owed)
+
     def owe(self, job_id: str) -> None:
         """Remember a status file that could not be written, to write it again later."""
         with self._lock:

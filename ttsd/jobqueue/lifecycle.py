@@ -6,7 +6,7 @@ released at shutdown, cancelled or retried by people. Each state change is one o
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import update
@@ -141,29 +141,35 @@ class JobLifecycle(JobQueries):
         now: datetime | None = None,
         token: str | None = None,
         alone_ok: bool = True,
+        min_priority: int | None = None,
     ) -> tuple[str, list[Job]]:
         """Lease up to `max_batch` queued jobs of `model`, highest priority then oldest first, to
         `token` (a worker's lease, renewed by one heartbeat; a new token when None).
 
-        A job that was tried before without finishing runs alone: if it is what crashes its worker,
-        it must not take fresh neighbours down with it (and use up their attempts) every time. When
-        such a job is next in line it is leased only when `alone_ok` (the worker holds nothing else),
-        and then by itself; otherwise nothing is leased until the worker has drained.
+        A job whose worker died holding it runs alone (`transitions.runs_alone`): if it is what
+        crashes its worker, it must not take fresh neighbours down with it (and use up their
+        attempts) every time. When such a job is next in line it is leased only when `alone_ok` (the
+        worker holds nothing else), and then by itself; otherwise nothing is leased until the
+        worker has drained. `min_priority` leases only jobs of at least that priority.
         Returns the lease token (needed for heartbeats and the guarded finish) and the jobs.
         """
         now = now or utcnow()
         token = token or uuid.uuid4().hex
+        query = claim_query(model, now)
+        if min_priority is not None:
+            query = query.where(col(Job.priority) >= min_priority)
         with self._write() as session:
-            first = session.exec(claim_query(model, now).limit(1)).first()
-            if first is None or (_suspect(first) and not alone_ok):
+            first = session.exec(query.limit(1)).first()
+            if first is None or (transitions.runs_alone(first) and not alone_ok):
                 return token, []
             jobs = [first]
-            if not _suspect(first) and max_batch > 1:
-                jobs += session.exec(
-                    claim_query(model, now)
-                    .where(col(Job.attempts) == col(Job.attempt_base), col(Job.id) != first.id)
-                    .limit(max_batch - 1)
+            if not transitions.runs_alone(first) and max_batch > 1:
+                fresh = (
+                    (col(Job.attempts) == col(Job.attempt_base))
+                    | (col(Job.error_code).is_(None))
+                    | (col(Job.error_code) != transitions.INTERRUPTED)
                 )
+                jobs += session.exec(query.where(fresh, col(Job.id) != first.id).limit(max_batch - 1))
             for job in jobs:
                 transitions.claim(job, token, now)
                 session.add(job)
@@ -234,18 +240,25 @@ class JobLifecycle(JobQueries):
             return [job.id for job in jobs]
 
     def recover_interrupted(
-        self, max_attempts: int, stale_before: datetime | None = None, free_restarts: int = 0
+        self,
+        max_attempts: int,
+        stale_before: datetime | None = None,
+        free_restarts: int = 0,
+        spare: Collection[str] = (),
     ) -> list[Job]:
         """Running jobs whose worker is gone: queue them again, or fail those out of attempts.
 
         At start every running job was interrupted by the daemon's own end (`stale_before` None):
         that is not the job's fault, so its first `free_restarts` such interruptions are not
         counted as tries. While running, jobs whose heartbeat is older than `stale_before` belong to
-        a worker that stopped answering: that try counts.
+        a worker that stopped answering: that try counts. Leases in `spare` are left alone (their
+        workers are alive and watched by other means).
         """
         query = select(Job).where(Job.state == JobState.RUNNING)
         if stale_before is not None:
             query = query.where(col(Job.heartbeat_at) < stale_before)
+        if spare:
+            query = query.where(col(Job.lease_token).not_in(list(spare)))
         with self._write() as session:
             jobs = list(session.exec(query))
             now = utcnow()
@@ -257,11 +270,15 @@ class JobLifecycle(JobQueries):
                 session.add(job)
             return jobs
 
-    def interrupt_lease(self, token: str, max_attempts: int) -> list[Job]:
-        """The worker holding `token` died (a signal, an abort, out of memory): each of its jobs is
-        charged the try, so it runs alone next (or fails, out of attempts)."""
+    def interrupt_lease(self, token: str, max_attempts: int, only: Collection[str] | None = None) -> list[Job]:
+        """The worker holding `token` died (a signal, an abort, out of memory): each of its jobs (or
+        those in `only`: the ones in the calls it died in) is charged the try, so it runs alone next
+        (or fails, out of attempts)."""
+        query = select(Job).where(Job.state == JobState.RUNNING, Job.lease_token == token)
+        if only is not None:
+            query = query.where(col(Job.id).in_(list(only)))
         with self._write() as session:
-            jobs = list(session.exec(select(Job).where(Job.state == JobState.RUNNING, Job.lease_token == token)))
+            jobs = list(session.exec(query))
             now = utcnow()
             for job in jobs:
                 transitions.interrupt(job, max_attempts, now)
@@ -296,11 +313,6 @@ class JobLifecycle(JobQueries):
             session.add(current)
             delete_chunks(session, job_id)
             return current
-
-
-def _suspect(job: Job) -> bool:
-    """Tried before in this attempt budget without finishing: it may be what crashed its worker."""
-    return job.attempts > job.attempt_base
 
 
 def _still_there(session: Session, job_id: str) -> Job:

@@ -7,7 +7,7 @@ satisfies all of them (mypy checks that wherever one is handed over, and `Queue`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -62,6 +62,7 @@ class WorkerQueue(JobLookup, Protocol):
         now: datetime | None = None,
         token: str | None = None,
         alone_ok: bool = True,
+        min_priority: int | None = None,
     ) -> tuple[str, list[Job]]: ...
 
     def leased_ids(self, token: str) -> set[str]: ...
@@ -145,10 +146,14 @@ class DaemonQueue(Protocol):
     def daemon_stopped(self, daemon_id: str) -> None: ...
 
     def recover_interrupted(
-        self, max_attempts: int, stale_before: datetime | None = None, free_restarts: int = 0
+        self,
+        max_attempts: int,
+        stale_before: datetime | None = None,
+        free_restarts: int = 0,
+        spare: Collection[str] = (),
     ) -> list[Job]: ...
 
-    def interrupt_lease(self, token: str, max_attempts: int) -> list[Job]: ...
+    def interrupt_lease(self, token: str, max_attempts: int, only: Collection[str] | None = None) -> list[Job]: ...
 
     def release_lease(self, token: str) -> list[str]: ...
 

@@ -140,20 +140,32 @@ def fail(job: Job, code: str, message: str, max_attempts: int, retry_at: datetim
     return job.state
 
 
+INTERRUPTED = "interrupted"
+"""The error code of a job whose worker died holding it: it may be what killed it, so it runs alone."""
+
+
 def interrupt(job: Job, max_attempts: int, now: datetime) -> JobState:
-    """A running job whose worker is gone (the daemon restarted, or its heartbeat went stale): the
-    interrupted try counts, then the job is queued again or, out of attempts, fails."""
+    """A running job whose worker is gone (it died, or stopped answering): the interrupted try
+    counts, then the job is queued again, to run alone, or, out of attempts, fails."""
     tries = _tries(job) + 1
     _move(job, Transition.INTERRUPT, QUEUED if tries < max_attempts else FAILED)
     _count_try(job)
+    job.error_code = INTERRUPTED
     if job.state == FAILED:
         job.finished_at = now
-        job.error_code = "interrupted"
         job.error_message = (
             f"interrupted {tries} times (its worker crashed or stopped answering during synthesis); "
             "giving up after TTS_MAX_ATTEMPTS"
         )
+    else:
+        job.error_message = "its worker crashed or stopped answering during synthesis; it runs alone next"
     return job.state
+
+
+def runs_alone(job: Job) -> bool:
+    """Whether the job's last try ended with its worker's death (in this attempt budget): it may be
+    what killed the worker, so it must not take fresh neighbours down with it."""
+    return job.attempts > job.attempt_base and job.error_code == INTERRUPTED
 
 
 def release(job: Job) -> None:

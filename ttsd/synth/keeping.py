@@ -103,12 +103,13 @@ class Keeper:
         self.publish(job.id)
 
     def discard(self, job: Job, reason: str | None) -> None:
-        """Forget a job's chunk files once it is finished (or no longer ours)."""
+        """Forget a job's chunks once it is finished. A job that is only no longer ours (taken
+        back, queued again) keeps them: its next worker resumes from them."""
         if reason:
             log.info("job %s: result discarded because %s", job.id, reason, extra=job_extra(job))
             self.publish(job.id)
-        self.context.chunks.discard(job.id)
         if self.context.store.get(job.id).state.terminal:
+            self.context.chunks.discard(job.id)
             self.context.store.drop_chunks(job.id)
 
     def fail(self, job: Job, error: EngineError) -> None:
@@ -137,6 +138,8 @@ class Keeper:
             job = self.context.publisher.publish(job_id)
         except TtsdError:
             log.exception("could not write the status of job %s", job_id, extra={"job_id": job_id})
-            return
-        if job is not None and job.state.terminal:
+            job = None
+        # A status write that failed is owed, but the job's hooks run now all the same.
+        job = job or self.context.store.get(job_id)
+        if job.state.terminal:
             self.context.on_job_finished(job)

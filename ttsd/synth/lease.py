@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from ttsd.jobqueue.protocols import WorkerQueue
 
@@ -14,10 +15,13 @@ log = logging.getLogger(__name__)
 class LeaseHeartbeat:
     """Renews a lease in the background while a batch is synthesized."""
 
-    def __init__(self, store: WorkerQueue, token: str, interval_s: float) -> None:
+    def __init__(
+        self, store: WorkerQueue, token: str, interval_s: float, on_beat: Callable[[], None] = lambda: None
+    ) -> None:
         self._store = store
         self._token = token
         self._interval_s = interval_s
+        self._on_beat = on_beat
         self._stop_event = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
@@ -35,3 +39,4 @@ class LeaseHeartbeat:
                 self._store.heartbeat(self._token)
             except Exception:
                 log.exception("heartbeat failed")
+            self._on_beat()

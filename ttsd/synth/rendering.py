@@ -48,6 +48,8 @@ class Generated:
     units: list[Unit]
     takes: Takes
     seconds: float
+    number: int = 0
+    """The worker's count of its calls, so what it reports about one call can be matched."""
 
 
 class Renderer:

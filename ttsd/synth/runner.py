@@ -160,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("model")
     parser.add_argument("token")
     parser.add_argument("--loader", help="module:function returning the engine loader (default: qwen-tts)")
+    parser.add_argument("--preload", action="store_true", help="load the model before any job asks for it")
     args = parser.parse_args(argv)
     # Ctrl-C in a terminal reaches the whole process group: the supervisor decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -170,9 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda _signum, _frame: _stop(worker))
     threading.Thread(target=listen, args=(sys.stdin, worker), name="commands", daemon=True).start()
     log.info("worker %s started (pid %d)", args.model, os.getpid())
+    if args.preload:
+        worker.preload()
     outcome = worker.run(idle_exit_s=settings.model_idle_s)
     log.info("worker %s exits: %s", args.model, "idle" if outcome == "idle" else "stopped")
-    channel.send(wire.EXIT, {"outcome": outcome})
+    # Status files it could not write (a full disk) are the daemon's to write from now on.
+    worker.context.publisher.settle()
+    channel.send(wire.EXIT, {"outcome": outcome, "owed": worker.context.publisher.owed()})
     return 0
 
 

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -39,7 +39,7 @@ KILL_WAIT_S: Final = 10.0
 class SupervisedQueue(Protocol):
     """What the supervisor does with the queue."""
 
-    def interrupt_lease(self, token: str, max_attempts: int) -> list[Job]: ...
+    def interrupt_lease(self, token: str, max_attempts: int, only: Collection[str] | None = None) -> list[Job]: ...
 
     def release_lease(self, token: str) -> list[str]: ...
 
@@ -52,21 +52,29 @@ class _Process:
     token: str
     popen: subprocess.Popen[str]
     started: float
+    last_heard: float
     activity: str = "starting"
     ready: dict[str, Any] = field(default_factory=dict)
+    calls: dict[int, list[str]] = field(default_factory=dict)
+    """Generate calls not yet kept, and their jobs: the ones charged if the worker dies now."""
     stopping: bool = False
     killed: bool = False
+    hung: bool = False
     reader: threading.Thread | None = None
 
     def send(self, event: str) -> None:
+        """A command, never blocking: a worker that stopped reading its pipe must not hang the
+        daemon (a lost `wake` is harmless; a worker that misses `stop` is killed past the grace)."""
         stdin = self.popen.stdin
         if stdin is None:
             return
         try:
-            stdin.write(wire.encode(event))
-            stdin.flush()
+            os.write(stdin.fileno(), wire.encode(event).encode("utf-8"))
         except (OSError, ValueError):
-            return  # it is exiting; `poll` sees how
+            return  # full, or it is exiting; `poll` sees how it ends
+
+    def in_calls(self) -> set[str]:
+        return {job_id for jobs in list(self.calls.values()) for job_id in jobs}
 
 
 @dataclass
@@ -76,6 +84,8 @@ class SupervisorHooks:
     job_finished: Callable[[str], None] = lambda job_id: None
     call_done: Callable[[], None] = lambda: None
     publish: Callable[[str], None] = lambda job_id: None
+    owe: Callable[[str], None] = lambda job_id: None
+    """A status file a worker could not write before it left: the daemon writes it when it can."""
 
 
 class Supervisor:
@@ -102,20 +112,21 @@ class Supervisor:
 
     # -- starting and waking -------------------------------------------------------------------------
 
-    def ensure(self, model: str) -> None:
-        """`model` has work: wake its workers, or start them (when the cap and backoff allow)."""
+    def ensure(self, model: str, preload: bool = False) -> None:
+        """`model` has work: wake its idle workers, or start them (when the cap and backoff allow);
+        with `preload`, a started worker loads its model before any job asks for it."""
         with self._lock:
             if self._closed:
                 return
             running = [p for p in self._processes if p.model == model and not p.stopping]
-            if running:
-                for process in running:
-                    process.send(wire.WAKE)
-                return
-            if self._clock() < self._restart_at.get(model, 0.0) or not self._make_room(model):
-                return
-            for _ in range(self._settings.max_concurrency_per_model):
-                self._processes.append(self._spawn(model))
+            if not running and self._clock() >= self._restart_at.get(model, 0.0) and self._make_room(model):
+                for _ in range(self._settings.max_concurrency_per_model):
+                    self._processes.append(self._spawn(model, preload))
+        # Outside the lock: even a non-blocking write must not hold up the other threads. A busy
+        # worker looks for new jobs before each call by itself.
+        for process in running:
+            if process.activity != wire.BUSY:
+                process.send(wire.WAKE)
 
     def _make_room(self, model: str) -> bool:
         """Whether one more model may load; if not, ask an idle worker of another model to exit."""
@@ -129,9 +140,9 @@ class Supervisor:
             process.send(wire.STOP)
         return False
 
-    def _spawn(self, model: str) -> _Process:
+    def _spawn(self, model: str, preload: bool) -> _Process:
         token = f"{model}-{uuid.uuid4().hex[:12]}"
-        command = [sys.executable, "-m", "ttsd.synth.runner", model, token]
+        command = [sys.executable, "-m", "ttsd.synth.runner", model, token, *(["--preload"] if preload else [])]
         if self._loader:
             command += ["--loader", self._loader]
         popen = subprocess.Popen(
@@ -143,10 +154,12 @@ class Supervisor:
             bufsize=1,
             env={**os.environ, SUPERVISOR_ENV: str(os.getpid())},
         )
-        process = _Process(model, token, popen, self._clock())
+        process = _Process(model, token, popen, self._clock(), self._clock())
         assert popen.stdin is not None
+        # Whole, before the pipe becomes non-blocking: far below a pipe's buffer, so this never waits.
         popen.stdin.write(self._settings.model_dump_json() + "\n")
         popen.stdin.flush()
+        os.set_blocking(popen.stdin.fileno(), False)
         process.reader = threading.Thread(target=self._read, args=(process,), name=f"events-{model}", daemon=True)
         process.reader.start()
         log.info("started the worker of %s (pid %d)", model, popen.pid)
@@ -158,15 +171,25 @@ class Supervisor:
         stdout = process.popen.stdout
         assert stdout is not None
         for line in stdout:
+            process.last_heard = self._clock()
             message = wire.decode(line)
-            if message is not None:
+            if message is None:
+                continue
+            try:
                 self._handle(process, message)
+            except Exception:
+                # This thread must keep reading: a worker whose pipe fills up blocks.
+                log.exception("could not handle what the worker of %s said: %s", process.model, line[:200])
 
     def _handle(self, process: _Process, message: dict[str, Any]) -> None:
         event = message["event"]
         if event == wire.LOG:
             record = wire.rebuild_record(message)
             logging.getLogger(record.name).handle(record)
+        elif event == wire.GENERATING:
+            process.calls[int(message["call"])] = [str(job) for job in message.get("jobs", [])]
+        elif event == wire.KEPT:
+            process.calls.pop(int(message["call"]), None)
         elif event == wire.FINISHED:
             self._hooks.job_finished(str(message.get("job")))
         elif event == wire.CALL:
@@ -175,23 +198,40 @@ class Supervisor:
             process.ready = {key: value for key, value in message.items() if key != "event"}
         elif event in (wire.BUSY, wire.IDLE):
             process.activity = event
+        elif event == wire.EXIT:
+            for job_id in message.get("owed", []):
+                self._hooks.owe(str(job_id))
 
     # -- exits ---------------------------------------------------------------------------------------
 
     def poll(self) -> list[str]:
-        """Reap workers that ended and settle their jobs; returns the models that lost a worker."""
+        """Reap workers that ended and settle their jobs; kill one silent for longer than a lease
+        (hung: its heartbeat thread beats every quarter lease). Returns the models that lost a
+        worker."""
         with self._lock:
             ended = [p for p in self._processes if p.popen.poll() is not None]
             self._processes = [p for p in self._processes if p not in ended]
+            live = list(self._processes)
+        for process in live:
+            silent = self._clock() - process.last_heard
+            if not process.stopping and not process.hung and silent > self._settings.lease_s:
+                log.error("the worker of %s said nothing for %.0fs: killing it as hung", process.model, silent)
+                process.hung = True
+                process.popen.kill()
         for process in ended:
             if process.reader is not None:
                 process.reader.join(timeout=5)
             self._settle(process)
         return [process.model for process in ended]
 
+    def live_tokens(self) -> list[str]:
+        """The leases of live workers: watched through their pipes, never recovered as stale."""
+        with self._lock:
+            return [process.token for process in self._processes]
+
     def _settle(self, process: _Process) -> None:
         code = process.popen.returncode
-        if code == 0 or process.killed:
+        if (code == 0 or process.killed) and not process.hung:
             released = self._store.release_lease(process.token)
             for job_id in released:
                 self._hooks.publish(job_id)
@@ -199,19 +239,27 @@ class Supervisor:
                 log.warning("worker %s stopped past the grace period: %d job(s) back to the queue",
                             process.model, len(released))  # fmt: skip
             return
-        charged = self._store.interrupt_lease(process.token, self._settings.max_attempts)
+        # The jobs of the calls it died in are charged (they may be what killed it); the others it
+        # held go back uncounted. Dead outside any call, the cause is unknown: all are charged.
+        in_calls = process.in_calls()
+        charged = self._store.interrupt_lease(process.token, self._settings.max_attempts, in_calls or None)
+        spared = self._store.release_lease(process.token)
         ran = self._clock() - process.started
         crashes = 1 if ran >= HEALTHY_S else self._crashes.get(process.model, 0) + 1
         self._crashes[process.model] = crashes
         wait = RESTART_BACKOFF_S[min(crashes, len(RESTART_BACKOFF_S)) - 1]
         self._restart_at[process.model] = self._clock() + wait
         log.error(
-            "the worker of %s died (%s) after %.0fs holding %d job(s): each is charged an attempt and "
-            "runs alone next; restarting in %.0fs",
-            process.model, describe_exit(code), ran, len(charged), wait,
+            "the worker of %s died (%s) after %.0fs: %d job(s) in its calls charged an attempt (they run "
+            "alone next), %d back to the queue uncounted; restarting in %.0fs",
+            process.model, "hung" if process.hung else describe_exit(code), ran, len(charged), len(spared), wait,
         )  # fmt: skip
         for job in charged:
             self._hooks.publish(job.id)
+            if job.state.terminal:
+                self._hooks.job_finished(job.id)
+        for job_id in spared:
+            self._hooks.publish(job_id)
 
     # -- views and stopping --------------------------------------------------------------------------
 

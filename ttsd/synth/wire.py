@@ -5,8 +5,10 @@ The end of stdin means the supervisor is gone (killed, crashed, or the machine i
 worker then exits at once, on every platform, because a pipe's reader sees its writer's death.
 
 Worker -> supervisor, on a private copy of the worker's stdout: `ready` (device plan, batch size),
-`exit` (why it is leaving), `finished` (a job reached its final state), `call` (a generate call was
-kept), `busy`/`idle`, and `log` (a log record: the supervisor writes the one log file, so no two processes rotate it).
+`exit` (why it is leaving, and the status files it still owes), `finished` (a job reached its final
+state), `call` (a generate call was kept), `busy`/`idle`, `generating` (the jobs of the call about
+to run) and `kept` (that call's takes are kept), `beat` (alive, from the lease heartbeat), and `log`
+(a log record: the supervisor writes the one log file, so no two processes rotate it).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ CALL: Final = "call"
 BUSY: Final = "busy"
 IDLE: Final = "idle"
 LOG: Final = "log"
+BEAT: Final = "beat"
+GENERATING: Final = "generating"
+KEPT: Final = "kept"
 EXIT: Final = "exit"
 
 _RECORD_FIELDS: Final = ("name", "levelno", "levelname", "msg", "created", "msecs", "relativeCreated",

@@ -15,13 +15,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ttsd.errors import EngineError
 from ttsd.joblog import job_extra
 from ttsd.jobqueue.tables import ChunkRow, Job
+from ttsd.jobqueue.transitions import runs_alone
 from ttsd.jobspec import JobSpec
+from ttsd.synth import wire
 from ttsd.synth.batch_size import MAX_AUTO_BATCH, PROBE_TEXT, BatchChoice, longest_row_frames, probe_batch
 from ttsd.synth.chunking import split_text
 from ttsd.synth.context import WorkContext
@@ -41,6 +43,7 @@ MIN_ACTIVE = 4
 WAKE_POLL_S = 1.0
 
 Report = Callable[[str, dict[str, Any]], None]
+"""Where a worker says what it does (its supervisor, with the events of `ttsd.synth.wire`)."""
 
 
 @dataclass
@@ -80,6 +83,7 @@ class Worker:
         self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
         self._state = "starting"
+        self._calls = 0
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -91,14 +95,15 @@ class Worker:
         idle_since = time.monotonic()
         outcome = "stopped"
         try:
-            with LeaseHeartbeat(self.context.store, self.token, max(0.2, self.context.settings.lease_s / 4)):
+            beat = max(0.2, self.context.settings.lease_s / 4)
+            with LeaseHeartbeat(self.context.store, self.token, beat, on_beat=lambda: self._report(wire.BEAT, {})):
                 while not self.stop_event.is_set():
                     if self._step_safely(keeping):
                         idle_since = time.monotonic()
-                        self._tell("busy")
+                        self._tell(wire.BUSY)
                         continue
                     if not self._held:
-                        self._tell("idle")
+                        self._tell(wire.IDLE)
                         if idle_exit_s is not None and time.monotonic() - idle_since >= idle_exit_s:
                             outcome = "idle"
                             break
@@ -135,11 +140,16 @@ class Worker:
         units = [unit for unit in map(self._unit, self.scheduler.next_call()) if unit is not None]
         if not units:
             return admitted > 0
+        self._calls += 1
+        # Said before the call: if the worker dies in it, these jobs (and those still being kept)
+        # are the ones charged; the others it held go back uncounted.
+        self._report(wire.GENERATING, {"call": self._calls, "jobs": sorted({unit.job.id for unit in units})})
         try:
             self._ensure_batch(units[0])
-            generated = self.renderer.generate(units)
+            generated = replace(self.renderer.generate(units), number=self._calls)
         except EngineError as error:
             self._call_failed(units, error)
+            self._report(wire.KEPT, {"call": self._calls})
             return True
         if keeping is None:
             self._keep_call(generated)
@@ -161,17 +171,23 @@ class Worker:
     # -- admission ------------------------------------------------------------------------------------
 
     def _admit(self) -> int:
-        """Lease queued jobs while there is room; returns how many were leased."""
+        """Lease queued jobs while there is room; returns how many were leased. When full, a job
+        more urgent than every held one still gets in: it must not wait for a whole book."""
         with self._lock:
             held = list(self._held.values())
-        if any(h.job.attempts > h.job.attempt_base for h in held):
+        if any(runs_alone(h.job) for h in held):
             return 0  # a job that may have crashed a worker runs alone
         room = max(MIN_ACTIVE, ACTIVE_PER_ROW * self.scheduler.max_rows) - len(held)
-        if room <= 0:
-            return 0
-        _, jobs = self.context.store.claim(self.model, room, token=self.token, alone_ok=not held)
+        urgent = None if room > 0 else max(h.job.priority for h in held) + 1
+        _, jobs = self.context.store.claim(
+            self.model, max(room, 1), token=self.token, alone_ok=not held, min_priority=urgent
+        )
         for job in jobs:
-            self._take(job)
+            try:
+                self._take(job)
+            except Exception as exc:
+                log.exception("job %s: could not be taken", job.id, extra=job_extra(job))
+                self._fail(job, failure_of(exc, "taking it"))
         return len(jobs)
 
     def _take(self, job: Job) -> None:
@@ -214,6 +230,18 @@ class Worker:
                 return None
         return pending
 
+    def preload(self) -> None:
+        """Load the model now, before any job asks for it (`TTS_PRELOAD_MODELS`); the batch size is
+        still measured with the first real request. A model that cannot load is logged here and
+        fails the jobs that need it."""
+        try:
+            with self.renderer.engine_errors(), self.context.engines.use(self.model) as engine:
+                plan = engine.plan.as_dict()
+        except EngineError as error:
+            log.error("could not preload model %s: %s", self.model, error.message)
+            return
+        self._report(wire.READY, {"plan": plan, "loaded": self.context.engines.loaded()})
+
     def _ensure_batch(self, unit: Unit) -> None:
         """With `TTS_MAX_BATCH=auto`, measure the batch size once the model is loaded, with the
         first real request (valid for the model's kind by construction)."""
@@ -234,7 +262,7 @@ class Worker:
             plan = engine.plan.as_dict()
         self.scheduler.max_rows = self.batch.size
         log.info("worker %s: batch size %d (%s)", self.model, self.batch.size, self.batch.reason)
-        self._report("ready", {"plan": plan, "batch": self.batch.as_dict(), "loaded": self.context.engines.loaded()})
+        self._report(wire.READY, {"plan": plan, "batch": self.batch.as_dict(), "loaded": self.context.engines.loaded()})
 
     # -- calls ----------------------------------------------------------------------------------------
 
@@ -246,14 +274,26 @@ class Worker:
     def _keep_call(self, generated: Generated) -> None:
         """Decode a generated call and keep each take; deliver every job it completed."""
         try:
+            self._keep_takes(generated)
+        finally:
+            self._report(wire.KEPT, {"call": generated.number})
+        self.context.on_batch_done()
+
+    def _keep_takes(self, generated: Generated) -> None:
+        try:
             wavs = self.renderer.decode(generated)
         except EngineError as error:
             self._call_failed(generated.units, error)
             return
         share = generated.seconds / len(generated.units)
         for unit, wav, capped in zip(generated.units, wavs, generated.takes.capped, strict=True):
-            self._keep_take(unit, wav, capped, share)
-        self.context.on_batch_done()
+            try:
+                self._keep_take(unit, wav, capped, share)
+            except Exception as exc:
+                log.exception(
+                    "job %s: could not keep chunk %d", unit.job.id, unit.chunk.index, extra=job_extra(unit.job)
+                )
+                self._fail(unit.job, failure_of(exc, "keeping a finished chunk"))
 
     def _keep_take(self, unit: Unit, wav: Any, capped: bool, synth_s: float) -> None:
         held = self._unit(unit.piece)
