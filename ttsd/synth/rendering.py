@@ -113,16 +113,19 @@ class Renderer:
                  ", ".join(f"{u.job.name}#{u.chunk.index}" for u in units))  # fmt: skip
         return Generated(list(units), takes, seconds)
 
-    def decode(self, generated: Generated) -> list[np.ndarray]:
-        """The waveforms of a generated call, each at its job's sample rate."""
+    def decode(self, generated: Generated, rows: Sequence[int] | None = None) -> list[np.ndarray]:
+        """The waveforms of a generated call (or of its `rows` only), each at its job's sample rate."""
+        indices = list(range(len(generated.units))) if rows is None else list(rows)
+        takes = generated.takes if rows is None else generated.takes.part(indices)
+        units = [generated.units[i] for i in indices]
         with self.engine_errors(), self.context.engines.use(self.model) as engine:
-            wavs = engine.decode(generated.takes)
+            wavs = engine.decode(takes)
             rate = engine.sample_rate
-        if len(wavs) != len(generated.units):
+        if len(wavs) != len(units):
             raise TransientEngineError(
-                f"the engine decoded {len(wavs)} waveform(s) for {len(generated.units)} take(s)", code="engine_error"
+                f"the engine decoded {len(wavs)} waveform(s) for {len(units)} take(s)", code="engine_error"
             )
-        return [resample(wav, rate, unit.spec.sample_rate) for wav, unit in zip(wavs, generated.units, strict=True)]
+        return [resample(wav, rate, unit.spec.sample_rate) for wav, unit in zip(wavs, units, strict=True)]
 
     def guarded(self, unit: Unit, wav: np.ndarray, capped: bool) -> np.ndarray:
         """The take, or a re-render with another seed when a quality guard refuses it (a runaway row

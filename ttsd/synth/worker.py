@@ -10,11 +10,10 @@ the next call generates (the codec and the disk work then use the other core).
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,6 +26,7 @@ from ttsd.synth import wire
 from ttsd.synth.batch_size import MAX_AUTO_BATCH, PROBE_TEXT, BatchChoice, longest_row_frames, probe_batch
 from ttsd.synth.chunking import split_text
 from ttsd.synth.context import WorkContext
+from ttsd.synth.decoding import DecodeLane
 from ttsd.synth.failures import SPACE_CHECK_S, SpaceWait, failure_of
 from ttsd.synth.keeping import Keeper
 from ttsd.synth.lease import LeaseHeartbeat
@@ -41,6 +41,7 @@ ACTIVE_PER_ROW = 2
 being worked on."""
 MIN_ACTIVE = 4
 WAKE_POLL_S = 1.0
+
 
 Report = Callable[[str, dict[str, Any]], None]
 """Where a worker says what it does (its supervisor, with the events of `ttsd.synth.wire`)."""
@@ -91,7 +92,7 @@ class Worker:
         """Serve until stopped ("stopped") or, with `idle_exit_s`, until nothing was held or ready
         for that long ("idle"). On the way out the call in progress is finished and kept, and the
         jobs still held go back to the queue uncounted."""
-        keeping = _Keeping(self._keep_call) if self.overlap else None
+        keeping = DecodeLane(self) if self.overlap else None
         idle_since = time.monotonic()
         outcome = "stopped"
         try:
@@ -132,7 +133,7 @@ class Worker:
                 pass
         return True
 
-    def step(self, keeping: _Keeping | None, admit: bool = True) -> bool:
+    def step(self, keeping: DecodeLane | None, admit: bool = True) -> bool:
         """Admit newly queued jobs, forget lost ones, and run one generate call; False when no
         chunk waited."""
         admitted = self._admit() if admit else 0
@@ -157,7 +158,7 @@ class Worker:
             keeping.put(generated)
         return True
 
-    def _step_safely(self, keeping: _Keeping | None) -> bool:
+    def _step_safely(self, keeping: DecodeLane | None) -> bool:
         if not self._space.ready():
             self.stop_event.wait(SPACE_CHECK_S)
             return False
@@ -273,23 +274,27 @@ class Worker:
 
     def _keep_call(self, generated: Generated) -> None:
         """Decode a generated call and keep each take; deliver every job it completed."""
-        try:
-            self._keep_takes(generated)
-        finally:
-            self._report(wire.KEPT, {"call": generated.number})
+        self.keep_rows(generated, range(len(generated.units)))
+        self.call_kept(generated)
+
+    def call_kept(self, generated: Generated) -> None:
+        """Every row of a call is kept: say so, and look again at the inbox (room may have opened)."""
+        self._report(wire.KEPT, {"call": generated.number})
         self.context.on_batch_done()
 
-    def _keep_takes(self, generated: Generated) -> None:
+    def keep_rows(self, generated: Generated, rows: Sequence[int]) -> None:
+        """Decode some rows of a call and keep their takes."""
+        units = [generated.units[i] for i in rows]
         try:
-            wavs = self.renderer.decode(generated)
+            wavs = self.renderer.decode(generated, rows)
         except EngineError as error:
-            self._call_failed(generated.units, error)
+            self._call_failed(units, error)
             return
         share = generated.seconds / len(generated.units)
-        for unit, wav, capped in zip(generated.units, wavs, generated.takes.capped, strict=True):
+        for index, unit, wav in zip(rows, units, wavs, strict=True):
             try:
-                self._keep_take(unit, wav, capped, share)
-            except Exception as exc:
+                self._keep_take(unit, wav, generated.takes.capped[index], share)
+            except Exception as exc:  # a take that cannot be kept fails its job only
                 log.exception(
                     "job %s: could not keep chunk %d", unit.job.id, unit.chunk.index, extra=job_extra(unit.job)
                 )
@@ -372,30 +377,3 @@ class Worker:
         """The jobs leased to this worker now."""
         with self._lock:
             return list(self._held)
-
-
-class _Keeping:
-    """A thread that decodes and keeps generated calls in order while the next one generates; at
-    most one call waits, so generation never runs far ahead of what is kept."""
-
-    def __init__(self, keep: Callable[[Generated], None]) -> None:
-        self._keep = keep
-        self._calls: queue.Queue[Generated | None] = queue.Queue(maxsize=1)
-        self._thread = threading.Thread(target=self._run, name="keeping", daemon=True)
-        self._thread.start()
-
-    def put(self, generated: Generated) -> None:
-        self._calls.put(generated)
-
-    def close(self) -> None:
-        """Keep what is queued, then stop."""
-        self._calls.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        while (generated := self._calls.get()) is not None:
-            try:
-                self._keep(generated)
-            except Exception:
-                log.exception("could not keep a call of %d chunk(s)", len(generated.units),
-                              extra=job_extra(generated.units[0].job))  # fmt: skip

@@ -57,7 +57,19 @@ class Takes:
     capped: tuple[bool, ...]
     """Per row: it reached the call's frame budget without stopping (a runaway, cut there)."""
     context: Any = None
-    """Whatever the engine needs to decode (or to speak the call again), opaque to the caller."""
+    """Whatever the engine needs to decode (or to speak the call again), opaque to the caller; an
+    object with a `part(indices)` method is cut down with the rows."""
+
+    def part(self, indices: Sequence[int]) -> Takes:
+        """The same takes, only the rows at `indices` (decoded alone, a row's audio is the same: the
+        codec decodes each row of a batch on its own, the padding of the others cut off)."""
+        part = getattr(self.context, "part", None)
+        return Takes(
+            rows=tuple(self.rows[i] for i in indices),
+            frames=tuple(self.frames[i] for i in indices),
+            capped=tuple(self.capped[i] for i in indices),
+            context=part(indices) if callable(part) else self.context,
+        )
 
 
 class Engine(Protocol):

@@ -75,6 +75,14 @@ class _Call:
     max_frames: int
     ref_codes: tuple[Any, ...]
 
+    def part(self, indices: Sequence[int]) -> _Call:
+        """The call as it would have been for the rows at `indices` only."""
+        return replace(
+            self,
+            requests=tuple(self.requests[i] for i in indices),
+            ref_codes=tuple(self.ref_codes[i] for i in indices),
+        )
+
 
 def _call_of(takes: Takes) -> _Call:
     if not isinstance(takes.context, _Call):
