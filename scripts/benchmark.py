@@ -31,9 +31,8 @@ uses, so every text speaks as many frames bare as in ttsd.
                    `--intake-files` job files renamed in at once, until every one is a row in the
                    queue (files/s); then single files, one at a time, rename -> status says queued
 
-A tiny checkpoint is built with the model's usual frame cap (2,048) instead of the tiny default of
-24: with end of speech paced by the text, a row of more than about two seconds would otherwise be cut
-at the cap, and ttsd refuses a cut take. Any job that does not end done aborts the run.
+A tiny checkpoint declares a frame cap of 24; paced by the text, ttsd's engine gives it a trained
+model's cap (2,048) instead, and so do the bare runs. Any job that does not end done aborts the run.
 
 The interactive moonshot, "idle + one call", is read as the idle p50 plus one short call (the idle
 short job's own generate call, from the daemon's log): a short job that waits for no long call at
@@ -91,10 +90,6 @@ PARKED_MODEL = "parked"
 PARKED_REPO = "ttsd-benchmark/never-downloaded"
 # What the daemons call a checkpoint folder given as `--model` (a registry name keeps its own name).
 LOCAL_MODEL_NAME = "bench"
-# A tiny checkpoint's frame cap for the run: qwen-tts' own default. The tiny default (24 frames)
-# would cut any row of more than about two seconds of paced speech.
-TINY_FRAME_CAP = 2048
-
 # A load average at start above this means something else was running (see render_table).
 BUSY_LOAD = 0.5
 
@@ -320,6 +315,9 @@ class Report:
     threads: int = 0
     ttsd_batch: int | None = None
     ttsd_batch_reason: str | None = None
+    worker: dict[str, Any] = field(default_factory=dict)
+    """The worker as `ttsd status --json` showed it after the warm-up job."""
+    warm_up_s: float | None = None
     sequential: Run | None = None
     batched: list[Run] = field(default_factory=list)
     ttsd: Run | None = None
@@ -432,28 +430,18 @@ class Checkpoint:
 def resolve_model(model: str, work: Path) -> Checkpoint:
     """The daemon-side name and the local checkpoint directory of `--model`.
 
-    A registry name is resolved as ttsd resolves it (tiny built into `work`, with the usual frame
-    cap; official models from the Hugging Face cache or downloaded); anything else must be a local
-    checkpoint directory. The daemons then read that very directory (see `install_model`), so every
+    A registry name is resolved as ttsd resolves it (tiny built into `work`, official models from
+    the Hugging Face cache or downloaded); anything else must be a local checkpoint directory. The
+    daemons then read that very directory (see `install_model`), so every
     measurement reads the same files and no daemon builds or downloads anything while it is timed.
     """
     entry = build_registry({}).get(model)
     if entry is not None:
-        directory = resolve_checkpoint(entry, work / "models")
-        if entry.tiny:
-            lift_frame_cap(directory)
-        return Checkpoint(model, directory, entry.tiny)
+        return Checkpoint(model, resolve_checkpoint(entry, work / "models"), entry.tiny)
     directory = Path(model).expanduser().absolute()
     if not (directory / "config.json").is_file():
         raise SystemExit(f"--model {model!r} is neither a registry name nor a checkpoint directory")
     return Checkpoint(LOCAL_MODEL_NAME, directory, tiny=False)
-
-
-def lift_frame_cap(directory: Path) -> None:
-    """Give a tiny checkpoint qwen-tts' usual frame cap (same sampling defaults otherwise)."""
-    from ttsd.synth.engine.tiny_parts import write_generation_defaults
-
-    write_generation_defaults(directory / "generation_config.json", TINY_FRAME_CAP)
 
 
 def require_custom_voice(checkpoint: Path) -> None:
@@ -535,7 +523,9 @@ def load_bare_model(checkpoint: Checkpoint, plan: DevicePlan, max_new_tokens: in
     eos_id = int(model.model.config.talker_config.codec_eos_token_id)
     # As ttsd does: otherwise every generate call logs "Setting pad_token_id to eos_token_id".
     model.model.talker.generation_config.pad_token_id = eos_id
-    cap = int(model.generate_defaults.get("max_new_tokens", QWEN_MAX_NEW_TOKENS))
+    # As QwenEngine does: a paced tiny checkpoint gets a trained model's cap, not its declared 24.
+    declared = int(model.generate_defaults.get("max_new_tokens", QWEN_MAX_NEW_TOKENS))
+    cap = QWEN_MAX_NEW_TOKENS if checkpoint.ending == "paced" else declared
     return BareModel(model, install_talker_hooks(model), checkpoint.ending, eos_id, cap, max_new_tokens)
 
 
@@ -852,21 +842,22 @@ def count_rerenders(daemon: Daemon) -> int:
     return sum(1 for message in daemon.messages() if "re-rendering (" in message)
 
 
-def worker_batch(daemon: Daemon, model: str, timeout: float) -> tuple[int | None, str | None]:
-    """The batch size `model`'s worker picked and why, from `ttsd status --json` (the daemon's
-    heartbeat records it every few seconds), else from the worker's log line."""
+def worker_view(daemon: Daemon, model: str, timeout: float) -> dict[str, Any]:
+    """`model`'s worker as `ttsd status --json` shows it once it is ready (batch size and reason,
+    start-up and load seconds; the daemon's heartbeat records it every few seconds), else what the
+    worker's log line says of its batch size."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         workers = json.loads(daemon.cli("status", "--json"))["daemon"].get("loaded_models") or []
         for worker in workers:
             if worker.get("model") == model and worker.get("batch") is not None:
-                return int(worker["batch"]), worker.get("batch_reason")
+                return dict(worker)
         time.sleep(1.0)
     line = re.compile(rf"worker {re.escape(model)}: batch size (\d+) \((.*)\)$")
     for message in daemon.messages():
         if found := line.match(message):
-            return int(found.group(1)), found.group(2)
-    return None, None
+            return {"batch": int(found.group(1)), "batch_reason": found.group(2)}
+    return {}
 
 
 # --- ttsd end to end, the cache, the mixed workload ------------------------------------------------
@@ -887,10 +878,11 @@ def warm_up(report: Report, daemon: Daemon, name: str, options: Options) -> None
     warm = drop_and_time(
         daemon, "warm-up", synthesis_job("Warm up.", options), frozenset({DONE}), options.timeout_s, SYNTHESIS_POLL_S
     )
-    report.ttsd_batch, report.ttsd_batch_reason = worker_batch(daemon, name, timeout=20.0)
-    progress(
-        f"ttsd: warm-up job done in {warm:.2f}s; worker batch size {report.ttsd_batch} ({report.ttsd_batch_reason})"
-    )
+    report.worker, report.warm_up_s = worker_view(daemon, name, timeout=20.0), warm
+    batch = report.worker.get("batch")
+    report.ttsd_batch = None if batch is None else int(batch)
+    report.ttsd_batch_reason = report.worker.get("batch_reason")
+    progress(f"ttsd: warm-up job done in {warm:.2f}s; worker batch size {batch} ({report.ttsd_batch_reason})")
 
 
 def drop_all(daemon: Daemon, names: Sequence[str], texts: Sequence[str], options: Options) -> float:
@@ -1378,6 +1370,16 @@ def stopping_rule(report: Report) -> str:
     return f"stopping rule (bare and ttsd): {ending}; each call's budget from its texts{cap}"
 
 
+def worker_start(report: Report) -> str:
+    """What starting the worker cost (no measurement pays for it)."""
+    worker = report.worker
+    warm = "-" if report.warm_up_s is None else f"{report.warm_up_s:.2f}s"
+    return (
+        f"ttsd worker start, before any timing: warm-up job rename -> done {warm}; worker ready in "
+        f"{worker.get('startup_s', '-')}s, model load {worker.get('load_s', '-')}s"
+    )
+
+
 def render_table(report: Report) -> str:
     """The human-readable report."""
     plan = report.plan
@@ -1388,6 +1390,7 @@ def render_table(report: Report) -> str:
         stopping_rule(report),
         f"ttsd TTS_MAX_BATCH={report.batch_setting}: its worker picked {report.ttsd_batch} "
         f"({report.ttsd_batch_reason})",
+        worker_start(report),
         "",
     ]
     notes = [
@@ -1480,6 +1483,8 @@ def report_json(report: Report) -> dict[str, Any]:
         "batch_setting": report.batch_setting,
         "ttsd_batch": report.ttsd_batch,
         "ttsd_batch_reason": report.ttsd_batch_reason,
+        "ttsd_worker": report.worker,
+        "warm_up_s": report.warm_up_s,
         "max_new_tokens": report.max_new_tokens,
         "ending": report.ending,
         "torch_threads": report.threads,
