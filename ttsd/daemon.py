@@ -70,7 +70,6 @@ class Daemon:
         self.registry = build_registry(settings.models)
         # module:function giving the workers' engine loader (None: qwen-tts); tests name a fake one.
         self._loader = loader
-        self.abandoned_work = False
 
     def request_stop(self, signum: int = 0, _frame: FrameType | None = None) -> None:
         """Signal handler and API: the first call asks for a graceful stop; a second one stops at
@@ -207,7 +206,7 @@ class Daemon:
         self.stop_event.set()
         parts.watcher.stop()
         parts.intake.join(timeout=5)
-        self.abandoned_work = not parts.workers.stop(self.settings.shutdown_grace_s, self.hurry)
+        parts.workers.stop(self.settings.shutdown_grace_s, self.hurry)
         for job_id in store.release_all_running():
             job = publish(store, parts.outbox, job_id)
             log.warning(

@@ -838,9 +838,14 @@ def test_the_batch_size_is_measured_once_when_auto(make_rig: MakeRig) -> None:
     for n in range(3):
         rig.add(f"auto {n}")
     assert rig.drain() >= 1
-    assert rig.worker.batch is not None and rig.worker.batch.rates, "the probe measured rates"
-    assert 1 <= rig.worker.batch.size <= 32
-    assert rig.store.counts() == {FAKE_MODEL: {"done": 3}}
+    choice = rig.worker.batch
+    assert choice is not None and choice.rates, "the probe measured rates"
+    assert 1 <= choice.size <= 32 and rig.worker.scheduler.max_rows == choice.size
+    calls = len(rig.engine.calls)
+    rig.add("after the probe")
+    assert rig.drain() == 1
+    assert rig.worker.batch is choice and len(rig.engine.calls) == calls + 1, "no second probe"
+    assert rig.store.counts() == {FAKE_MODEL: {"done": 4}}
 
 
 def test_a_take_that_cannot_be_kept_for_any_reason_fails_its_job_and_strands_nothing(

@@ -59,6 +59,8 @@ class Renderer:
         self.model = model
         self.context = context
         self.last_plan: DevicePlan | None = None
+        # Known from the engine once it has generated; every take it judges comes after that.
+        self.stops_by_itself = True
         self._references = ReferenceDigests(context.voices_dir)
 
     def cache_key(self, spec: JobSpec, text: str) -> str | None:
@@ -105,6 +107,7 @@ class Renderer:
             takes = engine.generate(requests, first.spec.generation.as_kwargs(), seed, budget)
             seconds = time.perf_counter() - started
             self.last_plan = engine.plan
+            self.stops_by_itself = engine.stops_by_itself
         if len(takes.rows) != len(units):
             raise TransientEngineError(
                 f"the engine returned {len(takes.rows)} take(s) for {len(units)} text(s)", code="engine_error"
@@ -149,15 +152,11 @@ class Renderer:
     def problem(self, unit: Unit, wav: np.ndarray, capped: bool = False) -> str | None:
         """Why a quality guard refuses this take, or None."""
         entry = self.context.registry.get(self.model)
-        stops = self._stops_by_itself()
+        stops = self.stops_by_itself
         if capped and stops:
             return "it did not stop within its frame budget (a runaway take, cut)"
         check_length = stops and (entry is None or not entry.tiny)
         return quality_problem(wav, unit.spec.sample_rate, unit.chunk.text, check_length)
-
-    def _stops_by_itself(self) -> bool:
-        with self.context.engines.use(self.model) as engine:
-            return engine.stops_by_itself
 
     def request(self, spec: JobSpec, text: str) -> SynthesisRequest:
         """The engine request for one text of a job."""

@@ -135,20 +135,6 @@ class ChunkScheduler:
         with self._lock:
             return job_id in self._jobs
 
-    def job_ids(self) -> list[str]:
-        """The active jobs, in admission order."""
-        with self._lock:
-            return list(self._jobs)
-
-    def has_waiting(self) -> bool:
-        """Whether any chunk waits for a call."""
-        with self._lock:
-            return any(job.pending for job in self._jobs.values())
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._jobs)
-
 
 def _fill(jobs: Sequence[_Active], longest: float) -> Iterator[Piece]:
     """Chunks no longer than `longest`: every chunk of a higher priority before any of a lower one,

@@ -285,11 +285,10 @@ class Supervisor:
             )
         return rows
 
-    def stop(self, grace_s: float, hurry: threading.Event) -> bool:
+    def stop(self, grace_s: float, hurry: threading.Event) -> None:
         """Ask every worker to stop: each finishes its call in progress if the grace period allows,
         keeps what it made and gives its other jobs back. Past the grace period (or once `hurry` is
-        set, by a second signal) the rest are killed and their jobs given back uncounted. True when
-        every worker stopped by itself."""
+        set, by a second signal) the rest are killed and their jobs given back uncounted."""
         with self._lock:
             self._closed = True
             processes = list(self._processes)
@@ -301,15 +300,12 @@ class Supervisor:
             if hurry.is_set() or self._clock() >= deadline:
                 break
             hurry.wait(0.05)
-        clean = True
         for process in processes:
             if process.popen.poll() is None:
-                clean = False
                 process.killed = True
                 process.popen.kill()
                 process.popen.wait(timeout=KILL_WAIT_S)
         self.poll()
-        return clean
 
 
 def describe_exit(code: int | None) -> str:
