@@ -35,6 +35,8 @@ class SynthesisRequest:
     instruct: str | None = None
     ref_audio: Path | None = None
     ref_text: str | None = None
+    seed: int | None = None
+    """This row's own seed (engines with per-row random streams; others seed the whole call)."""
 
 
 @dataclass(frozen=True)

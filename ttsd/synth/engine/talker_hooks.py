@@ -8,6 +8,8 @@
 * Per call: a logits processor (the tiny model's end of speech) is added to the talker's `generate`,
   and the codes it sampled are kept, to tell a row that stopped at the budget's last step from one
   the budget cut (their code lists look alike).
+* Capture: ttsd's own generation loop (`ttsd.synth.engine.stepping`) lets qwen-tts build a call's
+  prompts, then stops it at the talker's `generate` and takes what qwen-tts would have handed HF.
 
 The engine holds its lock around a watched call, so one `TalkerCall` at a time is in flight.
 """
@@ -24,6 +26,14 @@ CODE_ID_BYTES: Final = 8
 """Codec ids are int64."""
 
 
+class PromptCaptured(Exception):  # noqa: N818 - a signal, not an error
+    """Raised in place of the talker's `generate` while capturing: carries its keyword arguments."""
+
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        super().__init__("the talker's generate was captured")
+        self.kwargs = kwargs
+
+
 @dataclass
 class TalkerCall:
     """One watched talker `generate`: the processor it adds, and what it sampled (B x steps)."""
@@ -37,6 +47,7 @@ class TalkerHooks:
 
     def __init__(self, talker: Any) -> None:
         self.current: TalkerCall | None = None
+        self.capture = False
         real_forward, real_generate = talker.forward, talker.generate
         # wraps(): HF validates generate's keyword arguments against forward's signature.
         talker.forward = functools.wraps(real_forward)(_trimmed(real_forward))
@@ -52,8 +63,19 @@ class TalkerHooks:
         finally:
             self.current = None
 
+    @contextmanager
+    def capturing(self) -> Iterator[None]:
+        """Within the block, the talker's `generate` raises `PromptCaptured` instead of generating."""
+        self.capture = True
+        try:
+            yield
+        finally:
+            self.capture = False
+
     def _watched(self, real_generate: Callable[..., Any]) -> Callable[..., Any]:
         def generate(*args: Any, **kwargs: Any) -> Any:
+            if self.capture:
+                raise PromptCaptured(kwargs)
             call = self.current
             if call is not None and call.processor is not None:
                 from transformers import LogitsProcessorList
