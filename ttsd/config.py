@@ -54,6 +54,10 @@ class Settings(BaseModel):
     dtype: Dtype = "auto"
     hf_mirror: str | None = None
 
+    # "ttsd": ttsd's own generation loop (continuous batching, per-row seeds); "qwen-tts": the
+    # official generate calls. The loop falls back to the official path by itself if it fails.
+    engine: Literal["ttsd", "qwen-tts"] = "ttsd"
+
     max_queue_size: int = Field(32, ge=1)
     max_concurrency_per_model: int = Field(1, ge=1, le=16)
     # "auto": each worker measures the batch size when it loads its model (ttsd.synth.batch_size).

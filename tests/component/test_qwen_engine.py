@@ -19,7 +19,7 @@ import pytest
 
 from ttsd.errors import EngineError, PermanentEngineError, TransientEngineError
 from ttsd.synth.engine.base import DevicePlan, SynthesisRequest
-from ttsd.synth.engine.qwen import QwenEngine, _classify
+from ttsd.synth.engine.qwen import QwenEngine, classify_error
 from ttsd.synth.engine.qwen_import import import_qwen_tts_quietly
 from ttsd.synth.engine.tiny_parts import SAMPLES_PER_FRAME
 
@@ -180,7 +180,7 @@ def test_a_clone_without_reference_audio_is_refused(tiny_models: Path) -> None:
     ],
 )
 def test_engine_exceptions_are_typed(raised: Exception, kind: type[EngineError], code: str) -> None:
-    typed = _classify(raised)
+    typed = classify_error(raised)
     assert isinstance(typed, kind)
     assert typed.code == code
 

@@ -16,7 +16,9 @@ log = logging.getLogger(__name__)
 
 DECODE_SLICE: Final = 4
 """Rows decoded at a time: between slices a more urgent call that just generated goes first."""
-WAITING_CALLS: Final = 2
+WAITING_ROWS: Final = 64
+"""Rows generated and not yet decoded before generation waits: two calls of the largest automatic
+batch, or as many rows of a running batch (which hands over one row per call)."""
 
 
 class CallKeeper(Protocol):
@@ -31,7 +33,7 @@ class DecodeLane:
     """A thread that decodes and keeps generated calls while the next ones generate, a few rows at
     a time and the most urgent call first (higher priority, then less audio left to decode): a short
     job's call generated while a long call decodes is kept at the next slice, not after the whole
-    long call. At most `WAITING_CALLS` calls wait, so generation never runs far ahead of keeping."""
+    long call. At most `WAITING_ROWS` rows wait, so generation never runs far ahead of keeping."""
 
     def __init__(self, worker: CallKeeper) -> None:
         self._worker = worker
@@ -42,9 +44,9 @@ class DecodeLane:
         self._thread.start()
 
     def put(self, generated: Generated) -> None:
-        """Queue a generated call (waits while `WAITING_CALLS` are queued)."""
+        """Queue a generated call (waits while `WAITING_ROWS` rows are queued)."""
         with self._changed:
-            self._changed.wait_for(lambda: len(self._calls) < WAITING_CALLS)
+            self._changed.wait_for(lambda: sum(len(c.rows) for c in self._calls) < WAITING_ROWS)
             self._calls.append(_Decoding(generated, list(range(len(generated.units)))))
             self._changed.notify_all()
 

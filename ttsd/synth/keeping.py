@@ -9,6 +9,7 @@ queue and rebuilt at start when it lags behind).
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,9 +21,13 @@ from ttsd.joblog import job_extra, job_logger
 from ttsd.jobqueue.records import RunInfo
 from ttsd.jobqueue.tables import ChunkRow, Job
 from ttsd.jobspec import JobSpec
+from ttsd.synth.chunking import split_text
 from ttsd.synth.context import WorkContext
 from ttsd.synth.engine.base import DevicePlan
 from ttsd.synth.failures import SPACE_CHECK_S, OutOfSpace, SpaceWait, failure_of
+
+if TYPE_CHECKING:
+    from ttsd.synth.rendering import Renderer
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,27 @@ class Keeper:
         self.context = context
         self.token = token
         self._space = space
+
+    def pending_chunks(
+        self, job: Job, spec: JobSpec, renderer: Renderer
+    ) -> list[tuple[ChunkRow, str | None]] | None:
+        """The job's chunks still to speak, with their cache keys; cached ones are kept at once.
+        None: the lease is gone."""
+        pieces = [(c.text, c.pause_after_ms) for c in split_text(spec.text, spec.chunk_max_chars, spec.gap_ms)]
+        chunks = self.context.store.plan_chunks(job.id, self.token, pieces)
+        if chunks is None:
+            return None
+        pending = []
+        for chunk in chunks:
+            if chunk.done and self.context.chunks.has(job.id, chunk.index):
+                continue  # a damaged file is caught when the job is joined, and the job re-rendered
+            key = renderer.cache_key(spec, chunk.text)
+            cached = renderer.cached(spec, key)
+            if cached is None:
+                pending.append((chunk, key))
+            elif not self.record_chunk(job, spec, chunk, cached, synth_s=0.0, cache_hit=True):
+                return None
+        return pending
 
     def record_chunk(
         self, job: Job, spec: JobSpec, chunk: ChunkRow, audio: np.ndarray, synth_s: float, cache_hit: bool

@@ -18,8 +18,10 @@ from ttsd.joblog import job_extra
 from ttsd.jobqueue.tables import ChunkRow, Job
 from ttsd.jobspec import JobSpec
 from ttsd.synth.audio_cache import cache_key
+from ttsd.synth.batch_size import MAX_AUTO_BATCH, PROBE_TEXT, BatchChoice, longest_row_frames, probe_batch
 from ttsd.synth.context import WorkContext
-from ttsd.synth.engine.base import DevicePlan, SynthesisRequest, Takes
+from ttsd.synth.engine.base import DevicePlan, Engine, SynthesisRequest, Takes
+from ttsd.synth.engine.stepping.engine import LoopEngine, Stream
 from ttsd.synth.pacing import frame_budget
 from ttsd.synth.quality import quality_problem
 from ttsd.synth.references import ReferenceDigests, reference_path
@@ -61,6 +63,8 @@ class Renderer:
         self.last_plan: DevicePlan | None = None
         # Known from the engine once it has generated; every take it judges comes after that.
         self.stops_by_itself = True
+        self.max_frames = 0
+        self.loop_off = False
         self._references = ReferenceDigests(context.voices_dir)
 
     def cache_key(self, spec: JobSpec, text: str) -> str | None:
@@ -106,8 +110,7 @@ class Renderer:
             started = time.perf_counter()
             takes = engine.generate(requests, first.spec.generation.as_kwargs(), seed, budget)
             seconds = time.perf_counter() - started
-            self.last_plan = engine.plan
-            self.stops_by_itself = engine.stops_by_itself
+            self._learn(engine)
         if len(takes.rows) != len(units):
             raise TransientEngineError(
                 f"the engine returned {len(takes.rows)} take(s) for {len(units)} text(s)", code="engine_error"
@@ -115,6 +118,44 @@ class Renderer:
         log.info("generated %d chunk(s) in %.2fs: %s", len(units), seconds,
                  ", ".join(f"{u.job.name}#{u.chunk.index}" for u in units))  # fmt: skip
         return Generated(list(units), takes, seconds)
+
+    def batch_size(self, spec: JobSpec) -> tuple[BatchChoice, dict[str, str]]:
+        """The batch size (`TTS_MAX_BATCH`, or with "auto" measured on the loaded model with a
+        request of this job, valid for the model's kind by construction) and the device plan."""
+        fixed = self.context.settings.max_batch
+        with self.engine_errors(), self.context.engines.use(self.model) as engine:
+            self._learn(engine)
+            if isinstance(fixed, int):
+                choice = BatchChoice(size=fixed, rates={}, limit=fixed, reason="set by TTS_MAX_BATCH")
+            else:
+                choice = probe_batch(
+                    engine,
+                    MAX_AUTO_BATCH,
+                    request=self.request(spec, PROBE_TEXT),
+                    generation=spec.generation.as_kwargs(),
+                    longest_text_frames=longest_row_frames(self.context.settings.max_text_length, engine.max_frames),
+                )
+            return choice, engine.plan.as_dict()
+
+    def _learn(self, engine: Engine) -> None:
+        self.last_plan = engine.plan
+        self.stops_by_itself = engine.stops_by_itself
+        self.max_frames = engine.max_frames
+        self.loop_off = isinstance(engine, LoopEngine) and engine.loop_failed is not None
+
+    def open_stream(self) -> Stream | None:
+        """A running batch on the model (loading it), or None when its engine speaks in calls only
+        (the official path, or ttsd's loop after it failed on this device)."""
+        with self.engine_errors(), self.context.engines.use(self.model) as engine:
+            self._learn(engine)
+            if isinstance(engine, LoopEngine) and engine.loop_failed is None:
+                return engine.stream()
+        return None
+
+    def seeds_rows_apart(self) -> bool:
+        """Whether a seeded chunk's take is the same in any batch (per-row random streams), so it
+        need not be spoken alone."""
+        return self.context.settings.engine == "ttsd" and not self.loop_off
 
     def decode(self, generated: Generated, rows: Sequence[int] | None = None) -> list[np.ndarray]:
         """The waveforms of a generated call (or of its `rows` only), each at its job's sample rate."""
@@ -158,7 +199,7 @@ class Renderer:
         check_length = stops and (entry is None or not entry.tiny)
         return quality_problem(wav, unit.spec.sample_rate, unit.chunk.text, check_length)
 
-    def request(self, spec: JobSpec, text: str) -> SynthesisRequest:
+    def request(self, spec: JobSpec, text: str, seed: int | None = None) -> SynthesisRequest:
         """The engine request for one text of a job."""
         ref_audio = reference_path(self.context.voices_dir, spec.ref_audio) if spec.ref_audio else None
         return SynthesisRequest(
@@ -168,7 +209,14 @@ class Renderer:
             instruct=spec.instruct,
             ref_audio=ref_audio,
             ref_text=spec.ref_text,
+            seed=seed,
         )
+
+    def row_request(self, unit: Unit) -> SynthesisRequest:
+        """A chunk's request with its own seed (the job's seed plus the chunk's index, as when the
+        chunk is spoken alone), for engines that seed rows apart."""
+        seed = None if unit.spec.seed is None else unit.spec.seed + unit.chunk.index
+        return self.request(unit.spec, unit.chunk.text, seed)
 
     @contextmanager
     def engine_errors(self) -> Iterator[None]:

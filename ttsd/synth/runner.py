@@ -53,6 +53,7 @@ def load_options(settings: Settings) -> LoadOptions:
         torch_threads=torch_threads(settings),
         hf_mirror=settings.hf_mirror,
         tiny_eos=settings.tiny_eos,
+        loop=settings.engine == "ttsd",
     )
 
 

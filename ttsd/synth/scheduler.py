@@ -79,10 +79,14 @@ class ChunkScheduler:
         with self._lock:
             self._jobs[job_id] = _Active(job_id, priority, group, next(self._order), list(pieces))
 
-    def next_call(self) -> list[Piece]:
-        """The chunks of the next generate call, marked as in flight; empty when nothing waits."""
+    def next_call(self, limit: int | None = None, fresh_only: bool = False) -> list[Piece]:
+        """The chunks of the next generate call (at most `limit`, else `max_rows`), marked as in
+        flight; empty when nothing waits. With `fresh_only`, only jobs with no chunk in flight."""
         with self._lock:
-            waiting = sorted((job for job in self._jobs.values() if job.pending), key=_Active.rank)
+            waiting = sorted(
+                (job for job in self._jobs.values() if job.pending and not (fresh_only and job.in_flight)),
+                key=_Active.rank,
+            )
             if not waiting:
                 return []
             anchor_job = waiting[0]
@@ -92,7 +96,7 @@ class ChunkScheduler:
             else:
                 mates = [job for job in waiting if job.group == anchor_job.group]
                 longest = anchor.frames * LENGTH_SLACK + SLACK_FRAMES
-                chosen = list(itertools.islice(_fill(mates, longest), self.max_rows))
+                chosen = list(itertools.islice(_fill(mates, longest), limit or self.max_rows))
             for job in waiting:
                 taken = [piece for piece in chosen if piece.job_id == job.job_id]
                 job.passed_over = 0 if taken else job.passed_over + 1
@@ -100,6 +104,12 @@ class ChunkScheduler:
                     job.pending.remove(piece)
                     job.in_flight.add(piece.index)
             return chosen
+
+    def peek(self) -> Piece | None:
+        """The chunk that would anchor the next call, left waiting; None when nothing waits."""
+        with self._lock:
+            waiting = sorted((job for job in self._jobs.values() if job.pending), key=_Active.rank)
+            return waiting[0].pending[0] if waiting else None
 
     def finished(self, piece: Piece) -> None:
         """A chunk of a call is spoken and kept."""

@@ -19,20 +19,22 @@ from typing import Any
 
 from ttsd.errors import EngineError
 from ttsd.joblog import job_extra
-from ttsd.jobqueue.tables import ChunkRow, Job
+from ttsd.jobqueue.tables import Job
 from ttsd.jobqueue.transitions import runs_alone
 from ttsd.jobspec import JobSpec
 from ttsd.synth import wire
-from ttsd.synth.batch_size import MAX_AUTO_BATCH, PROBE_TEXT, BatchChoice, longest_row_frames, probe_batch
-from ttsd.synth.chunking import split_text
+from ttsd.synth.batch_size import BatchChoice
 from ttsd.synth.context import WorkContext
 from ttsd.synth.decoding import DecodeLane
+from ttsd.synth.engine.stepping.engine import LoopUnavailable
 from ttsd.synth.failures import SPACE_CHECK_S, SpaceWait, failure_of
 from ttsd.synth.keeping import Keeper
 from ttsd.synth.lease import LeaseHeartbeat
+from ttsd.synth.ledger import CallLedger
 from ttsd.synth.pacing import expected_frames
 from ttsd.synth.rendering import Generated, Renderer, Unit
 from ttsd.synth.scheduler import ChunkScheduler, Piece
+from ttsd.synth.streaming import Streaming
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,8 @@ ACTIVE_PER_ROW = 2
 being worked on."""
 MIN_ACTIVE = 4
 WAKE_POLL_S = 1.0
+STREAM_ADMIT_S = 0.2
+"""While a batch runs, how often the queue is asked for new jobs (unless woken by the supervisor)."""
 
 
 Report = Callable[[str, dict[str, Any]], None]
@@ -84,7 +88,11 @@ class Worker:
         self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
         self._state = "starting"
-        self._calls = 0
+        self.calls = CallLedger(report)
+        self._streams: bool | None = None
+        """Whether the engine runs a continuous batch (None: not known before it is loaded)."""
+        self._streaming: Streaming | None = None
+        self._next_admit = 0.0
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -134,29 +142,60 @@ class Worker:
         return True
 
     def step(self, keeping: DecodeLane | None, admit: bool = True) -> bool:
-        """Admit newly queued jobs, forget lost ones, and run one generate call; False when no
-        chunk waited."""
-        admitted = self._admit() if admit else 0
-        self._forget_lost()
-        units = [unit for unit in map(self._unit, self.scheduler.next_call()) if unit is not None]
+        """Admit newly queued jobs, forget lost ones, and run one generate call (or, with a running
+        batch, one frame step); False when no chunk waited or ran."""
+        streaming = self._streaming is not None and len(self._streaming) > 0
+        due = not streaming or self.wake.is_set() or time.monotonic() >= self._next_admit
+        admitted = self._admit() if admit and due else 0
+        if due:
+            self.wake.clear()
+            self._next_admit = time.monotonic() + STREAM_ADMIT_S
+            self._forget_lost()
+        if self._streams is not False:
+            ran = self._stream_step(keeping)
+            if ran is not None:
+                return ran or admitted > 0
+        units = [unit for unit in map(self.unit_of, self.scheduler.next_call()) if unit is not None]
         if not units:
             return admitted > 0
-        self._calls += 1
         # Said before the call: if the worker dies in it, these jobs (and those still being kept)
         # are the ones charged; the others it held go back uncounted.
-        self._report(wire.GENERATING, {"call": self._calls, "jobs": sorted({unit.job.id for unit in units})})
+        call = self.call_started(units)
         try:
             self._ensure_batch(units[0])
-            generated = replace(self.renderer.generate(units), number=self._calls)
+            generated = replace(self.renderer.generate(units), number=call)
         except EngineError as error:
-            self._call_failed(units, error)
-            self._report(wire.KEPT, {"call": self._calls})
+            self.call_failed(units, error)
+            self.settle(call, len(units))
             return True
         if keeping is None:
-            self._keep_call(generated)
+            self.keep_call(generated)
         else:
             keeping.put(generated)
         return True
+
+    def _stream_step(self, keeping: DecodeLane | None) -> bool | None:
+        """A frame step of the running batch; None when this model speaks in calls instead."""
+        if self._streaming is None:
+            first = self.scheduler.peek()
+            unit = None if first is None else self.unit_of(first)
+            if unit is None:
+                return False
+            try:
+                self._ensure_batch(unit)
+                stream = self.renderer.open_stream()
+            except EngineError as error:  # the model cannot load: its jobs fail as in a call
+                self.call_failed([u for u in map(self.unit_of, self.scheduler.next_call()) if u is not None], error)
+                return True
+            self._streams = stream is not None
+            if stream is None:
+                return None
+            self._streaming = Streaming(self, stream)
+        try:
+            return self._streaming.step(keeping)
+        except LoopUnavailable:
+            self._streaming, self._streams = None, False
+            return None
 
     def _step_safely(self, keeping: DecodeLane | None) -> bool:
         if not self._space.ready():
@@ -196,7 +235,7 @@ class Worker:
         spec = JobSpec.model_validate_json(job.spec_json)
         held = _Held(job, spec)
         try:
-            chunks = self._pending_chunks(job, spec)
+            chunks = self.keeper.pending_chunks(job, spec, self.renderer)
         except Exception as exc:  # noqa: BLE001 - whatever it is, it is this job's failure
             self.keeper.fail(job, failure_of(exc, "planning its chunks"))
             return
@@ -204,32 +243,14 @@ class Worker:
             self.keeper.discard(job, "it was cancelled or reclaimed")
             return
         for chunk, key in chunks:
-            piece = Piece(job.id, chunk.index, expected_frames(chunk.text), alone=spec.seed is not None)
+            alone = spec.seed is not None and not self.renderer.seeds_rows_apart()
+            piece = Piece(job.id, chunk.index, expected_frames(chunk.text), alone=alone)
             held.units[chunk.index] = Unit(job, spec, chunk, key, piece)
         with self._lock:
             self._held[job.id] = held
         self.scheduler.admit(job.id, job.priority, job.batch_key, [unit.piece for unit in held.units.values()])
         if self.scheduler.is_complete(job.id):
             self._deliver(held)
-
-    def _pending_chunks(self, job: Job, spec: JobSpec) -> list[tuple[ChunkRow, str | None]] | None:
-        """The chunks still to speak, with their cache keys; cached ones are kept at once. None: the
-        lease is gone."""
-        pieces = [(c.text, c.pause_after_ms) for c in split_text(spec.text, spec.chunk_max_chars, spec.gap_ms)]
-        chunks = self.context.store.plan_chunks(job.id, self.token, pieces)
-        if chunks is None:
-            return None
-        pending = []
-        for chunk in chunks:
-            if chunk.done and self.context.chunks.has(job.id, chunk.index):
-                continue  # a damaged file is caught when the job is joined, and the job re-rendered
-            key = self.renderer.cache_key(spec, chunk.text)
-            cached = self.renderer.cached(spec, key)
-            if cached is None:
-                pending.append((chunk, key))
-            elif not self.keeper.record_chunk(job, spec, chunk, cached, synth_s=0.0, cache_hit=True):
-                return None
-        return pending
 
     def preload(self) -> None:
         """Load the model now, before any job asks for it (`TTS_PRELOAD_MODELS`); the batch size is
@@ -248,39 +269,41 @@ class Worker:
         first real request (valid for the model's kind by construction)."""
         if self.batch is not None:
             return
-        fixed = self.context.settings.max_batch
-        with self.renderer.engine_errors(), self.context.engines.use(self.model) as engine:
-            if isinstance(fixed, int):
-                self.batch = BatchChoice(size=fixed, rates={}, limit=fixed, reason="set by TTS_MAX_BATCH")
-            else:
-                self.batch = probe_batch(
-                    engine,
-                    MAX_AUTO_BATCH,
-                    request=self.renderer.request(unit.spec, PROBE_TEXT),
-                    generation=unit.spec.generation.as_kwargs(),
-                    longest_text_frames=longest_row_frames(self.context.settings.max_text_length, engine.max_frames),
-                )
-            plan = engine.plan.as_dict()
+        self.batch, plan = self.renderer.batch_size(unit.spec)
         self.scheduler.max_rows = self.batch.size
         log.info("worker %s: batch size %d (%s)", self.model, self.batch.size, self.batch.reason)
         self._report(wire.READY, {"plan": plan, "batch": self.batch.as_dict(), "loaded": self.context.engines.loaded()})
 
     # -- calls ----------------------------------------------------------------------------------------
 
-    def _unit(self, piece: Piece) -> Unit | None:
+    def unit_of(self, piece: Piece) -> Unit | None:
+        """The unit a scheduled piece stands for (None: its job is no longer held)."""
         with self._lock:
             held = self._held.get(piece.job_id)
         return None if held is None else held.units.get(piece.index)
 
-    def _keep_call(self, generated: Generated) -> None:
+    def call_started(self, units: Sequence[Unit]) -> int:
+        """Number a call (or an admission into the running batch) and say which jobs it holds."""
+        return self.calls.started([unit.job.id for unit in units])
+
+    def settle(self, call: int, rows: int = 1) -> None:
+        """Rows of a call are kept (or failed, or gone)."""
+        self.calls.settle(call, rows)
+
+    def keep_call(self, generated: Generated) -> None:
         """Decode a generated call and keep each take; deliver every job it completed."""
         self.keep_rows(generated, range(len(generated.units)))
         self.call_kept(generated)
 
     def call_kept(self, generated: Generated) -> None:
         """Every row of a call is kept: say so, and look again at the inbox (room may have opened)."""
-        self._report(wire.KEPT, {"call": generated.number})
+        self.settle(generated.number, len(generated.units))
         self.context.on_batch_done()
+
+    def row_limit(self) -> tuple[int, int]:
+        """Rows a running batch prefers, and the most it may hold (the memory bound)."""
+        batch = self.batch
+        return (self.scheduler.max_rows, self.scheduler.max_rows if batch is None else max(batch.limit, batch.size))
 
     def keep_rows(self, generated: Generated, rows: Sequence[int]) -> None:
         """Decode some rows of a call and keep their takes."""
@@ -288,7 +311,7 @@ class Worker:
         try:
             wavs = self.renderer.decode(generated, rows)
         except EngineError as error:
-            self._call_failed(units, error)
+            self.call_failed(units, error)
             return
         share = generated.seconds / len(generated.units)
         for index, unit, wav in zip(rows, units, wavs, strict=True):
@@ -301,7 +324,7 @@ class Worker:
                 self._fail(unit.job, failure_of(exc, "keeping a finished chunk"))
 
     def _keep_take(self, unit: Unit, wav: Any, capped: bool, synth_s: float) -> None:
-        held = self._unit(unit.piece)
+        held = self.unit_of(unit.piece)
         if held is None:
             # Its job failed or was taken away mid-call; a sound take still serves a retry.
             if self.renderer.problem(unit, wav, capped) is None:
@@ -329,7 +352,8 @@ class Worker:
             if complete is not None:
                 self._deliver(complete)
 
-    def _call_failed(self, units: list[Unit], error: EngineError) -> None:
+    def call_failed(self, units: list[Unit], error: EngineError) -> None:
+        """A call's chunks failed together: a lone chunk fails its job, more are retried one by one."""
         if len(units) == 1:
             self._fail(units[0].job, error)
             return
@@ -349,6 +373,8 @@ class Worker:
 
     def _forget(self, job_id: str) -> None:
         self.scheduler.drop(job_id)
+        if self._streaming is not None:
+            self._streaming.drop_job(job_id)
         with self._lock:
             self._held.pop(job_id, None)
 

@@ -151,6 +151,8 @@ class LoadOptions:
     tiny_eos: bool = True
     """Tiny checkpoints end each row after a text-paced number of frames, like a trained model
     (`TTS_TINY_EOS`); off, their rows never end and run to the frame budget (for runaway tests)."""
+    loop: bool = True
+    """Speak with ttsd's own generation loop (`TTS_ENGINE=ttsd`) rather than the official calls."""
 
 
 def qwen_loader(options: LoadOptions) -> EngineLoader:
@@ -171,10 +173,12 @@ def qwen_loader(options: LoadOptions) -> EngineLoader:
 
     def load(entry: ModelEntry) -> Engine:
         from ttsd.synth.engine.qwen import QwenEngine
+        from ttsd.synth.engine.stepping.engine import LoopEngine
         from ttsd.synth.engine.weights import resolve_checkpoint
 
         checkpoint = resolve_checkpoint(entry, options.models_dir, options.hf_mirror)
         ending: Ending = ("paced" if options.tiny_eos else "never") if entry.tiny else "model"
-        return QwenEngine.load(entry.name, entry.kind, checkpoint, plan(), ending)
+        engine_class = LoopEngine if options.loop else QwenEngine
+        return engine_class.load(entry.name, entry.kind, checkpoint, plan(), ending)
 
     return load

@@ -77,7 +77,8 @@ class LoopEngine(QwenEngine):
         seeded = [r if r.seed is not None or seed is None else replace(r, seed=seed + i) for i, r in enumerate(requests)]
         try:
             tags = list(range(len(requests)))
-            done = {s.tag: s for s in stream.admit(tags, seeded, generation, [budget] * len(requests))}
+            budgets = [budget] * len(requests)
+            done = {s.tag: s for s in stream.admit(tags, seeded, generation, budgets, pace_seed=seed)}
             while len(stream):
                 done.update((s.tag, s) for s in stream.step())
         except LoopUnavailable:
@@ -120,13 +121,14 @@ class LoopEngine(QwenEngine):
         refs = [getattr(p, "ref_code", None) for p in batch.clone_prompts] or [None] * len(rows)
         return rows, settings, refs
 
-    def ends(self, requests: Sequence[SynthesisRequest]) -> list[int | None]:
-        """Per row, when a tiny model ends it (see `ttsd.synth.engine.tiny_eos`); None for real ones."""
+    def ends(self, requests: Sequence[SynthesisRequest], pace_seed: int | None) -> list[int | None]:
+        """Per row, when a tiny model ends it (see `ttsd.synth.engine.tiny_eos`; paced by
+        `pace_seed`, else by the row's own seed); None for real models."""
         if self._ending == "model":
             return [None] * len(requests)
         if self._ending == "never":
             return [NEVER] * len(requests)
-        return [paced_frames([r.text], r.seed)[0] for r in requests]
+        return [paced_frames([r.text], r.seed if pace_seed is None else pace_seed)[0] for r in requests]
 
     def fail_loop(self, exc: Exception) -> EngineError:
         """What a failure inside the loop means: the request's or the memory's error as it is;
@@ -166,8 +168,10 @@ class Stream:
         requests: Sequence[SynthesisRequest],
         generation: Mapping[str, Any],
         budgets: Sequence[int],
+        pace_seed: int | None = None,
     ) -> list[Spoken]:
-        """Start rows (they share `generation`); each request's `seed` seeds its row. Returns rows that
+        """Start rows (they share `generation`); each request's `seed` seeds its row (and paces a tiny
+        model's rows, unless `pace_seed` paces them all as one official call would). Returns rows that
         ended at once."""
         engine = self._engine
         if engine.loop_failed is not None:
@@ -180,7 +184,7 @@ class Stream:
                     self._batch = RunningBatch(engine._model.model.talker, settings)
                 for tag, request, budget, ref in zip(tags, requests, budgets, refs, strict=True):
                     self._requests[tag] = (request, generation, budget, ref)
-                ended = self._batch.admit(tags, prompts, [r.seed for r in requests], engine.ends(requests))
+                ended = self._batch.admit(tags, prompts, [r.seed for r in requests], engine.ends(requests, pace_seed))
             except Exception as exc:
                 self._forget(tags)
                 raise engine.fail_loop(exc) from exc

@@ -1,0 +1,177 @@
+"""Continuous batching in a worker: one running batch that chunks join and leave at frame steps.
+
+With ttsd's own loop (`TTS_ENGINE=ttsd`) a worker keeps one `Stream` open on its model. Before each
+frame step the free rows are filled from the chunk scheduler (most urgent job first, similar lengths
+together); a chunk that ends leaves at once and goes to decoding, so its row is free at the next
+step. A job that arrives while the batch is full may still join, up to `HEADROOM` extra rows within
+the batch size's memory limit: a short job starts within one step, not after a long chunk ends.
+
+For crash attribution each admission is a "call": the jobs it brings are reported as generating, and
+the call counts as kept once every row it brought is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Hashable, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from ttsd.errors import EngineError
+from ttsd.faults import crash_point
+from ttsd.synth.engine.stepping.engine import LoopUnavailable, Spoken, Stream
+from ttsd.synth.pacing import frame_budget
+from ttsd.synth.rendering import Generated, Unit
+from ttsd.synth.scheduler import ChunkScheduler, Piece
+
+if TYPE_CHECKING:
+    from ttsd.synth.decoding import DecodeLane
+    from ttsd.synth.rendering import Renderer
+
+log = logging.getLogger(__name__)
+
+HEADROOM: Final = 0.25
+"""Extra rows, as a share of the batch size, for jobs that have no row running yet."""
+
+
+class StreamOwner(Protocol):
+    """What the running batch asks of its worker."""
+
+    scheduler: ChunkScheduler
+    renderer: Renderer
+
+    def unit_of(self, piece: Piece) -> Unit | None: ...
+
+    def call_failed(self, units: list[Unit], error: EngineError) -> None: ...
+
+    def call_started(self, units: Sequence[Unit]) -> int: ...
+
+    def settle(self, call: int, rows: int = 1) -> None: ...
+
+    def keep_call(self, generated: Generated) -> None: ...
+
+    def row_limit(self) -> tuple[int, int]: ...
+
+
+class Streaming:
+    """A worker's running batch and the units in it."""
+
+    def __init__(self, owner: StreamOwner, stream: Stream) -> None:
+        self._owner = owner
+        self._stream = stream
+        self._units: dict[Hashable, tuple[Unit, int]] = {}
+        """Per running row: its unit and the call (admission) it came in."""
+        self._dropped: set[str] = set()
+        self._lock = threading.Lock()
+        self._alone = False
+
+    def __len__(self) -> int:
+        return len(self._stream)
+
+    def drop_job(self, job_id: str) -> None:
+        """Stop a job's rows at the next step (safe from any thread)."""
+        with self._lock:
+            self._dropped.add(job_id)
+
+    def step(self, keeping: DecodeLane | None) -> bool:
+        """Fill free rows, then one frame step; False when nothing runs or waits. Raises
+        LoopUnavailable (its rows are back with the scheduler) when the loop is off for good."""
+        self._apply_drops()
+        self._fill(keeping)
+        if not len(self._stream):
+            return False
+        try:
+            with self._owner.renderer.engine_errors():
+                spoken = self._stream.step()
+        except LoopUnavailable:
+            self._give_back(list(self._units))
+            raise
+        except EngineError as error:
+            running = list(self._units.values())
+            self._units.clear()
+            self._alone = False
+            self._owner.call_failed([unit for unit, _ in running], error)
+            for _, call in running:
+                self._owner.settle(call)
+            return True
+        self._hand_over(spoken, keeping)
+        return True
+
+    # -- joining --------------------------------------------------------------------------------
+
+    def _fill(self, keeping: DecodeLane | None) -> None:
+        if self._alone:
+            return  # a row that must run alone is running
+        preferred, limit = self._owner.row_limit()
+        running = len(self._stream)
+        free = preferred - running
+        fresh_only = free <= 0
+        if fresh_only:
+            free = min(limit - running, max(1, round(preferred * HEADROOM)) - (running - preferred))
+        if free <= 0:
+            return
+        scheduler = self._owner.scheduler
+        pieces = scheduler.next_call(limit=free, fresh_only=fresh_only)
+        if not pieces:
+            return
+        if pieces[0].alone and running:
+            scheduler.put_back(pieces, alone=True)  # waits for the batch to drain
+            return
+        units = [unit for unit in map(self._owner.unit_of, pieces) if unit is not None]
+        if units:
+            self._admit(units, alone=pieces[0].alone, keeping=keeping)
+
+    def _admit(self, units: list[Unit], alone: bool, keeping: DecodeLane | None) -> None:
+        renderer = self._owner.renderer
+        for unit in units:
+            crash_point("synthesis", unit.spec.name)
+        call = self._owner.call_started(units)
+        tags = [(unit.job.id, unit.chunk.index) for unit in units]
+        requests = [renderer.row_request(unit) for unit in units]
+        budgets = [frame_budget([unit.chunk.text], renderer.max_frames) for unit in units]
+        try:
+            with renderer.engine_errors():
+                spoken = self._stream.admit(tags, requests, units[0].spec.generation.as_kwargs(), budgets)
+        except LoopUnavailable:
+            self._owner.scheduler.put_back([unit.piece for unit in units], alone=False)
+            self._owner.settle(call, len(units))
+            raise
+        except EngineError as error:
+            self._owner.call_failed(units, error)
+            self._owner.settle(call, len(units))
+            return
+        for tag, unit in zip(tags, units, strict=True):
+            self._units[tag] = (unit, call)
+        self._alone = alone
+        self._hand_over(spoken, keeping)
+
+    # -- leaving --------------------------------------------------------------------------------
+
+    def _hand_over(self, spoken: Sequence[Spoken], keeping: DecodeLane | None) -> None:
+        for row in spoken:
+            unit, call = self._units.pop(row.tag)
+            generated = Generated([unit], row.takes, row.seconds, number=call)
+            if keeping is None:
+                self._owner.keep_call(generated)
+            else:
+                keeping.put(generated)
+        if not self._units:
+            self._alone = False
+
+    def _apply_drops(self) -> None:
+        with self._lock:
+            dropped, self._dropped = self._dropped, set()
+        if not dropped:
+            return
+        gone = [tag for tag, (unit, _) in self._units.items() if unit.job.id in dropped]
+        if gone:
+            self._stream.drop(gone)
+            for tag in gone:
+                self._owner.settle(self._units.pop(tag)[1])
+
+    def _give_back(self, tags: list[Any]) -> None:
+        running = [self._units.pop(tag) for tag in tags]
+        self._alone = False
+        self._owner.scheduler.put_back([unit.piece for unit, _ in running], alone=False)
+        for _, call in running:
+            self._owner.settle(call)
