@@ -5,8 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from ttsd.synth.engine.qwen import QwenEngine
 
 # A thread told to stop may need a moment to notice (a poll interval, a join in progress); a thread
 # still alive after this is one nobody stopped.
@@ -41,3 +46,38 @@ def _no_thread_leaks() -> Iterator[None]:
 
 def _new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread not in before and thread.is_alive()]
+
+
+@pytest.fixture(scope="module")
+def real_width_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A custom_voice checkpoint at the published Qwen3-TTS-12Hz-0.6B widths (random weights, tiny
+    tokenizers and codec), built once per module that asks for it: about 10 s and 1.2 GB.
+
+    Deleted when the module ends: pytest keeps the last three runs' temporary folders, and 1.2 GB
+    apiece would pile up.
+    """
+    import shutil
+
+    from ttsd.synth.engine.tiny import ensure_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("real-width")
+    try:
+        yield ensure_tiny_checkpoint(root / "tiny-0.6b", "custom_voice", widths="0.6b")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def real_width_engine(real_width_checkpoint: Path) -> Iterator[QwenEngine]:
+    """`real_width_checkpoint` loaded by ttsd's engine in float32 on the CPU (2.4 GB of memory, about
+    4 s), rows never ended by the engine: every row runs to its call's frame budget."""
+    from ttsd.synth.engine.base import DevicePlan
+    from ttsd.synth.engine.qwen import QwenEngine
+
+    engine = QwenEngine.load(
+        "tiny-0.6b", "custom_voice", real_width_checkpoint, DevicePlan("cpu", "float32", "sdpa"), "never"
+    )
+    try:
+        yield engine
+    finally:
+        engine.close()

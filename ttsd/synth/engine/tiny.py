@@ -3,7 +3,9 @@
 `build_tiny_checkpoint` writes the *real* architecture (same classes and code paths as the Hub
 models, 16 code groups, codebook 2048, 24 kHz, 1920 samples per 12.5 Hz frame) at tiny widths,
 about 12 MB, so tests exercise `qwen_tts.Qwen3TTSModel` end to end without network or GPU.
-`scale` grows the talker and its code predictor (for memory measurements on a bigger model).
+`scale` grows the talker and its code predictor (for memory measurements on a bigger model);
+`widths="0.6b"` gives them the published Qwen3-TTS-12Hz-0.6B widths instead (about 600 M random
+parameters, saved in bfloat16: 1.2 GB), for checks that must run at the real model's size.
 The layout uses the Hub repositories' file names:
 
     out_dir/
@@ -32,7 +34,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, get_args
+from typing import Any, Final, get_args
 
 from ttsd.synth.engine.qwen_import import import_qwen_tts_quietly
 from ttsd.synth.engine.tiny_parts import (
@@ -40,8 +42,10 @@ from ttsd.synth.engine.tiny_parts import (
     NUM_CODE_GROUPS,
     SAMPLE_RATE,
     TinyKind,
+    Widths,
     fix_speech_tokenizer_config_json,
     fix_talker_config_json,
+    real_06b_talker_config,
     rewrite_json,
     round_up,
     speaker_encoder_config,
@@ -70,6 +74,7 @@ class TinyBuildReport:
     kind: TinyKind
     bytes_on_disk: int
     build_seconds: float
+    widths: Widths = "tiny"
 
 
 def build_tiny_checkpoint(
@@ -79,6 +84,7 @@ def build_tiny_checkpoint(
     seed: int = _DEFAULT_SEED,
     max_new_tokens: int = 24,
     scale: int = 1,
+    widths: Widths = "tiny",
 ) -> TinyBuildReport:
     """Write a tiny random Qwen3-TTS checkpoint of model type `kind` into `out_dir`.
 
@@ -92,15 +98,27 @@ def build_tiny_checkpoint(
     width, which must equal the talker's hidden size. Their parameters grow about as scale**3: scale=8
     writes about 115 MB, scale=12 about 260 MB. The text and speech tokenizers do not change. scale=1,
     the default, writes the tiny checkpoint byte for byte.
+
+    `widths="0.6b"` gives the talker and the code predictor the published Qwen3-TTS-12Hz-0.6B widths
+    (talker: hidden 1024, 28 layers, 16 query / 8 KV heads of 128, MLP 3072, text_hidden_size 2048;
+    code predictor: hidden 1024, 5 layers, 16 / 8 heads of 128, MLP 3072) and the speaker encoder
+    enc_dim 1024; the text vocabulary, tokenizers and codec stay tiny. The weights (about 600 M, HF's
+    own init: normal(0, 0.02), zero biases, unit norms) are saved in bfloat16, 1.2 GB; qwen-tts loads
+    them in whatever dtype it is asked for. It cannot be combined with `scale`. Like the tiny one, it
+    declares tts_model_size "1b7", so `instruct` reaches the model on the same code path.
     """
     if kind not in get_args(TinyKind):
         raise ValueError(f"unknown tiny checkpoint kind {kind!r}; expected one of {get_args(TinyKind)}")
     if scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
+    if widths not in get_args(Widths):
+        raise ValueError(f"unknown widths {widths!r}; expected one of {get_args(Widths)}")
+    if widths != "tiny" and scale != 1:
+        raise ValueError(f"scale applies to the tiny widths only; got scale={scale!r} with widths={widths!r}")
     import torch
 
     import_qwen_tts_quietly()
-    from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
+    from qwen_tts.core.models import Qwen3TTSConfig
 
     started = time.perf_counter()
     speech_dir = out_dir / "speech_tokenizer"
@@ -111,7 +129,11 @@ def build_tiny_checkpoint(
         text_tokenizer = train_text_tokenizer()
         text_tokenizer.save_pretrained(str(out_dir))
         token_id = text_tokenizer.convert_tokens_to_ids
-        talker = talker_config(round_up(len(text_tokenizer), 64), kind, scale)
+        text_vocab_size = round_up(len(text_tokenizer), 64)
+        if widths == "tiny":
+            talker = talker_config(text_vocab_size, kind, scale)
+        else:
+            talker = real_06b_talker_config(text_vocab_size, kind)
         config = Qwen3TTSConfig(
             talker_config=talker,
             speaker_encoder_config=speaker_encoder_config(enc_dim=talker["hidden_size"]),
@@ -125,7 +147,7 @@ def build_tiny_checkpoint(
             tts_eos_token_id=token_id("<tts_text_eod>"),
             architectures=["Qwen3TTSForConditionalGeneration"],
         )
-        Qwen3TTSForConditionalGeneration(config).eval().save_pretrained(str(out_dir), safe_serialization=True)
+        _random_model(config, widths).save_pretrained(str(out_dir), safe_serialization=True)
         write_generation_defaults(out_dir / "generation_config.json", max_new_tokens)
         rewrite_json(out_dir / "config.json", fix_talker_config_json)
 
@@ -137,40 +159,45 @@ def build_tiny_checkpoint(
         kind=kind,
         bytes_on_disk=bytes_on_disk,
         build_seconds=round(time.perf_counter() - started, 3),
+        widths=widths,
     )
 
 
-def ensure_tiny_checkpoint(out_dir: Path, kind: TinyKind) -> Path:
-    """Return `out_dir` holding a tiny checkpoint of `kind`, building it first if it is missing.
+def ensure_tiny_checkpoint(out_dir: Path, kind: TinyKind, widths: Widths = "tiny") -> Path:
+    """Return `out_dir` holding a tiny checkpoint of `kind` and `widths`, building it first if it is
+    missing (see `build_tiny_checkpoint`).
 
     Safe when several threads or processes call it at once: builders are serialised by an
     `flock` on a lock file beside `out_dir`, each build happens in a sibling temporary directory
     whose marker file is written last, and the directory is renamed into place in one step, so
     `out_dir` is either absent or complete. A present marker returns at once without rebuilding.
 
-    Raises ValueError when `out_dir` holds a checkpoint of another kind or builder version (put
-    `BUILDER_VERSION` in the path of long-lived caches), and FileExistsError when `out_dir` is a
+    Raises ValueError when `out_dir` holds a checkpoint of another kind, widths or builder version
+    (put `BUILDER_VERSION` in the path of long-lived caches), and FileExistsError when `out_dir` is a
     non-empty directory without a marker.
     """
-    if _has_matching_marker(out_dir, kind):
+    if _has_matching_marker(out_dir, kind, widths):
         return out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(out_dir.parent / f".{out_dir.name}.lock"):
         # Whoever held the lock before us may have just finished the same build.
-        if _has_matching_marker(out_dir, kind):
+        if _has_matching_marker(out_dir, kind, widths):
             return out_dir
         if out_dir.is_dir() and any(out_dir.iterdir()):
             raise FileExistsError(f"{out_dir} exists but has no {MARKER_NAME}: not a ttsd tiny checkpoint")
         staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".building-"))
         try:
-            build_tiny_checkpoint(staging, kind, seed=_DEFAULT_SEED)
-            marker = {"kind": kind, "seed": _DEFAULT_SEED, "builder_version": BUILDER_VERSION}
+            build_tiny_checkpoint(staging, kind, seed=_DEFAULT_SEED, widths=widths)
+            marker: dict[str, object] = {"kind": kind, "seed": _DEFAULT_SEED, "builder_version": BUILDER_VERSION}
+            if widths != "tiny":
+                # Tiny markers keep their old form, so caches built before widths existed stay valid.
+                marker["widths"] = widths
             (staging / MARKER_NAME).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
             try:
                 staging.rename(out_dir)
             except OSError:
                 # A builder that does not take the lock (another host on a shared disk) won the race.
-                if not _has_matching_marker(out_dir, kind):
+                if not _has_matching_marker(out_dir, kind, widths):
                     raise
         finally:
             # After a successful rename `staging` no longer exists and this does nothing.
@@ -178,16 +205,17 @@ def ensure_tiny_checkpoint(out_dir: Path, kind: TinyKind) -> Path:
     return out_dir
 
 
-def _has_matching_marker(out_dir: Path, kind: TinyKind) -> bool:
+def _has_matching_marker(out_dir: Path, kind: TinyKind, widths: Widths) -> bool:
     try:
         marker = json.loads((out_dir / MARKER_NAME).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return False
-    found = (marker.get("kind"), marker.get("builder_version"))
-    if found != (kind, BUILDER_VERSION):
+    found = (marker.get("kind"), marker.get("builder_version"), marker.get("widths", "tiny"))
+    if found != (kind, BUILDER_VERSION, widths):
         raise ValueError(
-            f"{out_dir} holds a tiny checkpoint of kind {found[0]!r}, builder version {found[1]!r}; "
-            f"wanted kind {kind!r}, builder version {BUILDER_VERSION} (delete it to rebuild)"
+            f"{out_dir} holds a tiny checkpoint of kind {found[0]!r}, builder version {found[1]!r}, "
+            f"widths {found[2]!r}; wanted kind {kind!r}, builder version {BUILDER_VERSION}, widths {widths!r} "
+            "(delete it to rebuild)"
         )
     return True
 
@@ -198,6 +226,26 @@ def _exclusive_lock(lock_path: Path) -> Iterator[None]:
     with lock_path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
+
+
+def _random_model(config: Any, widths: Widths) -> Any:
+    """A randomly initialised Qwen3TTSForConditionalGeneration for `config`, ready to save."""
+    import torch
+    from qwen_tts.core.models import Qwen3TTSForConditionalGeneration
+
+    if widths == "tiny":
+        # Unchanged since the first builder: the tiny checkpoint's bytes depend on this exact path.
+        return Qwen3TTSForConditionalGeneration(config).eval()
+    from transformers.modeling_utils import no_init_weights
+
+    # A plain constructor initialises every Linear twice (torch's kaiming_uniform_, then HF's
+    # normal_): about 5.7 s for 600 M parameters on one thread. no_init_weights skips both and leaves
+    # the weights unset; HF's init then runs once, in bfloat16, on half the memory: about 3.7 s.
+    with no_init_weights():
+        model = Qwen3TTSForConditionalGeneration(config)
+    model.to(torch.bfloat16)
+    model.initialize_weights()
+    return model.eval()
 
 
 def _build_speech_tokenizer(speech_dir: Path) -> None:

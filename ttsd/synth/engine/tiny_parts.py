@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 TinyKind = Literal["custom_voice", "voice_design", "base"]
+Widths = Literal["tiny", "0.6b"]
+"""The talker's and code predictor's widths: tiny ones, or the published Qwen3-TTS-12Hz-0.6B ones."""
 
 SAMPLE_RATE: Final = 24000
 SAMPLES_PER_FRAME: Final = 1920
@@ -21,6 +23,28 @@ NUM_CODE_GROUPS: Final = 16
 CODEBOOK_SIZE: Final = 2048
 
 _TEXT_HIDDEN_SIZE: Final = 32
+# The published Qwen3-TTS-12Hz-0.6B widths (its config.json on the Hub). text_hidden_size is the
+# real 2048 too: the text embedding stays a lookup over the tiny vocabulary (about 2 M parameters),
+# and the text projection (2048 -> 2048 -> 1024, about 6 M) runs at its real cost.
+_REAL_06B_TALKER: Final = {
+    "hidden_size": 1024,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "text_hidden_size": 2048,
+}
+# The sections sum to head_dim / 2 = 64, interleaved like the tiny talker's.
+_REAL_06B_MROPE_SECTION: Final = (24, 20, 20)
+_REAL_06B_CODE_PREDICTOR: Final = {
+    "hidden_size": 1024,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 5,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+}
 # Per-head widths stay fixed whatever the scale: the talker's multimodal RoPE sections are tied to its
 # head_dim, and scaling widths through the head count keeps heads * head_dim == hidden_size.
 _TALKER_HEAD_DIM: Final = 16
@@ -194,6 +218,24 @@ def talker_config(text_vocab_size: int, kind: TinyKind, scale: int) -> dict[str,
             "num_code_groups": NUM_CODE_GROUPS,
         },
     }
+
+
+def real_06b_talker_config(text_vocab_size: int, kind: TinyKind) -> dict[str, Any]:
+    """`talker_config` with the published 0.6B widths of the talker and its code predictor.
+
+    Everything else (codec ids, speakers, languages, the tiny text vocabulary) is the tiny config's.
+    The code predictor is as wide as the talker, so small_to_mtp_projection is an identity, as in
+    the real 0.6B model (the tiny config differs there on purpose, like 1.7B).
+    """
+    config = talker_config(text_vocab_size, kind, scale=1)
+    config.update(_REAL_06B_TALKER)
+    config["rope_scaling"] = {
+        "rope_type": "default",
+        "mrope_section": list(_REAL_06B_MROPE_SECTION),
+        "interleaved": True,
+    }
+    config["code_predictor_config"].update(_REAL_06B_CODE_PREDICTOR)
+    return config
 
 
 def speaker_encoder_config(enc_dim: int) -> dict[str, Any]:
