@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.support.requests import TEXTS, batch_of
 from ttsd.catalog import ModelKind
 from ttsd.synth.engine.base import DevicePlan, SynthesisRequest
 from ttsd.synth.engine.qwen import QwenEngine
@@ -34,7 +35,6 @@ FULL = DevicePlan("cpu", "float32", "sdpa")
 GREEDY = {"do_sample": False, "subtalker_dosample": False}
 BUDGET = 40
 SEED = 3
-TEXTS = ["Hi.", "She said she would be here by noon.", "The quick brown fox jumps over the lazy dog, twice over."]
 CHECKPOINTS: dict[ModelKind, str] = {"custom_voice": "tiny", "voice_design": "tiny-design", "base": "tiny-base"}
 
 
@@ -85,14 +85,6 @@ def ending_rows_at(model: Any, frames: list[int]) -> None:
     talker.generate = generate
 
 
-def reference_wav(directory: Path) -> Path:
-    # 16 kHz, so the speaker encoder's resampling is on the path too.
-    noise = np.random.default_rng(5).standard_normal(2 * 16_000).astype(np.float32) * 0.1
-    path = directory / "reference.wav"
-    sf.write(path, noise, 16_000)
-    return path
-
-
 def official_waves(model: Any, kind: ModelKind, requests: list[SynthesisRequest], **kwargs: Any) -> list[Any]:
     texts = [r.text for r in requests]
     languages = [r.language for r in requests]
@@ -117,19 +109,6 @@ def official_waves(model: Any, kind: ModelKind, requests: list[SynthesisRequest]
         )
     assert rate == SAMPLE_RATE
     return list(wavs)
-
-
-def batch_of(kind: ModelKind, tmp_path: Path) -> list[SynthesisRequest]:
-    if kind == "custom_voice":
-        voices = [("English", "ryan", None), ("Chinese", "dylan", "Cheerfully."), ("Auto", "vivian", None)]
-        return [SynthesisRequest(t, lang, spk, ins) for t, (lang, spk, ins) in zip(TEXTS, voices, strict=True)]
-    if kind == "voice_design":
-        instructs = ["A calm male narrator.", "", "Speak slowly and calmly."]
-        return [SynthesisRequest(t, "English", instruct=i) for t, i in zip(TEXTS, instructs, strict=True)]
-    ref = reference_wav(tmp_path)
-    # Rows 0 and 2 clone in ICL mode (reference codes prepended, then trimmed); row 1 by x-vector only.
-    ref_texts = ["This is the reference transcript.", None, "Hello world."]
-    return [SynthesisRequest(t, "English", ref_audio=ref, ref_text=r) for t, r in zip(TEXTS, ref_texts, strict=True)]
 
 
 @pytest.mark.parametrize("kind", ["custom_voice", "voice_design", "base"])

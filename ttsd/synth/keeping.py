@@ -47,9 +47,7 @@ class Keeper:
         self.token = token
         self._space = space
 
-    def pending_chunks(
-        self, job: Job, spec: JobSpec, renderer: Renderer
-    ) -> list[tuple[ChunkRow, str | None]] | None:
+    def pending_chunks(self, job: Job, spec: JobSpec, renderer: Renderer) -> list[tuple[ChunkRow, str | None]] | None:
         """The job's chunks still to speak, with their cache keys; cached ones are kept at once.
         None: the lease is gone."""
         pieces = [(c.text, c.pause_after_ms) for c in split_text(spec.text, spec.chunk_max_chars, spec.gap_ms)]

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import soundfile as sf
@@ -133,9 +133,7 @@ class QwenEngine:
         self._float32_twin: QwenEngine | None = None
 
     @classmethod
-    def load(
-        cls, name: str, kind: ModelKind, checkpoint: Path, plan: DevicePlan, ending: Ending = "model"
-    ) -> QwenEngine:
+    def load(cls, name: str, kind: ModelKind, checkpoint: Path, plan: DevicePlan, ending: Ending = "model") -> Self:
         """Load `checkpoint` with the device plan; the kind declared by the checkpoint wins.
         `ending` says who ends a row: the model, or (tiny checkpoints) the text's pace or nobody."""
         import torch

@@ -26,7 +26,7 @@ CODE_ID_BYTES: Final = 8
 """Codec ids are int64."""
 
 
-class PromptCaptured(Exception):  # noqa: N818 - a signal, not an error
+class PromptCaptured(Exception):
     """Raised in place of the talker's `generate` while capturing: carries its keyword arguments."""
 
     def __init__(self, kwargs: dict[str, Any]) -> None:

@@ -157,9 +157,7 @@ class RunningBatch:
         width = max(old_width, new_width)
         for old, new in zip(self._cache.layers, cache.layers, strict=True):
             old.keys = torch.cat([_left_pad(old.keys, width - old_width), _left_pad(new.keys, width - new_width)])
-            old.values = torch.cat(
-                [_left_pad(old.values, width - old_width), _left_pad(new.values, width - new_width)]
-            )
+            old.values = torch.cat([_left_pad(old.values, width - old_width), _left_pad(new.values, width - new_width)])
         self._mask = torch.cat([_left_pad_mask(self._mask, width), _left_pad_mask(mask, width)])
         self.rows = self.rows + rows
         self._last = torch.cat([self._last, first])
@@ -203,7 +201,9 @@ class RunningBatch:
             )
             hidden = out.last_hidden_state
             logits = self._talker.codec_head(hidden)[:, -1].float()
-            chosen = self._choose(logits, rows, self._seen, self._talker_sampler, None if draws is None else draws[:, 15])
+            chosen = self._choose(
+                logits, rows, self._seen, self._talker_sampler, None if draws is None else draws[:, 15]
+            )
         self._seen[torch.arange(count, device=self._device), chosen] = True
         share = (time.perf_counter() - started) / count
         for i, row in enumerate(rows):
@@ -216,7 +216,12 @@ class RunningBatch:
         return self._retire(chosen)
 
     def _choose(
-        self, logits: torch.Tensor, rows: Sequence[Row], seen: torch.Tensor, sampler: Sampler, draws: torch.Tensor | None
+        self,
+        logits: torch.Tensor,
+        rows: Sequence[Row],
+        seen: torch.Tensor,
+        sampler: Sampler,
+        draws: torch.Tensor | None,
     ) -> torch.Tensor:
         """The talker's next code per row: HF's processors in qwen-tts' order, then the warpers."""
         eos = self._settings.eos
@@ -245,7 +250,9 @@ class RunningBatch:
         for i, row in enumerate(self.rows):
             stopped = codes[i] == eos
             if stopped or row.sampled >= row.prompt.budget:
-                ended.append(Ended(row.tag, _stacked(row, self._groups, self._device), capped=not stopped, seconds=row.seconds))
+                ended.append(
+                    Ended(row.tag, _stacked(row, self._groups, self._device), capped=not stopped, seconds=row.seconds)
+                )
             else:
                 keep.append(i)
         if ended:

@@ -74,7 +74,9 @@ class LoopEngine(QwenEngine):
         stream = self.stream()
         budget = self._budget(generation, max_frames)
         # A call's seed gives each row a stream of its own, so equal texts in one call still differ.
-        seeded = [r if r.seed is not None or seed is None else replace(r, seed=seed + i) for i, r in enumerate(requests)]
+        seeded = [
+            r if r.seed is not None or seed is None else replace(r, seed=seed + i) for i, r in enumerate(requests)
+        ]
         try:
             tags = list(range(len(requests)))
             budgets = [budget] * len(requests)
@@ -238,5 +240,3 @@ def spoken_ref(takes: Takes) -> Any:
     """The reference codes of a one-row take."""
     context = takes.context
     return context.ref_codes[0] if isinstance(context, SpokenCall) else None
-
-
