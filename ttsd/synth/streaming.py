@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ttsd.errors import EngineError
 from ttsd.faults import crash_point
+from ttsd.joblog import job_extra
 from ttsd.synth.engine.stepping.engine import LoopUnavailable, Spoken, Stream
 from ttsd.synth.pacing import frame_budget
 from ttsd.synth.rendering import Generated, Unit
@@ -150,6 +151,8 @@ class Streaming:
     def _hand_over(self, spoken: Sequence[Spoken], keeping: DecodeLane | None) -> None:
         for row in spoken:
             unit, call = self._units.pop(row.tag)
+            log.info("spoke %s#%d: %d frames in %.2fs (%d rows running)", unit.job.name, unit.chunk.index,
+                     row.takes.frames[0], row.wall_s, len(self._stream), extra=job_extra(unit.job))  # fmt: skip
             generated = Generated([unit], row.takes, row.seconds, number=call)
             if keeping is None:
                 self._owner.keep_call(generated)

@@ -45,7 +45,7 @@ class Row:
     sampled: int = 0
     codes: list[torch.Tensor] = field(default_factory=list)
     seconds: float = 0.0
-    stopped: bool = False
+    started: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,9 @@ class Ended:
     codes: torch.Tensor
     capped: bool
     seconds: float
+    """Its share of the steps it took part in (compute spent on it)."""
+    wall_s: float
+    """From its admission to its end."""
 
 
 class RunningBatch:
@@ -251,7 +254,13 @@ class RunningBatch:
             stopped = codes[i] == eos
             if stopped or row.sampled >= row.prompt.budget:
                 ended.append(
-                    Ended(row.tag, _stacked(row, self._groups, self._device), capped=not stopped, seconds=row.seconds)
+                    Ended(
+                        row.tag,
+                        _stacked(row, self._groups, self._device),
+                        capped=not stopped,
+                        seconds=row.seconds,
+                        wall_s=time.perf_counter() - row.started,
+                    )
                 )
             else:
                 keep.append(i)

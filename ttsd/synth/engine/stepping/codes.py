@@ -55,15 +55,33 @@ def next_codes(
 
 
 def _forward(predictor: Any, inputs: torch.Tensor, cache: Any, start: int) -> torch.Tensor:
+    """The code predictor's transformer over `inputs` at positions `start`...: its layers and norm,
+    as its `forward` runs them, without rebuilding a mask (none is needed: no row is padded, so sdpa
+    is causal by itself, as HF's mask builder decides for this case) or the rotary tables (the same
+    16 positions every frame) each time."""
+    model = predictor.model
+    width = inputs.shape[1]
+    positions, rotary = _rotary(model, inputs, start, width)
+    hidden = inputs
+    for layer in model.layers[: model.config.num_hidden_layers]:
+        hidden = layer(
+            hidden,
+            attention_mask=None,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            cache_position=positions[0],
+            position_embeddings=rotary,
+        )[0]
+    return model.norm(hidden)  # type: ignore[no-any-return]
+
+
+def _rotary(model: Any, inputs: torch.Tensor, start: int, width: int) -> tuple[torch.Tensor, Any]:
     import torch
 
-    width = inputs.shape[1]
-    positions = torch.arange(start, start + width, device=inputs.device)
-    out = predictor.model(
-        inputs_embeds=inputs,
-        past_key_values=cache,
-        use_cache=True,
-        cache_position=positions,
-        position_ids=positions.unsqueeze(0),
-    )
-    return out.last_hidden_state  # type: ignore[no-any-return]
+    key = (start, width, inputs.device, inputs.dtype)
+    tables: dict[Any, tuple[torch.Tensor, Any]] = model.__dict__.setdefault("_ttsd_rotary", {})
+    if key not in tables:
+        positions = torch.arange(start, start + width, device=inputs.device).unsqueeze(0)
+        tables[key] = (positions, model.rotary_emb(inputs, positions))
+    return tables[key]

@@ -47,6 +47,8 @@ class Spoken:
     takes: Takes
     seconds: float
     """Its share of the steps it took part in."""
+    wall_s: float
+    """From its admission to its end."""
 
 
 class LoopEngine(QwenEngine):
@@ -232,7 +234,7 @@ class Stream:
                 capped=(row.capped,),
                 context=SpokenCall((request,), dict(generation), request.seed, budget, (ref,)),
             )
-            spoken.append(Spoken(row.tag, takes, row.seconds))
+            spoken.append(Spoken(row.tag, takes, row.seconds, row.wall_s))
         return spoken
 
 
