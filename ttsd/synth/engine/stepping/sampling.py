@@ -77,7 +77,11 @@ class Sampler:
         self.any_sample = any(r.do_sample for r in rows)
         self.temperature = torch.tensor([[r.temperature] for r in rows], dtype=torch.float32, device=device)
         self.top_k = [r.top_k for r in rows]
-        self.top_p = torch.tensor([[r.top_p] for r in rows], dtype=torch.float32, device=device)
+        self.uses_top_p = torch.tensor([[r.top_p < 1.0] for r in rows], dtype=torch.bool, device=device)
+        # HF compares with the Python float `1 - top_p` (rounded to float32 once); 1 - float32(top_p)
+        # in float32 can be one ulp off it (0.8: 0.19999999 against 0.20000000), which keeps or drops a
+        # code whose cumulative probability lies between the two.
+        self.top_p_cut = torch.tensor([[1.0 - r.top_p] for r in rows], dtype=torch.float32, device=device)
         self.any_top_p = any(r.top_p < 1.0 for r in rows)
         self.penalty = torch.tensor([[r.repetition_penalty] for r in rows], dtype=torch.float32, device=device)
         self.any_penalty = any(r.repetition_penalty != 1.0 for r in rows)
@@ -122,9 +126,9 @@ class Sampler:
         if self.any_top_p:
             sorted_scores, order = torch.sort(scores, descending=False)
             cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
-            remove = cumulative <= (1.0 - self.top_p)
+            remove = cumulative <= self.top_p_cut
             remove[:, -1] = False  # HF keeps at least one code
-            remove &= (self.top_p < 1.0).expand_as(remove)
+            remove &= self.uses_top_p.expand_as(remove)
             scores = scores.masked_fill(remove.scatter(1, order, remove), float("-inf"))
         return scores
 
