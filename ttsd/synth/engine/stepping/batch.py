@@ -126,7 +126,8 @@ class RunningBatch:
             vocab = logits.shape[-1]
             seen = torch.zeros(len(rows), vocab, dtype=torch.bool, device=self._device)
             sampler = Sampler([row.prompt.sampling.talker for row in rows], self._device)
-            draws = uniforms([row.random for row in rows], 1, self._device) if sampler.any_sample else None
+            # Drawn whatever the settings: a row's stream must advance alike in any company.
+            draws = uniforms([row.random for row in rows], 1, self._device)
             first = self._choose(logits, rows, seen, sampler, draws)
         for i, row in enumerate(rows):
             row.position = int(mask[i].sum())
