@@ -5,23 +5,32 @@ heard: every `window_frames` new frames are decoded as one window. A window [a, 
 frames [max(0, a - context_frames), b) in front of the codec and the context's share of the output is
 cut off; only the context's limited reach separates this from one decode of the whole row. The
 decoder's transformer sees 72 frames back (its sliding window) and its convolutions a few more, so
-80 frames of context reproduce the one-shot decode exactly and fewer give a small error that falls
-quickly with the context (FINDINGS.md, "Incremental / streaming codec decode").
+80 frames of context reproduce the one-shot decode exactly and fewer give an error that falls with
+the context (research notes, perf/FINDINGS.md, "Incremental / streaming codec decode").
 
-Chosen by measurement (`scripts/progressive_decode.py`, tiny checkpoint, 240 generated frames,
-signal RMS ~0.07, max abs error against one decode of the whole row):
+Chosen by measurement (`scripts/progressive_decode.py`: tiny checkpoint, one greedy row of 240
+frames, signal RMS 0.104, max abs error against one decode of the whole row; "frames" counts the
+frames pushed through the codec, context included, relative to the row's):
 
-* `CONTEXT_FRAMES = 25`: max error 1.9e-4 (-51 dB under the signal's RMS), against 2.0e-2 at 5,
-  4.4e-3 at 10 and 1.2e-5 at 50. It is the left context qwen-tts itself uses (`chunked_decode`),
-  where a row longer than 300 frames is decoded in 300-frame chunks: the one-shot decode of a long
-  row already carries errors of this size, so a progressive decode is as faithful as the library's
-  own. Doubling it to 50 costs a third more decode time for an error nobody can hear.
+    context          0      5       10      25      50      72      80
+    max error        0.66   2.7e-2  9.6e-4  4.8e-4  2.4e-4  3.4e-5  2.9e-7 (float32 rounding)
+    frames, W=12     1.0x   1.4x    1.8x    2.9x    4.6x    6.0x    6.4x
+
+    window W         4      12      25      50      (context 25)
+    frames           6.9x   2.9x    1.9x    1.4x
+    first audio      0.32s  0.96s   2.0s    4.0s    of generated speech
+
+* `CONTEXT_FRAMES = 25`: the error is 47 dB under the signal's RMS (43 dB with other windows),
+  inaudible, where 5 frames leave an audible 2.7e-2. It is the left context qwen-tts itself uses in
+  `chunked_decode`, which decodes any row longer than 300 frames in 300-frame chunks: the library's
+  own one-shot decode of a long row carries errors of this size, so a progressive decode is as
+  faithful. The exact 80 costs 2.2x the frames of 25 at a 12-frame window, for nothing audible.
 * `WINDOW_FRAMES = 12` (0.96 s of audio): the first audio comes after about a second of speech is
-  generated, and each later window adds a second. A decode call costs a fixed overhead plus the
-  frames pushed through the codec (window and context): at 12 frames that is 2.8x the one-shot decode
-  time on the tiny codec (4 frames: 7x, 25: 2.0x, 50: 1.5x). Shorter windows buy latency that
-  playback does not need (audio only has to stay ahead of the listener, and generation runs faster
-  than real time on a GPU), longer ones delay the first sound by seconds.
+  generated, then one decode call per second of speech. The real-width codec is compute-bound (0.09 s per
+  frame on one CPU core, perf/FINDINGS.md), so its cost follows the frames column: 2.9x the one-shot
+  decode, where a 25-frame window would cost 1.9x but double the wait for the first sound, and a
+  4-frame window 6.9x to gain less than a second. On the tiny codec a fixed ~12 ms per call
+  dominates instead (wall time 2.7-5x the one-shot decode at 12, noisy on a shared machine).
 
 Progressive decode is a latency tool: for throughput, decode each row once when it ends.
 
