@@ -158,10 +158,10 @@ class ProgressiveDecoder:
     def finish(self, codes: torch.Tensor) -> np.ndarray:
         """The audio of every frame not yet decoded (possibly empty); the row is then done."""
         available = self._check(codes)
+        audio = np.zeros(0, dtype=np.float32) if available == self._done else self._window(codes, available)
+        # Only now: a decode that raised leaves the row open for the caller to try again.
         self._finished = True
-        if available == self._done:
-            return np.zeros(0, dtype=np.float32)
-        return self._window(codes, available)
+        return audio
 
     def _check(self, codes: torch.Tensor) -> int:
         if self._finished:
