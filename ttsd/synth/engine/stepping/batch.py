@@ -91,6 +91,14 @@ class RunningBatch:
         """Frames generated so far per row."""
         return {row.tag: len(row.codes) for row in self.rows}
 
+    def codes_of(self, tag: Hashable) -> torch.Tensor | None:
+        """A running row's frames so far (F x 16), for decoding its audio while it grows (the codec
+        is causal: `ttsd.synth.engine.progressive`); None when no such row runs."""
+        for row in self.rows:
+            if row.tag == tag:
+                return _stacked(row, self._groups, self._device)
+        return None
+
     # -- joining --------------------------------------------------------------------------------
 
     def admit(

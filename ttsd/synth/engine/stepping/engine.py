@@ -166,6 +166,10 @@ class Stream:
         """Frames generated so far per running row."""
         return {} if self._batch is None else self._batch.frames()
 
+    def partial(self, tag: Hashable) -> Any:
+        """A running row's codes so far (F x 16 tensor), or None; see `RunningBatch.codes_of`."""
+        return None if self._batch is None else self._batch.codes_of(tag)
+
     def admit(
         self,
         tags: Sequence[Hashable],

@@ -75,15 +75,16 @@ class Sampler:
         self.rows = tuple(rows)
         self.do_sample = torch.tensor([r.do_sample for r in rows], dtype=torch.bool, device=device)
         self.any_sample = any(r.do_sample for r in rows)
-        self.temperature = torch.tensor([[r.temperature] for r in rows], dtype=torch.float32, device=device)
+        self.temperature = _per_row([r.temperature for r in rows], device)
         self.top_k = [r.top_k for r in rows]
+        self._kth: tuple[int, torch.Tensor] | None = None
         self.uses_top_p = torch.tensor([[r.top_p < 1.0] for r in rows], dtype=torch.bool, device=device)
         # HF compares with the Python float `1 - top_p` (rounded to float32 once); 1 - float32(top_p)
         # in float32 can be one ulp off it (0.8: 0.19999999 against 0.20000000), which keeps or drops a
         # code whose cumulative probability lies between the two.
         self.top_p_cut = torch.tensor([[1.0 - r.top_p] for r in rows], dtype=torch.float32, device=device)
         self.any_top_p = any(r.top_p < 1.0 for r in rows)
-        self.penalty = torch.tensor([[r.repetition_penalty] for r in rows], dtype=torch.float32, device=device)
+        self.penalty = _per_row([r.repetition_penalty for r in rows], device)
         self.any_penalty = any(r.repetition_penalty != 1.0 for r in rows)
 
     def penalise(self, scores: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
@@ -117,12 +118,11 @@ class Sampler:
 
         # Dividing by 1.0 changes nothing, so rows without a temperature need no mask.
         scores = scores / self.temperature
-        vocab = scores.shape[-1]
-        ks = [min(k, vocab) if k > 0 else vocab for k in self.top_k]
-        if min(ks) < vocab:
-            top = torch.topk(scores, max(ks), dim=-1).values
-            kth = top.gather(1, torch.tensor([[k - 1] for k in ks], device=scores.device))
-            scores = scores.masked_fill(scores < kth, float("-inf"))
+        kth = self._kth_places(scores)
+        if kth is not None:
+            widest, places = kth
+            top = torch.topk(scores, widest, dim=-1).values
+            scores = scores.masked_fill(scores < top.gather(1, places), float("-inf"))
         if self.any_top_p:
             sorted_scores, order = torch.sort(scores, descending=False)
             cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
@@ -131,6 +131,28 @@ class Sampler:
             remove &= self.uses_top_p.expand_as(remove)
             scores = scores.masked_fill(remove.scatter(1, order, remove), float("-inf"))
         return scores
+
+    def _kth_places(self, scores: torch.Tensor) -> tuple[int, torch.Tensor] | None:
+        """Top-k per row as (the widest k, each row's k - 1); None when no row cuts (k 0 or >= V)."""
+        import torch
+
+        if self._kth is None:
+            vocab = scores.shape[-1]
+            ks = [min(k, vocab) if k > 0 else vocab for k in self.top_k]
+            if min(ks) == vocab:
+                return None
+            self._kth = (max(ks), torch.tensor([[k - 1] for k in ks], device=scores.device))
+        return self._kth
+
+
+def _per_row(values: Sequence[float], device: Any) -> float | torch.Tensor:
+    """One Python number when every row agrees, as HF divides by (on CUDA a division by a tensor may
+    round differently from one by a number); else a B x 1 tensor."""
+    import torch
+
+    if len(set(values)) == 1:
+        return values[0]
+    return torch.tensor([[v] for v in values], dtype=torch.float32, device=device)
 
 
 class RowRandom:
