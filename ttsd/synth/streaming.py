@@ -74,11 +74,13 @@ class Streaming:
         with self._lock:
             self._dropped.add(job_id)
 
-    def step(self, keeping: DecodeLane | None) -> bool:
-        """Fill free rows, then one frame step; False when nothing runs or waits. Raises
-        LoopUnavailable (its rows are back with the scheduler) when the loop is off for good."""
+    def step(self, keeping: DecodeLane | None, fill: bool = True) -> bool:
+        """Fill free rows (unless not `fill`: the worker is stopping), then one frame step; False
+        when nothing runs or waits. Raises LoopUnavailable (its rows are back with the scheduler)
+        when the loop is off for good."""
         self._apply_drops()
-        self._fill(keeping)
+        if fill:
+            self._fill(keeping)
         if not len(self._stream):
             return False
         try:
@@ -136,6 +138,7 @@ class Streaming:
         except LoopUnavailable:
             self._owner.scheduler.put_back([unit.piece for unit in units], alone=False)
             self._owner.settle(call, len(units))
+            self._give_back(list(self._units))
             raise
         except EngineError as error:
             self._owner.call_failed(units, error)

@@ -98,8 +98,8 @@ class Worker:
 
     def run(self, idle_exit_s: float | None = None) -> str:
         """Serve until stopped ("stopped") or, with `idle_exit_s`, until nothing was held or ready
-        for that long ("idle"). On the way out the call in progress is finished and kept, and the
-        jobs still held go back to the queue uncounted."""
+        for that long ("idle"). On the way out the call in progress (or the rows running) is
+        finished and kept, and the jobs still held go back to the queue uncounted."""
         keeping = DecodeLane(self) if self.overlap else None
         idle_since = time.monotonic()
         outcome = "stopped"
@@ -119,11 +119,22 @@ class Worker:
                     self.context.publisher.settle()
                     self.wake.wait(timeout=WAKE_POLL_S)
                     self.wake.clear()
+                self._finish_running(keeping)
         finally:
             if keeping is not None:
                 keeping.close()
             self._release()
         return outcome
+
+    def _finish_running(self, keeping: DecodeLane | None) -> None:
+        """Stopping: the rows already generating end and are kept (no new ones join), as a call in
+        progress would be; the supervisor kills the worker if that outlasts the grace period."""
+        while self._streaming is not None and len(self._streaming):
+            try:
+                self._streaming.step(keeping, fill=False)
+            except Exception:
+                log.exception("worker %s: could not finish the running rows", self.model)
+                return
 
     def _tell(self, state: str) -> None:
         """Report busy/idle to whoever watches (the supervisor), on changes only."""
