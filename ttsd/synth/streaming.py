@@ -77,7 +77,11 @@ class Streaming:
         """Fill free rows, then one frame step; False when nothing runs or waits. Raises
         LoopUnavailable (its rows are back with the scheduler) when the loop is off for good."""
         self._apply_drops()
-        self._fill(keeping)
+        try:
+            self._fill(keeping)
+        except LoopUnavailable:  # the joining rows are back already; so must the running ones be
+            self._give_back(list(self._units))
+            raise
         if not len(self._stream):
             return False
         try:
@@ -168,6 +172,8 @@ class Streaming:
             self._stream.drop(gone)
             for tag in gone:
                 self._owner.settle(self._units.pop(tag)[1])
+            if not self._units:
+                self._alone = False  # the row that ran alone was dropped: the batch is free again
 
     def _give_back(self, tags: list[Any]) -> None:
         running = [self._units.pop(tag) for tag in tags]
