@@ -174,6 +174,8 @@ class Streaming:
             self._stream.drop(gone)
             for tag in gone:
                 self._owner.settle(self._units.pop(tag)[1])
+            if not self._units:
+                self._alone = False  # the row that ran alone was dropped: the batch is free again
 
     def _give_back(self, tags: list[Any]) -> None:
         running = [self._units.pop(tag) for tag in tags]

@@ -206,6 +206,11 @@ class Worker:
             return self._streaming.step(keeping)
         except LoopUnavailable:
             self._streaming, self._streams = None, False
+            # The official path seeds a whole call: seeded chunks must now be spoken alone.
+            with self._lock:
+                seeded = [job_id for job_id, held in self._held.items() if held.spec.seed is not None]
+            for job_id in seeded:
+                self.scheduler.isolate(job_id)
             return None
 
     def _step_safely(self, keeping: DecodeLane | None) -> bool:
