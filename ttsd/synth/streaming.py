@@ -100,6 +100,16 @@ class Streaming:
         self._hand_over(spoken, keeping)
         return True
 
+    def finish(self, keeping: DecodeLane | None) -> None:
+        """Stopping: the rows already generating end and are kept (no new ones join), as a call in
+        progress would be; the supervisor kills the worker if that outlasts its grace period."""
+        while len(self._stream):
+            try:
+                self.step(keeping, fill=False)
+            except Exception:
+                log.exception("could not finish the rows running")
+                return
+
     # -- joining --------------------------------------------------------------------------------
 
     def _fill(self, keeping: DecodeLane | None) -> None:

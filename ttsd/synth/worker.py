@@ -119,22 +119,13 @@ class Worker:
                     self.context.publisher.settle()
                     self.wake.wait(timeout=WAKE_POLL_S)
                     self.wake.clear()
-                self._finish_running(keeping)
+                if self._streaming is not None:
+                    self._streaming.finish(keeping)
         finally:
             if keeping is not None:
                 keeping.close()
             self._release()
         return outcome
-
-    def _finish_running(self, keeping: DecodeLane | None) -> None:
-        """Stopping: the rows already generating end and are kept (no new ones join), as a call in
-        progress would be; the supervisor kills the worker if that outlasts the grace period."""
-        while self._streaming is not None and len(self._streaming):
-            try:
-                self._streaming.step(keeping, fill=False)
-            except Exception:
-                log.exception("worker %s: could not finish the running rows", self.model)
-                return
 
     def _tell(self, state: str) -> None:
         """Report busy/idle to whoever watches (the supervisor), on changes only."""
