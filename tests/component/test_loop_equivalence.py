@@ -126,6 +126,9 @@ def test_never_ending_rows_are_cut_at_their_budget_like_the_official_path(tiny_m
         theirs, ours = official.generate(requests, GREEDY, None, 9), mine.generate(requests, GREEDY, None, 9)
         assert_same_codes(theirs, ours)
         assert ours.frames == (8, 8, 8) and all(ours.capped)
+        # A job's own max_new_tokens lowers a streamed row's budget too.
+        spoken = mine.stream().admit(["x"], requests[:1], {**GREEDY, "max_new_tokens": 1}, [60])
+        assert spoken[0].takes.frames == (0,) and spoken[0].takes.capped == (True,)
     finally:
         official.close()
         mine.close()
