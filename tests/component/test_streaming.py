@@ -399,7 +399,7 @@ def test_a_short_job_joins_a_free_row_at_the_next_step_and_is_delivered_first(
 def test_with_the_batch_full_a_new_job_takes_headroom(make_rig: MakeRig, loop_engine: LoopEngine) -> None:
     rig = make_rig(loop_engine)
     # As if measured with TTS_MAX_BATCH=auto: 4 rows preferred, memory for 8.
-    rig.worker.batch = BatchChoice(size=4, limit=8, reason="measured (test)")
+    rig.worker.batch = BatchChoice(size=4, limit=4, reason="measured (test)", room=8)
     long = rig.add(" ".join(SENTENCES), "long", chunking=BY_SENTENCE)
     rig.steps(3)
     assert len(rig.rows()) == 4, "the long job's four chunks fill the batch"

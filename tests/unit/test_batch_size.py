@@ -226,6 +226,7 @@ def test_as_dict_is_json_ready() -> None:
         "limit": 4,
         "reason": "measured: 4 rows is the best (3.1 rows/s)",
         "rates": {"1": 1.0, "2": 1.9, "4": 3.123},
+        "room": 0,
     }
 
 
@@ -281,6 +282,15 @@ def test_the_probe_is_bounded_by_memory_for_the_longest_row() -> None:
     assert sorted(choice.rates) == [1, 2, 4, 7]
     assert choice.size == 7
     assert choice.reason.endswith("; memory allows at most 7")
+    assert choice.room == 7, "a running batch may not grow past memory either"
+
+
+def test_a_running_batch_may_grow_past_the_probes_limit_as_far_as_memory_allows() -> None:
+    engine = TimedEngine(FakeClock(), row_bytes=1_000)
+    roomy = probe(engine, limit=8, longest_text_frames=1_000, free_bytes=lambda device: 10**12)
+    assert (roomy.limit, roomy.room) == (8, 16)
+    tight = probe(engine, limit=8, longest_text_frames=1_000, free_bytes=lambda device: 12_000_000)
+    assert (tight.limit, tight.room) == (8, 8)
 
 
 def test_the_probe_defaults_to_the_longest_row_the_model_allows() -> None:

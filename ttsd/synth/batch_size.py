@@ -68,6 +68,9 @@ class BatchChoice:
     reason: str
     rates: dict[int, float] = field(default_factory=dict)
     """Rows per second per probed B (empty when nothing could be measured)."""
+    room: int = 0
+    """Rows memory allows at most (0: no more than `limit`): a running batch may grow up to this for
+    jobs that have no row in it yet."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready form (rates keyed by B as text, rounded to what a person reads)."""
@@ -76,6 +79,7 @@ class BatchChoice:
             "limit": self.limit,
             "reason": self.reason,
             "rates": {str(size): round(rate, 3) for size, rate in sorted(self.rates.items())},
+            "room": self.room,
         }
 
 
@@ -218,6 +222,10 @@ def _sysconf_available() -> int | None:
 # --- the probe -----------------------------------------------------------------------------------
 
 
+ROOM_FACTOR = 2
+"""How far beyond the probe's limit memory is asked about, for a running batch's newcomers."""
+
+
 def probe_batch(
     engine: Engine,
     limit: int,
@@ -238,7 +246,8 @@ def probe_batch(
     row_frames = (
         longest_text_frames if longest_text_frames is not None else longest_row_frames(max_frames=engine.max_frames)
     )
-    bound = memory_limit(engine.bytes_per_row_frame(), row_frames, free_bytes(engine.plan.device), limit)
+    room = memory_limit(engine.bytes_per_row_frame(), row_frames, free_bytes(engine.plan.device), ROOM_FACTOR * limit)
+    bound = min(room, limit)
     probe = request if request is not None else SynthesisRequest(text=PROBE_TEXT)
     timer = _Timer(engine, probe, dict(generation or {}), frames, clock)
     try:
@@ -246,7 +255,7 @@ def probe_batch(
         choice = choose_batch(timer.rate, bound, tolerance)
     except EngineError as exc:
         choice = _fallback(exc, timer, bound)
-    return replace(choice, reason=choice.reason + _bound_note(bound, limit))
+    return replace(choice, reason=choice.reason + _bound_note(bound, limit), room=room)
 
 
 @dataclass

@@ -318,7 +318,7 @@ class Worker:
     def row_limit(self) -> tuple[int, int]:
         """Rows a running batch prefers, and the most it may hold (the memory bound)."""
         batch = self.batch
-        return (self.scheduler.max_rows, self.scheduler.max_rows if batch is None else max(batch.limit, batch.size))
+        return (self.scheduler.max_rows, self.scheduler.max_rows if batch is None else max(batch.room, batch.size))
 
     def keep_rows(self, generated: Generated, rows: Sequence[int]) -> None:
         """Decode some rows of a call and keep their takes."""
