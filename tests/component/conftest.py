@@ -48,12 +48,12 @@ def _new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread not in before and thread.is_alive()]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def real_width_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A custom_voice checkpoint at the published Qwen3-TTS-12Hz-0.6B widths (random weights, tiny
-    tokenizers and codec), built once per module that asks for it: about 10 s and 1.2 GB.
+    tokenizers and codec), built once per session that asks for it: about 10 s and 1.2 GB.
 
-    Deleted when the module ends: pytest keeps the last three runs' temporary folders, and 1.2 GB
+    Deleted when the session ends: pytest keeps the last three runs' temporary folders, and 1.2 GB
     apiece would pile up.
     """
     import shutil

@@ -25,9 +25,11 @@ from tests.support.requests import TEXTS, batch_of
 from ttsd.catalog import ModelKind
 from ttsd.errors import TransientEngineError
 from ttsd.synth.engine.base import DevicePlan, SynthesisRequest, Takes
+from ttsd.synth.engine.progressive import WINDOW_FRAMES, ProgressiveDecoder, speech_tokenizer_decoder
 from ttsd.synth.engine.qwen import QwenEngine
 from ttsd.synth.engine.stepping import batch as batch_module
 from ttsd.synth.engine.stepping.engine import LoopEngine, Spoken, Stream
+from ttsd.synth.engine.tiny_parts import SAMPLES_PER_FRAME
 
 FULL = DevicePlan("cpu", "float32", "sdpa")
 GREEDY = {"do_sample": False, "subtalker_dosample": False}
@@ -124,6 +126,9 @@ def test_never_ending_rows_are_cut_at_their_budget_like_the_official_path(tiny_m
         theirs, ours = official.generate(requests, GREEDY, None, 9), mine.generate(requests, GREEDY, None, 9)
         assert_same_codes(theirs, ours)
         assert ours.frames == (8, 8, 8) and all(ours.capped)
+        # A job's own max_new_tokens lowers a streamed row's budget too.
+        spoken = mine.stream().admit(["x"], requests[:1], {**GREEDY, "max_new_tokens": 1}, [60])
+        assert spoken[0].takes.frames == (0,) and spoken[0].takes.capped == (True,)
     finally:
         official.close()
         mine.close()
@@ -251,3 +256,28 @@ def test_the_real_widths_give_the_official_codes(real_width_checkpoint: Path, re
         assert_same_codes(real_width_engine.generate(requests[1:], GREEDY, None, 4), done[1].takes)
     finally:
         mine.close()
+
+
+def test_a_rows_audio_grows_while_it_is_generated(engines: Callable[[ModelKind], Pair]) -> None:
+    """The codec is causal: a running row's frames are decoded in windows as they come, the first
+    window after `WINDOW_FRAMES` frames, and together they are its one-shot audio within tolerance."""
+    _, mine = engines("custom_voice")
+    stream = mine.stream()
+    request = SynthesisRequest(LONGER * 2, speaker="ryan")
+    stream.admit(["x"], [request], GREEDY, [200])
+    decoder = ProgressiveDecoder(speech_tokenizer_decoder(mine._model.model.speech_tokenizer), SAMPLES_PER_FRAME)
+    pieces: list[np.ndarray] = []
+    first_audio_at = None
+    done: list[Spoken] = []
+    while not done:
+        done = stream.step()
+        codes = done[0].takes.rows[0] if done else stream.partial("x")
+        piece = decoder.finish(codes) if done else decoder.feed(codes)
+        if piece.size and first_audio_at is None:
+            first_audio_at = int(codes.shape[0])
+        pieces.append(piece)
+    assert first_audio_at == WINDOW_FRAMES
+    whole = mine.decode(done[0].takes)[0]
+    grown = np.concatenate(pieces)
+    assert grown.shape == whole.shape and done[0].takes.frames[0] > 4 * WINDOW_FRAMES
+    assert float(np.max(np.abs(grown - whole))) <= 2e-3

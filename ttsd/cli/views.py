@@ -89,6 +89,8 @@ def worker_line(worker: dict[str, Any]) -> str:
     line = f"worker   {worker.get('model')} pid {worker.get('pid')} {worker.get('state')}, up {worker.get('up_s')}s"
     if worker.get("device"):
         line += f", on {worker['device']}/{worker.get('dtype')}"
+    if worker.get("engine"):
+        line += f", engine {worker['engine']}"
     if worker.get("startup_s") is not None:
         line += f", ready in {worker['startup_s']}s (model load {worker.get('load_s')}s)"
     if worker.get("batch"):

@@ -152,6 +152,12 @@ class Renderer:
                 return engine.stream()
         return None
 
+    def engine_label(self) -> str:
+        """Which generation path the model uses, as `ttsd status` shows it."""
+        if self.context.settings.engine == "qwen-tts":
+            return "qwen-tts"
+        return "qwen-tts (ttsd's loop failed here)" if self.loop_off else "ttsd"
+
     def seeds_rows_apart(self) -> bool:
         """Whether a seeded chunk's take is the same in any batch (per-row random streams), so it
         need not be spoken alone."""

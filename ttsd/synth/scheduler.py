@@ -129,6 +129,13 @@ class ChunkScheduler:
                 job.in_flight.discard(piece.index)
                 job.pending.insert(0, Piece(piece.job_id, piece.index, piece.frames, alone or piece.alone))
 
+    def isolate(self, job_id: str) -> None:
+        """From now on each of the job's waiting chunks is spoken alone."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None:
+                job.pending = [Piece(p.job_id, p.index, p.frames, alone=True) for p in job.pending]
+
     def is_complete(self, job_id: str) -> bool:
         """Every chunk of the job is spoken and kept (it can be joined and delivered)."""
         with self._lock:

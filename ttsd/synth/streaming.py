@@ -74,11 +74,13 @@ class Streaming:
         with self._lock:
             self._dropped.add(job_id)
 
-    def step(self, keeping: DecodeLane | None) -> bool:
-        """Fill free rows, then one frame step; False when nothing runs or waits. Raises
-        LoopUnavailable (its rows are back with the scheduler) when the loop is off for good."""
+    def step(self, keeping: DecodeLane | None, fill: bool = True) -> bool:
+        """Fill free rows (unless not `fill`: the worker is stopping), then one frame step; False
+        when nothing runs or waits. Raises LoopUnavailable (its rows are back with the scheduler)
+        when the loop is off for good."""
         self._apply_drops()
-        self._fill(keeping)
+        if fill:
+            self._fill(keeping)
         if not len(self._stream):
             return False
         try:
@@ -97,6 +99,16 @@ class Streaming:
             return True
         self._hand_over(spoken, keeping)
         return True
+
+    def finish(self, keeping: DecodeLane | None) -> None:
+        """Stopping: the rows already generating end and are kept (no new ones join), as a call in
+        progress would be; the supervisor kills the worker if that outlasts its grace period."""
+        while len(self._stream):
+            try:
+                self.step(keeping, fill=False)
+            except Exception:
+                log.exception("could not finish the rows running")
+                return
 
     # -- joining --------------------------------------------------------------------------------
 
@@ -136,6 +148,7 @@ class Streaming:
         except LoopUnavailable:
             self._owner.scheduler.put_back([unit.piece for unit in units], alone=False)
             self._owner.settle(call, len(units))
+            self._give_back(list(self._units))
             raise
         except EngineError as error:
             self._owner.call_failed(units, error)
@@ -171,6 +184,8 @@ class Streaming:
             self._stream.drop(gone)
             for tag in gone:
                 self._owner.settle(self._units.pop(tag)[1])
+            if not self._units:
+                self._alone = False  # the row that ran alone was dropped: the batch is free again
 
     def _give_back(self, tags: list[Any]) -> None:
         running = [self._units.pop(tag) for tag in tags]

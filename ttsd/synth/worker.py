@@ -93,13 +93,14 @@ class Worker:
         """Whether the engine runs a continuous batch (None: not known before it is loaded)."""
         self._streaming: Streaming | None = None
         self._next_admit = 0.0
+        self._plan: dict[str, str] = {}
 
     # -- the loop -------------------------------------------------------------------------------------
 
     def run(self, idle_exit_s: float | None = None) -> str:
         """Serve until stopped ("stopped") or, with `idle_exit_s`, until nothing was held or ready
-        for that long ("idle"). On the way out the call in progress is finished and kept, and the
-        jobs still held go back to the queue uncounted."""
+        for that long ("idle"). On the way out the call in progress (or the rows running) is
+        finished and kept, and the jobs still held go back to the queue uncounted."""
         keeping = DecodeLane(self) if self.overlap else None
         idle_since = time.monotonic()
         outcome = "stopped"
@@ -119,6 +120,8 @@ class Worker:
                     self.context.publisher.settle()
                     self.wake.wait(timeout=WAKE_POLL_S)
                     self.wake.clear()
+                if self._streaming is not None:
+                    self._streaming.finish(keeping)
         finally:
             if keeping is not None:
                 keeping.close()
@@ -195,6 +198,12 @@ class Worker:
             return self._streaming.step(keeping)
         except LoopUnavailable:
             self._streaming, self._streams = None, False
+            self._ready()
+            # The official path seeds a whole call: seeded chunks must now be spoken alone.
+            with self._lock:
+                seeded = [job_id for job_id, held in self._held.items() if held.spec.seed is not None]
+            for job_id in seeded:
+                self.scheduler.isolate(job_id)
             return None
 
     def _step_safely(self, keeping: DecodeLane | None) -> bool:
@@ -258,21 +267,27 @@ class Worker:
         fails the jobs that need it."""
         try:
             with self.renderer.engine_errors(), self.context.engines.use(self.model) as engine:
-                plan = engine.plan.as_dict()
+                self._plan = engine.plan.as_dict()
         except EngineError as error:
             log.error("could not preload model %s: %s", self.model, error.message)
             return
-        self._report(wire.READY, {"plan": plan, "loaded": self.context.engines.loaded()})
+        self._ready()
 
     def _ensure_batch(self, unit: Unit) -> None:
         """With `TTS_MAX_BATCH=auto`, measure the batch size once the model is loaded, with the
         first real request (valid for the model's kind by construction)."""
         if self.batch is not None:
             return
-        self.batch, plan = self.renderer.batch_size(unit.spec)
+        self.batch, self._plan = self.renderer.batch_size(unit.spec)
         self.scheduler.max_rows = self.batch.size
         log.info("worker %s: batch size %d (%s)", self.model, self.batch.size, self.batch.reason)
-        self._report(wire.READY, {"plan": plan, "batch": self.batch.as_dict(), "loaded": self.context.engines.loaded()})
+        self._ready()
+
+    def _ready(self) -> None:
+        """Say how the model runs: device plan, engine, batch size (again when the engine changes)."""
+        plan = {**self._plan, "engine": self.renderer.engine_label()}
+        batch = None if self.batch is None else self.batch.as_dict()
+        self._report(wire.READY, {"plan": plan, "batch": batch, "loaded": self.context.engines.loaded()})
 
     # -- calls ----------------------------------------------------------------------------------------
 

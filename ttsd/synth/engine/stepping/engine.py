@@ -184,6 +184,8 @@ class Stream:
         engine = self._engine
         if engine.loop_failed is not None:
             raise LoopUnavailable(engine.loop_failed)
+        # A job's own `max_new_tokens` lowers its rows' budgets, as in a call.
+        budgets = [engine._budget(generation, budget) for budget in budgets]
         with engine._lock:
             try:
                 prompts, settings, refs = engine.prompts(requests, generation, max(budgets))
