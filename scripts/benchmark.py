@@ -1580,8 +1580,8 @@ def render_table(report: Report) -> str:
         f"{plan.device}/{plan.dtype}, {report.threads} torch threads, load average {report.load_average[0]:.1f} -> "
         f"{report.load_average[1]:.1f} on {os.cpu_count()} CPUs",
         stopping_rule(report),
-        f"ttsd TTS_ENGINE={report.engine}, TTS_MAX_BATCH={report.batch_setting}: its worker picked "
-        f"{report.ttsd_batch} ({report.ttsd_batch_reason})",
+        f"ttsd TTS_ENGINE={report.engine} (its worker says: {report.worker.get('engine', '-')}), "
+        f"TTS_MAX_BATCH={report.batch_setting}: its worker picked {report.ttsd_batch} ({report.ttsd_batch_reason})",
         worker_start(report),
         "",
     ]
