@@ -34,6 +34,7 @@ from ttsd.catalog import ModelEntry, build_registry
 from ttsd.config import Settings
 from ttsd.delivery.outbox import Outbox
 from ttsd.delivery.publish import StatusPublisher
+from ttsd.errors import EngineError
 from ttsd.intake.jobfile import JobDefaults, parse_object
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.store import Store
@@ -712,5 +713,84 @@ def test_the_qwen_tts_engine_still_speaks_in_calls(
         assert rig.done(seeded)
         assert len(rig.calls()) == len(calls)
         assert_every_call_settled(rig.events)
+    finally:
+        engine.close()
+
+
+# --- found in review -------------------------------------------------------------------------------
+
+
+def test_a_reference_gone_at_admission_fails_its_job_not_its_batch_mates(
+    make_rig: Any, tiny_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(f"{__name__}.MODEL", "tiny-base")
+    engine = LoopEngine.load("tiny-base", "base", tiny_models / "tiny-base", FULL, "paced")
+    try:
+        rig = make_rig(engine)
+        voices = rig.worker.context.voices_dir
+        voices.mkdir(parents=True, exist_ok=True)
+        sf.write(voices / "ref.wav", np.random.default_rng(5).standard_normal(32_000).astype(np.float32) * 0.1, 16_000)
+        bad = rig.add("Hello there, this voice file is gone.", "bad", model="tiny-base", ref_audio="gone.wav")
+        mate = rig.add("Hello there, this voice file exists.", "mate", model="tiny-base", ref_audio="ref.wav")
+        rig.drain()
+        assert rig.job(bad).state == JobState.FAILED
+        assert rig.job(mate).state == JobState.DONE
+        assert not rig.open_calls() and not rig.worker.held_jobs()
+    finally:
+        engine.close()
+
+
+def test_status_says_when_the_loop_fell_back(make_rig: Any, tiny_models: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = LoopEngine.load("tiny", "custom_voice", tiny_models / "tiny", FULL, "paced")
+    try:
+        rig = make_rig(engine)
+        real_step = batch_module.RunningBatch.step
+        steps: list[int] = []
+
+        def failing(self: Any) -> Any:
+            steps.append(1)
+            if len(steps) > 3:
+                raise NotImplementedError("aten::x is not implemented for the device")
+            return real_step(self)
+
+        monkeypatch.setattr(batch_module.RunningBatch, "step", failing)
+        rig.add(" ".join(SENTENCES[:2]), "a", chunking={"max_chars": 50})
+        rig.drain()
+        labels = [fields["plan"].get("engine") for name, fields in rig.events if name == wire.READY]
+        assert labels[0] == "ttsd" and labels[-1].startswith("qwen-tts")
+    finally:
+        engine.close()
+
+
+def test_running_out_of_memory_while_rows_join_leaves_the_running_rows_whole(
+    tiny_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = LoopEngine.load("tiny", "custom_voice", tiny_models / "tiny", FULL, "paced")
+    try:
+        greedy = {"do_sample": False, "subtalker_dosample": False}
+        stream = engine.stream()
+        stream.admit(["a"], [SynthesisRequest(SENTENCES[0] * 3, speaker="ryan")], greedy, [80])
+        for _ in range(3):
+            stream.step()
+        real = batch_module._left_pad
+        pads: list[int] = []
+
+        def out_of_memory_on_the_third(tensor: Any, count: int) -> Any:
+            pads.append(1)
+            if len(pads) == 3:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 MiB")
+            return real(tensor, count)
+
+        monkeypatch.setattr(batch_module, "_left_pad", out_of_memory_on_the_third)
+        with pytest.raises(EngineError) as raised:
+            stream.admit(["b"], [SynthesisRequest("Hi.", speaker="ryan")], greedy, [40])
+        assert raised.value.code == "out_of_memory"
+        monkeypatch.setattr(batch_module, "_left_pad", real)
+        done = {}
+        while len(stream):
+            done.update((s.tag, s) for s in stream.step())
+        assert engine.loop_failed is None and set(done) == {"a"}
+        alone = engine.generate([SynthesisRequest(SENTENCES[0] * 3, speaker="ryan")], greedy, None, 80)
+        assert bool((alone.rows[0] == done["a"].takes.rows[0]).all())
     finally:
         engine.close()

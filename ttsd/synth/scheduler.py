@@ -129,11 +129,10 @@ class ChunkScheduler:
                 job.in_flight.discard(piece.index)
                 job.pending.insert(0, Piece(piece.job_id, piece.index, piece.frames, alone or piece.alone))
 
-    def isolate(self, job_id: str) -> None:
-        """From now on each of the job's waiting chunks is spoken alone."""
+    def isolate(self, job_ids: Sequence[str]) -> None:
+        """From now on each waiting chunk of these jobs is spoken alone."""
         with self._lock:
-            job = self._jobs.get(job_id)
-            if job is not None:
+            for job in (self._jobs[job_id] for job_id in job_ids if job_id in self._jobs):
                 job.pending = [Piece(p.job_id, p.index, p.frames, alone=True) for p in job.pending]
 
     def is_complete(self, job_id: str) -> bool:

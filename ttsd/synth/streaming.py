@@ -78,27 +78,32 @@ class Streaming:
         """Fill free rows (unless not `fill`: the worker is stopping), then one frame step; False
         when nothing runs or waits. Raises LoopUnavailable (its rows are back with the scheduler)
         when the loop is off for good."""
-        self._apply_drops()
-        if fill:
-            self._fill(keeping)
-        if not len(self._stream):
-            return False
         try:
             with self._owner.renderer.engine_errors():
+                self._apply_drops()
+                if fill:
+                    self._fill(keeping)
+                if not len(self._stream):
+                    return False
                 spoken = self._stream.step()
         except LoopUnavailable:
             self._give_back(list(self._units))
             raise
         except EngineError as error:
-            running = list(self._units.values())
-            self._units.clear()
-            self._alone = False
-            self._owner.call_failed([unit for unit, _ in running], error)
-            for _, call in running:
-                self._owner.settle(call)
+            self._fail_running(error)
             return True
         self._hand_over(spoken, keeping)
         return True
+
+    def _fail_running(self, error: EngineError) -> None:
+        """The batch failed as a whole (out of memory, say): its rows fail together, as a call's do."""
+        running = list(self._units.values())
+        self._units.clear()
+        self._alone = False
+        self._stream.abandon()
+        self._owner.call_failed([unit for unit, _ in running], error)
+        for _, call in running:
+            self._owner.settle(call)
 
     def finish(self, keeping: DecodeLane | None) -> None:
         """Stopping: the rows already generating end and are kept (no new ones join), as a call in
@@ -138,10 +143,14 @@ class Streaming:
         renderer = self._owner.renderer
         for unit in units:
             crash_point("synthesis", unit.spec.name)
-        call = self._owner.call_started(units)
         tags = [(unit.job.id, unit.chunk.index) for unit in units]
-        requests = [renderer.row_request(unit) for unit in units]
+        try:
+            requests = [renderer.row_request(unit) for unit in units]
+        except EngineError as error:  # a reference file gone since the job was taken, say
+            self._owner.call_failed(units, error)
+            return
         budgets = [frame_budget([unit.chunk.text], renderer.max_frames) for unit in units]
+        call = self._owner.call_started(units)
         try:
             with renderer.engine_errors():
                 spoken = self._stream.admit(tags, requests, units[0].spec.generation.as_kwargs(), budgets)
@@ -181,7 +190,7 @@ class Streaming:
             return
         gone = [tag for tag, (unit, _) in self._units.items() if unit.job.id in dropped]
         if gone:
-            self._stream.drop(gone)
+            self._stream.drop(gone)  # raises before anything is dropped: the batch stays whole
             for tag in gone:
                 self._owner.settle(self._units.pop(tag)[1])
             if not self._units:

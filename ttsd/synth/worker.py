@@ -148,11 +148,11 @@ class Worker:
         """Admit newly queued jobs, forget lost ones, and run one generate call (or, with a running
         batch, one frame step); False when no chunk waited or ran."""
         streaming = self._streaming is not None and len(self._streaming) > 0
-        due = not streaming or self.wake.is_set() or time.monotonic() >= self._next_admit
-        admitted = self._admit() if admit and due else 0
-        if due:
-            self.wake.clear()
+        admitted = 0
+        if not streaming or self.wake.is_set() or time.monotonic() >= self._next_admit:
+            self.wake.clear()  # before the claim: a wake during it is then not lost
             self._next_admit = time.monotonic() + STREAM_ADMIT_S
+            admitted = self._admit() if admit else 0
             self._forget_lost()
         if self._streams is not False:
             ran = self._stream_step(keeping)
@@ -198,12 +198,11 @@ class Worker:
             return self._streaming.step(keeping)
         except LoopUnavailable:
             self._streaming, self._streams = None, False
+            self.renderer.loop_off = True
             self._ready()
             # The official path seeds a whole call: seeded chunks must now be spoken alone.
             with self._lock:
-                seeded = [job_id for job_id, held in self._held.items() if held.spec.seed is not None]
-            for job_id in seeded:
-                self.scheduler.isolate(job_id)
+                self.scheduler.isolate([job_id for job_id, held in self._held.items() if held.spec.seed is not None])
             return None
 
     def _step_safely(self, keeping: DecodeLane | None) -> bool:
@@ -388,8 +387,9 @@ class Worker:
 
     def _forget(self, job_id: str) -> None:
         self.scheduler.drop(job_id)
-        if self._streaming is not None:
-            self._streaming.drop_job(job_id)
+        streaming = self._streaming  # read once: the main thread may drop it meanwhile
+        if streaming is not None:
+            streaming.drop_job(job_id)
         with self._lock:
             self._held.pop(job_id, None)
 

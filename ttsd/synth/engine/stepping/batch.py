@@ -167,14 +167,36 @@ class RunningBatch:
         assert self._seen is not None
         old_width, new_width = self._mask.shape[1], mask.shape[1]
         width = max(old_width, new_width)
-        for old, new in zip(self._cache.layers, cache.layers, strict=True):
-            old.keys = torch.cat([_left_pad(old.keys, width - old_width), _left_pad(new.keys, width - new_width)])
-            old.values = torch.cat([_left_pad(old.values, width - old_width), _left_pad(new.values, width - new_width)])
-        self._mask = torch.cat([_left_pad_mask(self._mask, width), _left_pad_mask(mask, width)])
-        self.rows = self.rows + rows
-        self._last = torch.cat([self._last, first])
-        self._hidden = torch.cat([self._hidden, hidden])
-        self._seen = torch.cat([self._seen, seen])
+
+        def joined(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+            return torch.cat([_left_pad(old, width - old_width), _left_pad(new, width - new_width)])
+
+        # Everything is built before anything is replaced: running out of memory half way must
+        # leave the running batch as it was.
+        keys = [joined(old.keys, new.keys) for old, new in zip(self._cache.layers, cache.layers, strict=True)]
+        values = [joined(old.values, new.values) for old, new in zip(self._cache.layers, cache.layers, strict=True)]
+        state = (
+            torch.cat([_left_pad_mask(self._mask, width), _left_pad_mask(mask, width)]),
+            torch.cat([self._last, first]),
+            torch.cat([self._hidden, hidden]),
+            torch.cat([self._seen, seen]),
+        )
+        self._replace(self.rows + rows, keys, values, *state)
+
+    def _replace(
+        self,
+        rows: list[Row],
+        keys: list[torch.Tensor],
+        values: list[torch.Tensor],
+        mask: torch.Tensor,
+        last: torch.Tensor,
+        hidden: torch.Tensor,
+        seen: torch.Tensor,
+    ) -> None:
+        """Install a new state of the batch at once (no allocation happens here)."""
+        for layer, layer_keys, layer_values in zip(self._cache.layers, keys, values, strict=True):
+            layer.keys, layer.values = layer_keys, layer_values
+        self.rows, self._mask, self._last, self._hidden, self._seen = rows, mask, last, hidden, seen
         self._samplers_changed()
 
     def _samplers_changed(self) -> None:
@@ -287,23 +309,20 @@ class RunningBatch:
 
         if len(keep) == len(self.rows):
             return
-        self.rows = [self.rows[i] for i in keep]
         if not keep:
+            self.rows = []
             self._cache = self._mask = self._last = self._hidden = self._seen = None
             return
         assert self._mask is not None and self._last is not None and self._hidden is not None
         assert self._seen is not None
         index = torch.tensor(keep, dtype=torch.long, device=self._device)
-        for layer in self._cache.layers:
-            layer.batch_select_indices(index)
-        self._mask, self._last = self._mask[index], self._last[index]
-        self._hidden, self._seen = self._hidden[index], self._seen[index]
-        padding = int(self._mask.argmax(dim=1).min())
-        if padding:
-            self._mask = self._mask[:, padding:]
-            for layer in self._cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, padding:], layer.values[:, :, padding:]
-        self._samplers_changed()
+        mask = self._mask[index]
+        # Cache columns that are padding for every remaining row go too.
+        start = int(mask.argmax(dim=1).min())
+        keys = [layer.keys[index, :, start:] for layer in self._cache.layers]
+        values = [layer.values[index, :, start:] for layer in self._cache.layers]
+        state = (mask[:, start:], self._last[index], self._hidden[index], self._seen[index])
+        self._replace([self.rows[i] for i in keep], keys, values, *state)
 
 
 def _text_at(row: Row) -> torch.Tensor:

@@ -15,7 +15,6 @@ back to the official path for good (logged with the reason); the stream then ref
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -59,8 +58,6 @@ class LoopEngine(QwenEngine):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.loop_failed: str | None = None
-        self._settings: CallSettings | None = None
-        self._loop_lock = threading.Lock()
 
     def generate(
         self,
@@ -216,11 +213,20 @@ class Stream:
         return self._spoken(ended)
 
     def drop(self, tags: Sequence[Hashable]) -> None:
-        """Stop rows without a result (their job is gone)."""
+        """Stop rows without a result (their job is gone); on failure nothing is dropped."""
         if self._batch is not None:
             with self._engine._lock:
-                self._batch.drop(tags)
+                try:
+                    self._batch.drop(tags)
+                except Exception as exc:
+                    raise self._engine.fail_loop(exc) from exc
         self._forget(tags)
+
+    def abandon(self) -> None:
+        """Forget every row (the caller fails or re-queues them)."""
+        with self._engine._lock:
+            self._batch = None
+            self._requests.clear()
 
     def tags(self) -> list[Hashable]:
         """The rows running now."""
