@@ -281,3 +281,24 @@ def test_a_rows_audio_grows_while_it_is_generated(engines: Callable[[ModelKind],
     grown = np.concatenate(pieces)
     assert grown.shape == whole.shape and done[0].takes.frames[0] > 4 * WINDOW_FRAMES
     assert float(np.max(np.abs(grown - whole))) <= 2e-3
+
+
+def test_paused_rows_resume_with_the_official_codes(engines: Callable[[ModelKind], Pair]) -> None:
+    """Rows set aside while others step alone, then merged back, speak as if never paused."""
+    official, mine = engines("custom_voice")
+    stream = mine.stream()
+    long_rows = [SynthesisRequest(LONGER, speaker="ryan"), SynthesisRequest(LONGER + " Then rest.", speaker="vivian")]
+    short = SynthesisRequest(TEXTS[1], speaker="ryan")
+    done = {s.tag: s for s in stream.admit(["a", "b"], long_rows, GREEDY, [80, 80])}
+    for _ in range(3):
+        done.update((s.tag, s) for s in stream.step())
+    done.update((s.tag, s) for s in stream.admit(["short"], [short], GREEDY, [60]))
+    stream.pause(running=["short"])
+    assert stream.paused == 2 and len(stream) == 3
+    while "short" not in done:
+        done.update((s.tag, s) for s in stream.step())
+        assert stream.frames()["a"] == 3, "a paused row does not step"
+    while len(stream):
+        done.update((s.tag, s) for s in stream.step())
+    for tag, request, budget in (("a", long_rows[0], 80), ("b", long_rows[1], 80), ("short", short, 60)):
+        assert_same_codes(official.generate([request], GREEDY, None, budget), done[tag].takes)

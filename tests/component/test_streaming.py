@@ -386,14 +386,31 @@ def test_a_short_job_joins_a_free_row_at_the_next_step_and_is_delivered_first(
     assert [f["jobs"] for name, f in rig.events[before:] if name == wire.GENERATING] == [[short.id]]
     assert {job for job, _ in rig.rows()} == {long.id, short.id}
     assert not any(chunk.done for chunk in rig.store.chunks(long.id)), "no long chunk had ended"
+    stream = rig.worker._streaming._stream  # type: ignore[union-attr]
+    assert stream.paused == 3, "the short job steps alone while the long chunks wait"
 
     rig.step_until(lambda: rig.done(short))
+    rig.step()
+    assert stream.paused == 0, "then the long chunks step again"
     assert rig.job(long).state == JobState.RUNNING
     assert rig.call_of(long) in rig.open_calls(), "the long chunks are still being spoken"
     rig.drain()
     assert rig.finished == [short.id, long.id]
     assert_delivered(rig, long)
     assert_delivered(rig, short)
+    assert_every_call_settled(rig.events)
+
+
+def test_a_job_as_long_as_the_running_ones_does_not_pause_them(make_rig: MakeRig, loop_engine: LoopEngine) -> None:
+    rig = make_rig(loop_engine)
+    rig.add(" ".join(SENTENCES[:2]), "first", chunking=BY_SENTENCE)
+    rig.steps(3)
+    rig.add(SENTENCES[2], "second")
+    rig.worker.wake.set()
+    rig.step()
+    assert len(rig.rows()) == 3
+    assert rig.worker._streaming._stream.paused == 0  # type: ignore[union-attr]
+    rig.drain()
     assert_every_call_settled(rig.events)
 
 
@@ -786,7 +803,7 @@ def test_running_out_of_memory_while_rows_join_leaves_the_running_rows_whole(
             stream.admit(["b"], [SynthesisRequest("Hi.", speaker="ryan")], greedy, [40])
         assert raised.value.code == "out_of_memory"
         monkeypatch.setattr(batch_module, "_left_pad", real)
-        done = {}
+        done: dict[Any, Any] = {}
         while len(stream):
             done.update((s.tag, s) for s in stream.step())
         assert engine.loop_failed is None and set(done) == {"a"}

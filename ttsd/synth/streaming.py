@@ -5,6 +5,8 @@ frame step the free rows are filled from the chunk scheduler (most urgent job fi
 together); a chunk that ends leaves at once and goes to decoding, so its row is free at the next
 step. A job that arrives while the batch is full may still join, up to `HEADROOM` extra rows within
 the batch size's memory limit: a short job starts within one step, not after a long chunk ends.
+A job more urgent than the rows running (higher priority, or short beside long chunks) then steps
+alone while they wait, so it speaks at the speed of a small batch, not of the whole one.
 
 For crash attribution each admission is a "call": the jobs it brings are reported as generating, and
 the call counts as kept once every row it brought is kept.
@@ -33,6 +35,10 @@ log = logging.getLogger(__name__)
 
 HEADROOM: Final = 0.25
 """Extra rows, as a share of the batch size, for jobs that have no row running yet."""
+PAUSE_FRAMES: Final = 150
+"""A job of equal priority this short (12 s of speech) may have the others paused while it speaks."""
+PAUSE_CREDIT: Final = 300
+"""Steps of pause the others can owe at most (they earn one per step of everyone)."""
 
 
 class StreamOwner(Protocol):
@@ -65,6 +71,7 @@ class Streaming:
         self._dropped: set[str] = set()
         self._lock = threading.Lock()
         self._alone = False
+        self._credit = PAUSE_CREDIT
 
     def __len__(self) -> int:
         return len(self._stream)
@@ -92,8 +99,18 @@ class Streaming:
         except EngineError as error:
             self._fail_running(error)
             return True
+        self._count_step()
         self._hand_over(spoken, keeping)
         return True
+
+    def _count_step(self) -> None:
+        """Pausing costs credit, a step of everyone earns it; out of credit, the paused rows resume."""
+        if not self._stream.paused:
+            self._credit = min(PAUSE_CREDIT, self._credit + 1)
+            return
+        self._credit -= 1
+        if self._credit <= 0:
+            self._stream.resume()
 
     def _fail_running(self, error: EngineError) -> None:
         """The batch failed as a whole (out of memory, say): its rows fail together, as a call's do."""
@@ -167,6 +184,26 @@ class Streaming:
             self._units[tag] = (unit, call)
         self._alone = alone
         self._hand_over(spoken, keeping)
+        self._maybe_pause_others(units)
+
+    def _maybe_pause_others(self, units: list[Unit]) -> None:
+        """A job that just joined steps alone with its chunks while the others wait, when it is more
+        urgent: of higher priority, or of equal priority and short (at most `PAUSE_FRAMES` expected
+        frames, at most half what any other row still has to speak). A batch's step costs more the
+        more rows it has (on a CPU or an Apple GPU nearly in proportion), so a short job would
+        otherwise speak at the speed of the whole batch. The others' wait is paid from a credit
+        earned by their own steps, so they get at least half of all steps."""
+        joined = {unit.job.id for unit in units}
+        spoken = self._stream.frames()
+        others = [(unit, spoken.get(tag, 0)) for tag, (unit, _) in self._units.items() if unit.job.id not in joined]
+        if not others or self._stream.paused:
+            return
+        frames = sum(unit.piece.frames for unit in units)
+        priority, other_priority = min(u.job.priority for u in units), max(u.job.priority for u, _ in others)
+        shortest_left = min(unit.piece.frames - done for unit, done in others)
+        short = priority == other_priority and frames <= PAUSE_FRAMES and 2 * frames <= shortest_left
+        if (priority > other_priority or short) and self._credit >= frames:
+            self._stream.pause(running=[tag for tag, (unit, _) in self._units.items() if unit.job.id in joined])
 
     # -- leaving --------------------------------------------------------------------------------
 

@@ -14,8 +14,9 @@ every remaining row are dropped. This holds transformers' `DynamicCache` layout 
 
 from __future__ import annotations
 
+import copy
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -298,6 +299,31 @@ class RunningBatch:
         if ended:
             self._keep_only(keep)
         return ended
+
+    def split_off(self, tags: Collection[Hashable]) -> RunningBatch:
+        """Move the rows `tags` into a batch of their own, state and all (a paused batch is simply
+        not stepped); `absorb` brings them back, with the same codes to come."""
+        other = RunningBatch(self._talker, self._settings)
+        moving = [i for i, row in enumerate(self.rows) if row.tag in tags]
+        if not moving:
+            return other
+        # The new batch starts as a view of this one (own layer objects, shared tensors), then each
+        # keeps its own rows.
+        other._cache = copy.copy(self._cache)
+        other._cache.layers = [copy.copy(layer) for layer in self._cache.layers]
+        other.rows, other._mask, other._last = self.rows, self._mask, self._last
+        other._hidden, other._seen = self._hidden, self._seen
+        other._keep_only(moving)
+        self._keep_only([i for i in range(len(self.rows)) if i not in set(moving)])
+        return other
+
+    def absorb(self, other: RunningBatch) -> None:
+        """Merge the rows of `other` (split off before) back into this batch."""
+        if not other.rows:
+            return
+        assert other._mask is not None and other._last is not None
+        assert other._hidden is not None and other._seen is not None
+        self._merge(other.rows, other._cache, other._mask, other._last, other._hidden, other._seen)
 
     def drop(self, tags: Sequence[Hashable]) -> None:
         """Rows that must stop now (their job was cancelled), without a result."""

@@ -15,7 +15,7 @@ back to the official path for good (logged with the reason); the stream then ref
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -154,18 +154,58 @@ class Stream:
     def __init__(self, engine: LoopEngine) -> None:
         self._engine = engine
         self._batch: RunningBatch | None = None
+        self._paused: RunningBatch | None = None
         self._requests: dict[Hashable, tuple[SynthesisRequest, Mapping[str, Any], int, Any]] = {}
 
     def __len__(self) -> int:
-        return 0 if self._batch is None else len(self._batch)
+        """Rows in the stream, stepping or paused."""
+        return sum(len(batch) for batch in self._batches())
+
+    @property
+    def paused(self) -> int:
+        """Rows paused (see `pause`)."""
+        return 0 if self._paused is None else len(self._paused)
+
+    def _batches(self) -> list[RunningBatch]:
+        return [batch for batch in (self._batch, self._paused) if batch is not None]
 
     def frames(self) -> dict[Hashable, int]:
-        """Frames generated so far per running row."""
-        return {} if self._batch is None else self._batch.frames()
+        """Frames generated so far per row."""
+        return {tag: n for batch in self._batches() for tag, n in batch.frames().items()}
 
     def partial(self, tag: Hashable) -> Any:
-        """A running row's codes so far (F x 16 tensor), or None; see `RunningBatch.codes_of`."""
-        return None if self._batch is None else self._batch.codes_of(tag)
+        """A row's codes so far (F x 16 tensor), or None; see `RunningBatch.codes_of`."""
+        found = (batch.codes_of(tag) for batch in self._batches())
+        return next((codes for codes in found if codes is not None), None)
+
+    def pause(self, running: Collection[Hashable]) -> None:
+        """Step only the rows `running` until `resume` (or until none of them is left): the others
+        keep their state aside, so a short urgent row steps at the speed of a small batch."""
+        if self._batch is None:
+            return
+        with self._engine._lock:
+            try:
+                held = self._batch.split_off([tag for tag in self.tags() if tag not in running])
+                if self._paused is None:
+                    self._paused = held
+                else:
+                    self._paused.absorb(held)
+            except Exception as exc:
+                raise self._engine.fail_loop(exc) from exc
+
+    def resume(self) -> None:
+        """Every paused row steps again."""
+        if self._paused is None:
+            return
+        with self._engine._lock:
+            try:
+                if self._batch is None:
+                    self._batch = self._paused
+                else:
+                    self._batch.absorb(self._paused)
+                self._paused = None
+            except Exception as exc:
+                raise self._engine.fail_loop(exc) from exc
 
     def admit(
         self,
@@ -198,7 +238,10 @@ class Stream:
         return self._spoken(ended)
 
     def step(self) -> list[Spoken]:
-        """One frame for every row; the rows that ended."""
+        """One frame for every row not paused; the rows that ended. With none left stepping, the
+        paused rows resume."""
+        if self._batch is None or not len(self._batch):
+            self.resume()
         if self._batch is None or not len(self._batch):
             return []
         engine = self._engine
@@ -206,31 +249,31 @@ class Stream:
             try:
                 ended = self._batch.step()
             except Exception as exc:
-                tags = [row.tag for row in self._batch.rows]
-                self._batch = None
+                tags = self.tags()
+                self._batch = self._paused = None
                 self._forget(tags)
                 raise engine.fail_loop(exc) from exc
         return self._spoken(ended)
 
     def drop(self, tags: Sequence[Hashable]) -> None:
         """Stop rows without a result (their job is gone); on failure nothing is dropped."""
-        if self._batch is not None:
-            with self._engine._lock:
-                try:
-                    self._batch.drop(tags)
-                except Exception as exc:
-                    raise self._engine.fail_loop(exc) from exc
+        with self._engine._lock:
+            try:
+                for batch in self._batches():
+                    batch.drop(tags)
+            except Exception as exc:
+                raise self._engine.fail_loop(exc) from exc
         self._forget(tags)
 
     def abandon(self) -> None:
         """Forget every row (the caller fails or re-queues them)."""
         with self._engine._lock:
-            self._batch = None
+            self._batch = self._paused = None
             self._requests.clear()
 
     def tags(self) -> list[Hashable]:
-        """The rows running now."""
-        return [] if self._batch is None else [row.tag for row in self._batch.rows]
+        """The rows in the stream, stepping or paused."""
+        return [row.tag for batch in self._batches() for row in batch.rows]
 
     def _forget(self, tags: Sequence[Hashable]) -> None:
         for tag in tags:
