@@ -13,11 +13,14 @@ from typing import Any
 
 from ttsd.synth import wire
 
+Report = Callable[[str, dict[str, Any]], None]
+"""Where a worker says what it does (its supervisor, with the events of `ttsd.synth.wire`)."""
+
 
 class CallLedger:
     """Open calls and their rows not yet settled; thread-safe (rows are kept in a second thread)."""
 
-    def __init__(self, report: Callable[[str, dict[str, Any]], None]) -> None:
+    def __init__(self, report: Report) -> None:
         self._report = report
         self._open: dict[int, int] = {}
         self._count = 0

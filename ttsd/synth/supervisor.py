@@ -123,10 +123,10 @@ class Supervisor:
                 for _ in range(self._settings.max_concurrency_per_model):
                     self._processes.append(self._spawn(model, preload))
         # Outside the lock: even a non-blocking write must not hold up the other threads. A busy
-        # worker looks for new jobs before each call by itself.
+        # worker is woken too: its running batch takes new jobs at the next step, and its "busy" may
+        # be stale (it says "idle" only once its last job is kept).
         for process in running:
-            if process.activity != wire.BUSY:
-                process.send(wire.WAKE)
+            process.send(wire.WAKE)
 
     def _make_room(self, model: str) -> bool:
         """Whether one more model may load; if not, ask an idle worker of another model to exit."""

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -30,7 +30,7 @@ from ttsd.synth.engine.stepping.engine import LoopUnavailable
 from ttsd.synth.failures import SPACE_CHECK_S, SpaceWait, failure_of
 from ttsd.synth.keeping import Keeper
 from ttsd.synth.lease import LeaseHeartbeat
-from ttsd.synth.ledger import CallLedger
+from ttsd.synth.ledger import CallLedger, Report
 from ttsd.synth.pacing import expected_frames
 from ttsd.synth.rendering import Generated, Renderer, Unit
 from ttsd.synth.scheduler import ChunkScheduler, Piece
@@ -45,10 +45,6 @@ MIN_ACTIVE = 4
 WAKE_POLL_S = 1.0
 STREAM_ADMIT_S = 0.2
 """While a batch runs, how often the queue is asked for new jobs (unless woken by the supervisor)."""
-
-
-Report = Callable[[str, dict[str, Any]], None]
-"""Where a worker says what it does (its supervisor, with the events of `ttsd.synth.wire`)."""
 
 
 @dataclass
@@ -313,6 +309,8 @@ class Worker:
         """Every row of a call is kept: say so, and look again at the inbox (room may have opened)."""
         self.settle(generated.number, len(generated.units))
         self.context.on_batch_done()
+        if not self._held:
+            self.wake.set()  # the main loop then says "idle" now, not at its next poll
 
     def row_limit(self) -> tuple[int, int]:
         """Rows a running batch prefers, and the most it may hold (the memory bound)."""
