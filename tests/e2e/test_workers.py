@@ -183,3 +183,28 @@ def test_a_hung_worker_is_killed_and_its_job_runs_again(daemon_env: DaemonEnv) -
     assert document["state"] == "done" and document["attempts"] == 2, document
     assert "killing it as hung" in daemon.log()
     assert daemon.terminate() == 0
+
+
+def test_each_engine_speaks_and_status_names_it(daemon_env: DaemonEnv) -> None:
+    """ttsd's loop (the default) and the official qwen-tts path (`TTS_ENGINE=qwen-tts`) both speak
+    a seeded job the same way twice, and `ttsd status` names the engine its worker runs."""
+    for engine in ("ttsd", "qwen-tts"):
+        daemon = daemon_env.start(TTS_ENGINE=engine)
+        daemon.wait_ready()
+        for take in ("a", "b"):
+            job = {
+                "text": "Hello there, twice.",
+                "speaker": "Ryan",
+                "seed": 7,
+                "cache": False,
+                "output": f"{engine}-{take}",
+            }
+            daemon_env.drop_json(f"{engine}-{take}.json", job)
+            daemon_env.wait_state(f"{engine}-{take}", ("done",))
+        [worker] = wait_for(
+            lambda: [w for w in workers(daemon_env) if w.get("engine")], 30, "status to name the engine"
+        )
+        assert worker["engine"] == engine
+        takes = [(daemon_env.outbox / f"{engine}-{take}.wav").read_bytes() for take in ("a", "b")]
+        assert takes[0] == takes[1], "a seeded job sounds the same every time"
+        assert daemon.terminate() == 0
