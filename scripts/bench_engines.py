@@ -16,11 +16,10 @@ process spent per call: on a CPU that other work shares, wall times swing with t
 and CPU time is the steadier measure of the work a call took (the targets use the best wall time).
 
 First audio of a 600-character chunk: one row of that length (paced: it ends after a length that
-follows the text) streams through `LoopEngine.stream()`. When ttsd has a progressive decoder
-(`ttsd.synth.engine.progressive.ProgressiveDecoder`), the row's codes so far are fed to it after
-every step and the frames generated before its first audio are reported (target <= 25); without one
-that figure is None and the row's whole length stands beside it (without progressive decode, the
-first audio comes once the whole row is generated and decoded). See `progressive_decoder`, the hook.
+follows the text) streams through `LoopEngine.stream()`; the row's codes so far are fed to
+`ttsd.synth.engine.progressive.ProgressiveDecoder` after every step and the frames generated before
+its first audio are reported (target <= 25), beside the row's whole length (without progressive
+decode, the first audio comes once the whole row is generated and decoded).
 
 Widths: `tiny` (the test checkpoint; defaults B = 1,8,16,32, 48 frames) or `0.6b` (the published
 Qwen3-TTS-12Hz-0.6B talker and code-predictor widths with random weights, 1.2 GB built into the work
@@ -38,7 +37,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import importlib
 import json
 import os
 import statistics
@@ -51,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ttsd.synth.engine.base import DevicePlan, SynthesisRequest, Takes
+from ttsd.synth.engine.progressive import ProgressiveDecoder, speech_tokenizer_decoder
 from ttsd.synth.engine.qwen import QwenEngine
 from ttsd.synth.engine.stepping.engine import LoopEngine, Stream
 from ttsd.synth.engine.tiny import ensure_tiny_checkpoint
@@ -177,11 +176,11 @@ class FirstAudio:
     decode_s: float
     """One decode of the whole row: without progressive decode, its audio comes after row_s + this."""
     frames: int | None
-    """Frames generated when the progressive decoder gave the first audio (None: no decoder)."""
+    """Frames generated when the progressive decoder gave the first audio (None: the row spoke none)."""
     seconds: float | None
-    """Admission to the first audio, generation and decoding (None: no decoder)."""
-    decoder: str | None
-    """The progressive decoder used, in words; None when ttsd has none (or why it was unusable)."""
+    """Admission to the first audio, generation and decoding (None: the row spoke none)."""
+    decoder: str
+    """The progressive decoder used, in words."""
 
     @property
     def without_progressive_s(self) -> float:
@@ -351,28 +350,12 @@ def compare_at(
 # --- first audio -------------------------------------------------------------------------------------
 
 
-def progressive_decoder(engine: QwenEngine) -> tuple[Any | None, str | None]:
-    """THE HOOK: a progressive decoder for one row of `engine`'s model, and its description.
-
-    `ttsd.synth.engine.progressive` (the lead's module) is used when it is there: its
-    `ProgressiveDecoder(decode, samples_per_frame)` with `speech_tokenizer_decoder(tokenizer)` and
-    its defaults (window and context), fed the row's codes so far after every step, `finish`ed when
-    the row ends. (None, None) when the module does not exist; (None, why) when it exists but cannot
-    be built as written here (its API changed: adapt this function).
-    """
-    try:
-        module = importlib.import_module("ttsd.synth.engine.progressive")
-    except ModuleNotFoundError:
-        return None, None
-    try:
-        tokenizer = engine._model.model.speech_tokenizer
-        decoder = module.ProgressiveDecoder(
-            module.speech_tokenizer_decoder(tokenizer), int(tokenizer.get_decode_upsample_rate())
-        )
-        described = f"ProgressiveDecoder(window {decoder.window_frames}, context {decoder.context_frames})"
-    except (AttributeError, TypeError, ValueError) as exc:
-        return None, f"unusable progressive decoder ({type(exc).__name__}: {exc})"
-    return decoder, described
+def progressive_decoder(engine: QwenEngine) -> tuple[ProgressiveDecoder, str]:
+    """A progressive decoder (its default window and context) for one row of `engine`'s model, and
+    its description."""
+    tokenizer = engine._model.model.speech_tokenizer
+    decoder = ProgressiveDecoder(speech_tokenizer_decoder(tokenizer), int(tokenizer.get_decode_upsample_rate()))
+    return decoder, f"ProgressiveDecoder(window {decoder.window_frames}, context {decoder.context_frames})"
 
 
 def codes_so_far(stream: Stream, tag: Hashable) -> torch.Tensor:
@@ -402,7 +385,7 @@ def measure_first_audio(
     ended = stream.admit([FIRST_AUDIO_TAG], [request], {}, [budget])
     while not ended:
         ended = stream.step()
-        if decoder is None or first_frames is not None:
+        if first_frames is not None:
             continue
         codes = ended[0].takes.rows[0] if ended else codes_so_far(stream, FIRST_AUDIO_TAG)
         sync()
@@ -500,7 +483,7 @@ def first_audio_lines(first: FirstAudio | None) -> list[str]:
     if first is None:
         return []
     if first.frames is None:
-        progressive = f"with progressive decode: None ({first.decoder or 'ttsd has no progressive decoder yet'})"
+        progressive = f"with progressive decode: no audio ({first.decoder})"
     else:
         progressive = f"with progressive decode: after {first.frames} frames, {first.seconds:.2f}s ({first.decoder})"
     return [

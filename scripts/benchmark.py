@@ -87,7 +87,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
-from bench_engines import EngineBench, bench_engines, ensure_checkpoint
+from bench_engines import EngineBench, batch_list, bench_engines, ensure_checkpoint, positive
 from bench_engines import render as render_engines
 
 from ttsd.catalog import build_registry, checkpoint_kind
@@ -401,8 +401,7 @@ class Report:
         return min(ratios, default=None)
 
     def first_audio_frames(self) -> float | None:
-        """Frames generated before the first audio of a 600-character chunk (None: not measured, or
-        no progressive decoder)."""
+        """Frames generated before the first audio of a 600-character chunk (None: not measured)."""
         firsts = [bench.first_audio.frames for bench in self.engines if bench.first_audio is not None]
         return next((float(frames) for frames in firsts if frames is not None), None)
 
@@ -1718,19 +1717,6 @@ def report_json(report: Report) -> dict[str, Any]:
 
 
 # --- command line -----------------------------------------------------------------------------------
-
-
-def positive(raw: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(raw)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def batch_list(raw: str) -> tuple[int, ...]:
-    """argparse type: comma-separated batch sizes (may be empty)."""
-    return tuple(positive(part) for part in raw.split(",") if part.strip())
 
 
 def build_parser() -> argparse.ArgumentParser:

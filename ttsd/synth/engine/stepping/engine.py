@@ -53,8 +53,6 @@ class Spoken:
 class LoopEngine(QwenEngine):
     """A QwenEngine whose codes come from ttsd's own step loop."""
 
-    streams = True
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.loop_failed: str | None = None

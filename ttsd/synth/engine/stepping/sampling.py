@@ -72,7 +72,6 @@ class Sampler:
     def __init__(self, rows: Sequence[Sampling], device: Any) -> None:
         import torch
 
-        self.rows = tuple(rows)
         self.do_sample = torch.tensor([r.do_sample for r in rows], dtype=torch.bool, device=device)
         self.any_sample = any(r.do_sample for r in rows)
         self.temperature = _per_row([r.temperature for r in rows], device)
