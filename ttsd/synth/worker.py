@@ -85,8 +85,8 @@ class Worker:
         self._lock = threading.Lock()
         self._state = "starting"
         self.calls = CallLedger(report)
-        self._streams: bool | None = None
-        """Whether the engine runs a continuous batch (None: not known before it is loaded)."""
+        self._calls_only = False
+        """The engine speaks in generate calls only (the official path, or the loop failed here)."""
         self._streaming: Streaming | None = None
         self._next_admit = 0.0
         self._plan: dict[str, str] = {}
@@ -150,7 +150,7 @@ class Worker:
             self._next_admit = time.monotonic() + STREAM_ADMIT_S
             admitted = self._admit() if admit else 0
             self._forget_lost()
-        if self._streams is not False:
+        if not self._calls_only:
             ran = self._stream_step(keeping)
             if ran is not None:
                 return ran or admitted > 0
@@ -186,14 +186,14 @@ class Worker:
             except EngineError as error:  # the model cannot load: its jobs fail as in a call
                 self.call_failed([u for u in map(self.unit_of, self.scheduler.next_call()) if u is not None], error)
                 return True
-            self._streams = stream is not None
             if stream is None:
+                self._calls_only = True
                 return None
             self._streaming = Streaming(self, stream)
         try:
             return self._streaming.step(keeping)
         except LoopUnavailable:
-            self._streaming, self._streams = None, False
+            self._streaming, self._calls_only = None, True
             self.renderer.loop_off = True
             self._ready()
             # The official path seeds a whole call: seeded chunks must now be spoken alone.
