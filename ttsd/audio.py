@@ -1,21 +1,17 @@
-"""All signal processing on waveforms (mono float32): resampling, loudness, trimming, fades,
-joining chunks, and encoding into the delivered file formats."""
+"""All signal processing on waveforms (mono float32): resampling, loudness, trimming, fades and
+joining chunks. Encoding into file formats lives in ttsd.encoding."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
 import numpy as np
-import soundfile as sf
 
 PEAK_TARGET = 0.891  # -1 dBFS: headroom for lossy encoders
 EDGE_FADE_S = 0.008
 MAX_EDGE_SILENCE_S = 0.12
 _FRAME_S = 0.01
 _SILENCE_RATIO = 0.02  # a 10 ms frame quieter than 2% of the chunk's loudest frame counts as silence
-_SUBTYPES = {"wav": "PCM_16", "flac": "PCM_16", "ogg": "VORBIS", "mp3": "MPEG_LAYER_III"}
-_CONTAINERS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}
 
 
 def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
@@ -31,14 +27,6 @@ def peak_normalize(audio: np.ndarray) -> np.ndarray:
     """Scale so the loudest sample sits at -1 dBFS; silence stays silence."""
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     return audio if peak == 0.0 else (audio * (PEAK_TARGET / peak)).astype(np.float32)
-
-
-def encode(audio: np.ndarray, sample_rate: int, fmt: str) -> bytes:
-    """The bytes of an audio file of format `fmt` holding mono `audio`."""
-    buffer = io.BytesIO()
-    clipped = np.clip(audio, -1.0, 1.0)
-    sf.write(buffer, clipped, sample_rate, format=_CONTAINERS[fmt], subtype=_SUBTYPES[fmt])
-    return buffer.getvalue()
 
 
 def trim_edges(audio: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -22,6 +22,7 @@ import pytest
 
 from ttsd.catalog import ModelEntry, ModelKind
 from ttsd.delivery.outbox import Outbox
+from ttsd.encoding import AudioFormat
 from ttsd.errors import EngineError
 from ttsd.intake.intake import Intake, Outcome
 from ttsd.intake.jobfile import JobDefaults, parse_object
@@ -193,7 +194,7 @@ def scratch_dir(fallback: Path) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def write_audio(outbox: Outbox, name: str, fmt: str, audio: np.ndarray, sample_rate: int) -> AudioInfo:
+def write_audio(outbox: Outbox, name: str, fmt: AudioFormat, audio: np.ndarray, sample_rate: int) -> AudioInfo:
     """Deliver `name.fmt` at once, the way a worker does (staged, then installed)."""
     staged = outbox.stage_audio(name, fmt, audio, sample_rate)
     try:

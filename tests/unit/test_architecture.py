@@ -30,6 +30,7 @@ FOUNDATION = frozenset(
         "ttsd.templates",
         "ttsd.fsutil",
         "ttsd.audio",
+        "ttsd.encoding",
         "ttsd.names",
         "ttsd.faults",
         "ttsd.catalog",

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from ttsd.audio import encode, peak_normalize
+from ttsd.audio import peak_normalize
 from ttsd.delivery.status import STATUS_SUFFIX, read_status_document
+from ttsd.encoding import AudioFormat, encode
 from ttsd.errors import TtsdError
 from ttsd.faults import crash_point
 from ttsd.fsutil import atomic_write, folds_case, install_file, stage_file, sweep_temp_files
@@ -63,7 +64,7 @@ class Outbox:
         return self.path_for(name, STATUS_SUFFIX)
 
     def stage_audio(
-        self, name: str, fmt: str, audio: np.ndarray, sample_rate: int, normalize: bool = False
+        self, name: str, fmt: AudioFormat, audio: np.ndarray, sample_rate: int, normalize: bool = False
     ) -> StagedAudio:
         """Encode `name.fmt` into a hidden, fsynced temp file; nothing is visible until `install`."""
         if normalize:

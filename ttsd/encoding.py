@@ -1,0 +1,227 @@
+"""Encoding mono float32 audio into the delivered formats, whole or as a stream.
+
+Whole files of wav, flac, ogg (Vorbis) and mp3 come from libsndfile (soundfile), as they always
+have. Opus and AAC come from ffmpeg through PyAV, and so does every streamed flac and mp3, because
+libsndfile patches their headers by seeking back at the end, which a stream cannot do. A streamed
+ogg stays with libsndfile: PyAV's bundled ffmpeg has no libvorbis, and its own Vorbis encoder is
+experimental and stereo-only.
+
+PyAV is imported only where a format needs it: the supervisor imports this module through the
+outbox, and loading ffmpeg there would cost memory for nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from fractions import Fraction
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
+
+import numpy as np
+import soundfile as sf
+
+if TYPE_CHECKING:
+    from av.audio.stream import AudioStream
+    from av.container import OutputContainer
+
+AudioFormat = Literal["wav", "flac", "ogg", "mp3", "opus", "aac", "pcm"]
+FORMATS: tuple[AudioFormat, ...] = get_args(AudioFormat)
+SUFFIXES: dict[AudioFormat, str] = {fmt: f".{fmt}" for fmt in FORMATS}
+# What OpenAI's speech endpoint labels its responses with (its Ogg Opus is "audio/opus", its ADTS
+# "audio/aac"). For headerless pcm "audio/pcm" is what OpenAI-compatible servers send; "audio/L16"
+# (RFC 2586) would be wrong, as it means big-endian samples and ours are little-endian.
+MEDIA_TYPES: dict[AudioFormat, str] = {
+    "wav": "audio/wav",
+    "flac": "audio/flac",
+    "ogg": "audio/ogg",
+    "mp3": "audio/mpeg",
+    "opus": "audio/opus",
+    "aac": "audio/aac",
+    "pcm": "audio/pcm",
+}
+
+# libsndfile's (container, subtype) for the formats it writes. pcm is its headerless RAW, so raw
+# samples convert exactly as a wav file's do.
+_SOUNDFILE = {
+    "wav": ("WAV", "PCM_16"),
+    "flac": ("FLAC", "PCM_16"),
+    "ogg": ("OGG", "VORBIS"),
+    "mp3": ("MP3", "MPEG_LAYER_III"),
+    "pcm": ("RAW", "PCM_16"),
+}
+# ffmpeg's (muxer, encoder) for the formats PyAV writes: Ogg Opus, ADTS AAC, and the streamed flac/mp3.
+_PYAV = {
+    "opus": ("ogg", "libopus"),
+    "aac": ("adts", "aac"),
+    "flac": ("flac", "flac"),
+    "mp3": ("mp3", "libmp3lame"),
+}
+_FALLBACK_RATE = 48000  # for an encoder with a fixed list of rates that lacks the audio's
+_OGG_PAGE_US = "100000"  # ffmpeg's 1 s default would hold back the first second of a stream
+_UNKNOWN_SIZE = 0xFFFFFFFF
+
+
+def encode(audio: np.ndarray, sample_rate: int, fmt: AudioFormat) -> bytes:
+    """The bytes of a whole audio file of format `fmt` holding mono `audio`, clipped to [-1, 1].
+
+    opus is Ogg Opus. libopus takes only 8, 12, 16, 24 and 48 kHz, so audio at any other rate is
+    resampled to 48 kHz on the way in, by the AudioResampler PyAV runs in front of the encoder (so
+    is audio at a rate the aac or mp3 encoder lacks). aac is an ADTS stream, which a decoder plays
+    with the encoder's 1024 priming samples in front: ADTS has no field to say to drop them. pcm is
+    raw signed 16-bit little-endian mono samples at `sample_rate`, no header (OpenAI's pcm).
+    """
+    if fmt not in _SOUNDFILE:
+        encoder = StreamEncoder(fmt, sample_rate)
+        return encoder.feed(audio) + encoder.finish()
+    container, subtype = _SOUNDFILE[fmt]
+    buffer = io.BytesIO()
+    clipped = np.clip(audio, -1.0, 1.0)
+    sf.write(buffer, clipped, sample_rate, format=container, subtype=subtype, endian=_endian(container))
+    return buffer.getvalue()
+
+
+class StreamEncoder:
+    """One file of format `fmt`, encoded piece by piece as the audio arrives.
+
+    Everything `feed` and `finish` return, concatenated, is one valid file. wav and pcm come back
+    at once; the compressed formats buffer a little (a codec frame, an Ogg page) and may return
+    b"" until they have some. A streamed wav says 0xFFFFFFFF for its sizes, as streaming servers
+    do, since the length is unknown until the end; a streamed flac has no total in its STREAMINFO
+    and a streamed mp3 no LAME tag, so its decoder keeps the encoder's delay (about 1100 samples)
+    in front. Rates are as in `encode`.
+    """
+
+    def __init__(self, fmt: AudioFormat, sample_rate: int) -> None:
+        self._sink = _Sink()
+        self._writer: _Writer
+        if fmt in _PYAV:
+            self._writer = _PyAVWriter(self._sink, fmt, sample_rate)
+        else:
+            if fmt == "wav":
+                self._sink.write(_wav_stream_header(sample_rate))
+            self._writer = _SoundfileWriter(self._sink, "pcm" if fmt == "wav" else fmt, sample_rate)
+
+    def feed(self, audio: np.ndarray) -> bytes:
+        """Encode the next piece of audio; the bytes ready now, maybe none."""
+        if audio.size:
+            self._writer.write(np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False))
+        return self._sink.drain()
+
+    def finish(self) -> bytes:
+        """Flush the encoder and close the file: the last bytes."""
+        self._writer.close()
+        return self._sink.drain()
+
+
+class _Sink:
+    """A forward-only in-memory file that the encoders write into and the stream drains. It says it
+    cannot seek, so no muxer goes back to patch what was already sent."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._position = 0
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(data)
+        self._position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        # libsndfile seeks in place to learn the position and length; the end is always here.
+        target = offset if whence == io.SEEK_SET else self._position + offset
+        if target != self._position:
+            raise io.UnsupportedOperation("a stream cannot seek")
+        return self._position
+
+    def seekable(self) -> bool:
+        return False
+
+    def drain(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+
+class _Writer(Protocol):
+    def write(self, audio: np.ndarray) -> None: ...
+    def close(self) -> None: ...
+
+
+class _SoundfileWriter:
+    """libsndfile writing into the sink as the samples arrive."""
+
+    def __init__(self, sink: _Sink, fmt: str, sample_rate: int) -> None:
+        container, subtype = _SOUNDFILE[fmt]
+        self._file = sf.SoundFile(
+            sink, "w", samplerate=sample_rate, channels=1, format=container, subtype=subtype, endian=_endian(container)
+        )
+
+    def write(self, audio: np.ndarray) -> None:
+        self._file.write(audio)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _PyAVWriter:
+    """An ffmpeg encoder and muxer writing into the sink. Frames carry their position, so Ogg's
+    granule positions (and with them Opus's end trimming) come out exact."""
+
+    def __init__(self, sink: _Sink, fmt: str, sample_rate: int) -> None:
+        import av
+        from av.audio.stream import AudioStream
+
+        muxer, codec = _PYAV[fmt]
+        rates = av.Codec(codec, "w").audio_rates
+        # bitexact: the same audio always gives the same bytes (no random Ogg serial, no version tag).
+        options = {"fflags": "+bitexact"} | ({"page_duration": _OGG_PAGE_US} if muxer == "ogg" else {})
+        self._container: OutputContainer = av.open(sink, "w", format=muxer, container_options=options)
+        stream = self._container.add_stream(
+            codec,
+            rate=sample_rate if not rates or sample_rate in rates else _FALLBACK_RATE,
+            layout="mono",
+            options={"flags": "+bitexact"},
+        )
+        assert isinstance(stream, AudioStream)
+        self._stream: AudioStream = stream
+        self._rate = sample_rate
+        self._fed = 0
+
+    def write(self, audio: np.ndarray) -> None:
+        from av import AudioFrame
+
+        frame = AudioFrame.from_ndarray(audio.reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate = self._rate
+        frame.time_base = Fraction(1, self._rate)
+        frame.pts = self._fed
+        self._fed += len(audio)
+        self._container.mux(self._stream.encode(frame))
+
+    def close(self) -> None:
+        self._container.mux(self._stream.encode(None))
+        self._container.close()
+
+
+def _endian(container: str) -> str:
+    """RAW would take the machine's byte order; every other container fixes its own."""
+    return "LITTLE" if container == "RAW" else "FILE"
+
+
+def _wav_stream_header(sample_rate: int) -> bytes:
+    """A RIFF/WAVE header for 16-bit mono PCM of unknown length."""
+    fmt_chunk = struct.pack("<HHIIHH", 1, 1, sample_rate, sample_rate * 2, 2, 16)
+    return b"".join(
+        [
+            b"RIFF",
+            struct.pack("<I", _UNKNOWN_SIZE),
+            b"WAVE",
+            b"fmt ",
+            struct.pack("<I", len(fmt_chunk)),
+            fmt_chunk,
+            b"data",
+            struct.pack("<I", _UNKNOWN_SIZE),
+        ]
+    )
