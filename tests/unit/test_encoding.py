@@ -1,5 +1,5 @@
-"""Encoding into every delivered format, whole and streamed: each result is decoded back with PyAV
-and measured."""
+"""Encoding into every delivered format, whole and streamed, and the speed change: each result is
+decoded back with PyAV and measured."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import av
 import numpy as np
 import pytest
 
+from ttsd.audio import SPEED_RANGE, change_speed
 from ttsd.encoding import FORMATS, MEDIA_TYPES, SUFFIXES, AudioFormat, StreamEncoder, encode
 
 RATE = 24_000
@@ -58,6 +59,11 @@ def opus_input_rate(data: bytes) -> int:
 def stream(fmt: AudioFormat, audio: np.ndarray, pieces: int, rate: int = RATE) -> list[bytes]:
     encoder = StreamEncoder(fmt, rate)
     return [encoder.feed(piece) for piece in np.array_split(audio, pieces)] + [encoder.finish()]
+
+
+def dominant_hz(audio: np.ndarray, rate: int = RATE) -> float:
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    return float(np.argmax(spectrum) * rate / len(audio))
 
 
 # -- the formats ----------------------------------------------------------------------------------
@@ -153,3 +159,30 @@ def test_a_wav_stream_header_says_its_length_is_unknown() -> None:
 def test_a_pcm_stream_is_the_whole_pcm() -> None:
     audio = noise(0.5)
     assert b"".join(stream("pcm", audio, pieces=7)) == encode(audio, RATE, "pcm")
+
+
+# -- speed ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("speed", [0.25, 0.5, 2.0, 4.0])
+def test_a_speed_change_scales_the_duration(speed: float) -> None:
+    faster = change_speed(tone(1.0), RATE, speed)
+    assert abs(len(faster) / RATE - 1.0 / speed) <= 0.03 / speed
+
+
+@pytest.mark.parametrize("speed", [0.25, 0.5, 2.0, 4.0])
+def test_a_speed_change_keeps_the_pitch(speed: float) -> None:
+    faster = change_speed(tone(1.0), RATE, speed)
+    assert dominant_hz(faster) == pytest.approx(440.0, rel=0.02)
+
+
+def test_speed_one_returns_the_input_untouched() -> None:
+    audio = tone(0.5)
+    assert change_speed(audio, RATE, 1.0) is audio
+
+
+@pytest.mark.parametrize("speed", [0.2, 4.5, float("nan")])
+def test_a_speed_outside_the_range_is_refused(speed: float) -> None:
+    low, high = SPEED_RANGE
+    with pytest.raises(ValueError, match=rf"\[{low}, {high}\]"):
+        change_speed(tone(0.5), RATE, speed)
