@@ -62,16 +62,22 @@ def fade_edges(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     return faded
 
 
+def chunk_piece(audio: np.ndarray, pause_ms: int, sample_rate: int, alone: bool) -> np.ndarray:
+    """One chunk's share of the joined waveform: trimmed and faded, then its pause. A job's only
+    chunk (`alone`) is exactly what the model made. A stream sends these pieces as they come, and
+    their concatenation is `join_chunks`' result."""
+    if alone:
+        return np.asarray(audio, dtype=np.float32)
+    piece = fade_edges(trim_edges(audio, sample_rate), sample_rate)
+    if pause_ms <= 0:
+        return piece
+    return np.concatenate([piece, np.zeros(int(sample_rate * pause_ms / 1000), dtype=np.float32)])
+
+
 def join_chunks(chunks: Sequence[np.ndarray], pauses_ms: Sequence[int], sample_rate: int) -> np.ndarray:
-    """One waveform: every chunk trimmed and faded, followed by its pause. A single chunk is
-    returned as it is, so a short job's audio is exactly what the model made."""
-    if len(chunks) == 1:
-        return np.asarray(chunks[0], dtype=np.float32)
-    parts: list[np.ndarray] = []
-    for audio, pause_ms in zip(chunks, pauses_ms, strict=True):
-        parts.append(fade_edges(trim_edges(audio, sample_rate), sample_rate))
-        if pause_ms > 0:
-            parts.append(np.zeros(int(sample_rate * pause_ms / 1000), dtype=np.float32))
+    """One waveform: every chunk trimmed and faded, followed by its pause (see `chunk_piece`)."""
+    alone = len(chunks) == 1
+    parts = [chunk_piece(a, p, sample_rate, alone) for a, p in zip(chunks, pauses_ms, strict=True)]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 

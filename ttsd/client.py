@@ -8,9 +8,7 @@ under a hidden temp name (which intake ignores) and then hard-linked or renamed 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -22,7 +20,6 @@ from ttsd.delivery.status import STATUS_SUFFIX, is_terminal, read_status_documen
 from ttsd.errors import TtsdError
 from ttsd.fsutil import link_new, stage_file
 from ttsd.jobqueue.tables import DaemonRecord
-from ttsd.names import sanitize_name
 from ttsd.ops.lock import daemon_running
 
 POLL_S = 0.1
@@ -55,15 +52,6 @@ class InboxCrowded(TtsdError):
     """Every name a job file could take is held by a file still waiting in the inbox."""
 
     code = "inbox_crowded"
-
-
-def default_output_name(job: Mapping[str, Any]) -> str:
-    """A readable name for a job that sets no `output`: its first words plus a short hash of the
-    whole job, so two different jobs with the same text never share a name."""
-    words = re.findall(r"\w+", str(job.get("text", "")).lower())[:5]
-    fields = {key: value for key, value in job.items() if key != "output"}
-    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()[:6]
-    return sanitize_name("-".join([*words, digest]) if words else f"job-{digest}")[:60]
 
 
 def job_bytes(job: Mapping[str, Any]) -> bytes:

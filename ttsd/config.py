@@ -3,6 +3,7 @@ explicit overrides (in rising precedence), validated once, with the source of ev
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ttsd.errors import ConfigError
 from ttsd.templates import DRAIN_PLACEHOLDERS, JOB_PLACEHOLDERS, parse_template
@@ -36,6 +37,28 @@ def default_stable_s() -> float:
     also sees whether a process still holds the file open for writing, so the window is only a safety
     net; elsewhere (macOS) it is the whole rule, and a longer one lets a slow writer pause."""
     return 0.3 if sys.platform.startswith("linux") else 2.0
+
+
+def parse_http_address(address: str) -> tuple[str, int]:
+    """`host:port` (`[v6]:port` for IPv6, or a bare port for loopback) -> (host, port)."""
+    text = address.strip()
+    if text.isdigit():
+        text = f"127.0.0.1:{text}"
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port (like 127.0.0.1:8765), got {address!r}")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(BaseModel):
@@ -99,6 +122,17 @@ class Settings(BaseModel):
     hook_timeout_s: float = Field(30.0, gt=0, le=3600)
     notify: bool = False
 
+    # The HTTP front door (ttsd.http): off unless an address is given. Any local user can reach a
+    # loopback port; binding anything else needs `api_key`.
+    http: str | None = None
+    api_key: str | None = Field(None, min_length=16)
+    # How `POST /v1/tts` hands back audio: inline (base64) or as a URL to fetch (file).
+    output_mode: Literal["base64", "file"] = "base64"
+    cors_origins: tuple[str, ...] = ()
+    http_max_body_bytes: int = Field(1024**2, ge=1024, le=64 * 1024**2)
+    # How long a request that answers with audio waits for its job; the job itself goes on after.
+    http_wait_s: float = Field(600.0, gt=0)
+
     @field_validator("inbox", "outbox", "state_dir")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
@@ -134,6 +168,21 @@ class Settings(BaseModel):
         parse_template(template, placeholders)
         return template
 
+    @field_validator("http")
+    @classmethod
+    def _http_address(cls, address: str | None) -> str | None:
+        if address is None or not address.strip():
+            return None
+        parse_http_address(address)
+        return address.strip()
+
+    @model_validator(mode="after")
+    def _key_for_open_binds(self) -> Settings:
+        # Anyone on the network could otherwise queue work, read every job and fetch its audio.
+        if self.http is not None and not is_loopback(parse_http_address(self.http)[0]) and not self.api_key:
+            raise ValueError(f"http binds {self.http}, which is not a loopback address: set TTS_API_KEY as well")
+        return self
+
     @property
     def db_path(self) -> Path:
         """The queue database inside the state directory."""
@@ -148,6 +197,11 @@ class Settings(BaseModel):
     def voices_dir(self) -> Path:
         """Reference recordings for voice-clone jobs (`ref_audio` names a file here)."""
         return self.inbox / VOICES_DIR
+
+    @property
+    def voices_cache(self) -> Path:
+        """What `ttsd voices` found in the checkpoints last time (finding them is slow)."""
+        return self.state_dir / "voices.json"
 
     @property
     def models_dir(self) -> Path:
@@ -213,7 +267,7 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
         try:
             if name == "models":
                 values[name] = _parse_models(raw)
-            elif name == "preload_models":
+            elif name in ("preload_models", "cors_origins"):
                 values[name] = tuple(part.strip() for part in raw.split(",") if part.strip())
             else:
                 values[name] = raw
@@ -271,9 +325,26 @@ def load_settings(
     try:
         settings = Settings(**merged)
     except ValidationError as exc:
-        problems = "; ".join(f"{_setting_label(str(err['loc'][0]), sources)}: {err['msg']}" for err in exc.errors())
+        problems = "; ".join(_problem(err["loc"], err["msg"], sources) for err in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from exc
     return LoadedSettings(settings=settings, sources=sources, config_file=config_file)
+
+
+def with_override(loaded: LoadedSettings, field: str, value: Any) -> LoadedSettings:
+    """`loaded` with one more setting given as a flag, validated like every other."""
+    merged = {**loaded.settings.model_dump(exclude_unset=True), field: value}
+    sources = {**loaded.sources, field: "flag"}
+    try:
+        settings = Settings(**merged)
+    except ValidationError as exc:
+        problems = "; ".join(_problem(err["loc"], err["msg"], sources) for err in exc.errors())
+        raise ConfigError(f"invalid settings: {problems}") from exc
+    return LoadedSettings(settings=settings, sources=sources, config_file=loaded.config_file)
+
+
+def _problem(loc: tuple[int | str, ...], message: str, sources: Mapping[str, str]) -> str:
+    # A check across several settings has no single field to name.
+    return f"{_setting_label(str(loc[0]), sources)}: {message}" if loc else message.removeprefix("Value error, ")
 
 
 def _setting_label(field: str, sources: Mapping[str, str]) -> str:

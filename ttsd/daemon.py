@@ -22,6 +22,7 @@ from ttsd.delivery.outbox import Outbox
 from ttsd.delivery.publish import StatusPublisher, publish, rebuild_status_files
 from ttsd.errors import TtsdError
 from ttsd.fsutil import make_folder
+from ttsd.http.front_door import HttpFrontDoor
 from ttsd.intake.intake import Intake, IntakeSettings
 from ttsd.intake.watcher import Hint, InboxWatcher
 from ttsd.joblog import job_extra
@@ -55,6 +56,7 @@ class _Parts:
     workers: Supervisor
     publisher: StatusPublisher
     daemon_id: str
+    front_door: HttpFrontDoor | None
 
 
 class Daemon:
@@ -119,6 +121,9 @@ class Daemon:
         intake = Intake(
             intake_settings, store, outbox, hints, self.stop_event, on_enqueued=workers.ensure, publisher=publisher
         )
+        front_door = None
+        if settings.http is not None:
+            front_door = HttpFrontDoor.build(settings, store, publisher, workers, self.stop_event)
         return _Parts(
             store=store,
             outbox=outbox,
@@ -129,6 +134,7 @@ class Daemon:
             workers=workers,
             publisher=publisher,
             daemon_id=record.id,
+            front_door=front_door,
         )
 
     def _start(self, parts: _Parts) -> None:
@@ -140,6 +146,8 @@ class Daemon:
             parts.workers.ensure(model, preload=True)
         for model in parts.store.models_with_queued_jobs():
             parts.workers.ensure(model)
+        if parts.front_door is not None:
+            parts.front_door.start()
         log.info(
             "ttsd %s serving %s -> %s (state %s)", __version__, settings.inbox, settings.outbox, settings.state_dir
         )
@@ -204,6 +212,8 @@ class Daemon:
         store = parts.store
         log.info("stopping: no new claims; waiting up to %.0fs for running work", self.settings.shutdown_grace_s)
         self.stop_event.set()
+        if parts.front_door is not None:
+            parts.front_door.stop()
         parts.watcher.stop()
         parts.intake.join(timeout=5)
         parts.workers.stop(self.settings.shutdown_grace_s, self.hurry)

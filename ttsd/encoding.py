@@ -15,7 +15,8 @@ from __future__ import annotations
 import io
 import struct
 from fractions import Fraction
-from typing import TYPE_CHECKING, Literal, Protocol, get_args
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, cast, get_args
 
 import numpy as np
 import soundfile as sf
@@ -39,6 +40,12 @@ MEDIA_TYPES: dict[AudioFormat, str] = {
     "aac": "audio/aac",
     "pcm": "audio/pcm",
 }
+
+
+def media_type(fmt: str) -> str:
+    """The Content-Type of audio in format `fmt` (a format name as the queue stores it)."""
+    return MEDIA_TYPES.get(cast("AudioFormat", fmt), "application/octet-stream")
+
 
 # libsndfile's (container, subtype) for the formats it writes. pcm is its headerless RAW, so raw
 # samples convert exactly as a wav file's do.
@@ -78,6 +85,25 @@ def encode(audio: np.ndarray, sample_rate: int, fmt: AudioFormat) -> bytes:
     clipped = np.clip(audio, -1.0, 1.0)
     sf.write(buffer, clipped, sample_rate, format=container, subtype=subtype, endian=_endian(container))
     return buffer.getvalue()
+
+
+def decode_file(path: Path, fmt: AudioFormat, sample_rate: int) -> np.ndarray:
+    """A delivered file of format `fmt` back as mono float32 at `sample_rate` (a stream's tail is
+    taken from it when the chunk files it would have come from are gone)."""
+    if fmt in _SOUNDFILE:
+        container, subtype = _SOUNDFILE[fmt]
+        raw = {"samplerate": sample_rate, "channels": 1, "subtype": subtype, "endian": "LITTLE"} if fmt == "pcm" else {}
+        audio, _rate = sf.read(path, dtype="float32", always_2d=True, format=container if raw else None, **raw)
+        return np.asarray(audio.mean(axis=1), dtype=np.float32)
+    import av
+
+    pieces: list[np.ndarray] = []
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    with av.open(str(path)) as source:
+        for frame in source.decode(audio=0):
+            pieces.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
+    pieces.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
+    return np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, dtype=np.float32)
 
 
 class StreamEncoder:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
+from ttsd.encoding import AudioFormat
+
 SCHEMA_VERSION = 1  # of job files and status files
-AudioFormat = Literal["wav", "flac", "ogg", "mp3"]
 
 
 def _digest(value: Any) -> str:
@@ -62,10 +63,15 @@ class JobSpec(BaseModel):
     chunk_max_chars: int
     gap_ms: int | None
     normalize: bool
+    speed: float = 1.0
 
     def content_key(self) -> str:
         """Identity of the job as dropped: the same resolved job twice is one job."""
-        return _digest(self.model_dump(mode="json"))
+        fields = self.model_dump(mode="json")
+        if self.speed == 1.0:
+            # Jobs recorded before `speed` existed keep their keys: dropped again, they are still one job.
+            del fields["speed"]
+        return _digest(fields)
 
     def batch_key(self) -> str:
         """Jobs with equal keys can share one generate call: same model, kind and sampling.

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import unicodedata
+from collections.abc import Mapping
+from typing import Any
 
 MAX_NAME_CHARS = 100
 # File systems cap a name at 255 bytes (ext4) or 255 UTF-8 bytes / UTF-16 units (APFS, HFS+). 100
@@ -69,3 +74,12 @@ def name_key(name: str) -> str:
     with equal keys are one file there. Output names are already NFC (`name_problem` refuses the
     rest), so a file system that also ignores Unicode normalisation merges no further names."""
     return unicodedata.normalize("NFC", name).casefold()
+
+
+def default_output_name(job: Mapping[str, Any]) -> str:
+    """A readable name for a job that sets no `output`: its first words plus a short hash of the
+    whole job, so two different jobs with the same text never share a name."""
+    words = re.findall(r"\w+", str(job.get("text", "")).lower())[:5]
+    fields = {key: value for key, value in job.items() if key != "output"}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()[:6]
+    return sanitize_name("-".join([*words, digest]) if words else f"job-{digest}")[:60]

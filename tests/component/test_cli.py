@@ -19,7 +19,6 @@ import ttsd.daemon as daemon_module
 from tests.support.fakes import deny_access
 from ttsd.cli import main
 from ttsd.cli.views import progress_line
-from ttsd.client import default_output_name
 from ttsd.config import Settings
 from ttsd.delivery.outbox import Outbox
 from ttsd.fsutil import hold_lock
@@ -28,6 +27,7 @@ from ttsd.intake.jobfile import job_defaults, parse_object
 from ttsd.jobqueue.records import AudioInfo, Rejection, RunInfo
 from ttsd.jobqueue.store import Store
 from ttsd.jobqueue.tables import Job
+from ttsd.names import default_output_name
 from ttsd.ops.lock import daemon_lock
 
 

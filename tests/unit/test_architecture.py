@@ -46,7 +46,7 @@ RANKS: tuple[frozenset[str], ...] = (
     frozenset({"ttsd.jobqueue"}),
     frozenset({"ttsd.delivery"}),
     frozenset({"ttsd.intake", "ttsd.synth"}),
-    frozenset({"ttsd.ops", "ttsd.client"}),
+    frozenset({"ttsd.ops", "ttsd.client", "ttsd.http"}),
     frozenset({"ttsd.daemon"}),
     frozenset({"ttsd.cli", "ttsd.__main__"}),
 )

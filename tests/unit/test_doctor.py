@@ -238,7 +238,7 @@ def test_the_recorded_settings_count_only_while_their_daemon_holds_the_lock(tmp_
 
 
 def test_nothing_named_like_a_secret_is_recorded_or_shown(tmp_path: Path) -> None:
-    assert not [name for name in Settings.model_fields if is_secret(name)], "settings hold no secret today"
+    assert [name for name in Settings.model_fields if is_secret(name)] == ["api_key"]
     assert all(is_secret(name) for name in ("hf_token", "api_key", "webhook_secret", "smtp_password"))
     loaded = _folders(tmp_path)
     settings = loaded.settings
@@ -251,6 +251,7 @@ def test_nothing_named_like_a_secret_is_recorded_or_shown(tmp_path: Path) -> Non
         atomic_write(record, json.dumps(document).encode("utf-8"))
         recorded = running_daemon_settings(settings)
         assert recorded is not None and "hf_token" not in recorded.settings
+        assert "api_key" not in recorded.settings and "api_key" not in record.read_text(encoding="utf-8")
 
 
 def test_doctor_blocks_on_the_inbox_problem_the_running_daemon_recorded(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ttsd.catalog import build_registry
+from ttsd.encoding import FORMATS
 from ttsd.errors import JobRejected
 from ttsd.intake.jobfile import (
     JOB_SUFFIXES,
@@ -124,6 +125,7 @@ def test_every_field_is_carried_through() -> None:
         "cache": False,
         "chunking": {"max_chars": 200, "gap_ms": 150},
         "normalize": True,
+        "speed": 1.25,
     }
     spec = accepted(job)
     assert spec.model_dump(exclude={"generation"}) == {
@@ -145,6 +147,7 @@ def test_every_field_is_carried_through() -> None:
         "chunk_max_chars": 200,
         "gap_ms": 150,
         "normalize": True,
+        "speed": 1.25,
     }
     assert spec.generation.as_kwargs() == {"temperature": 0.7, "top_k": 40, "do_sample": True}
 
@@ -307,7 +310,9 @@ def test_unknown_fields_are_refused_by_name(job: Job, field: str, allowed: str) 
         ({"text": "x", "cache": "true"}, "cache"),
         ({"text": "x", "cache": 1}, "cache"),
         ({"text": "x", "normalize": None}, "normalize"),
-        ({"text": "x", "format": "aac"}, "format"),
+        ({"text": "x", "format": "m4a"}, "format"),
+        ({"text": "x", "speed": 0.2}, "speed"),
+        ({"text": "x", "speed": "fast"}, "speed"),
         ({"text": "x", "format": "WAV"}, "format"),
         ({"text": "x", "sample_rate": 24_000.0}, "sample_rate"),
         ({"text": "x", "sample_rate": 100}, "sample_rate"),
@@ -598,6 +603,7 @@ FIELD_CHANGES: dict[str, Job] = {
     "cache": {"cache": False},
     "chunking": {"chunking": {"gap_ms": 10}},
     "normalize": {"normalize": True},
+    "speed": {"speed": 2.0},
 }
 
 
@@ -634,7 +640,7 @@ valid_jobs = st.fixed_dictionaries(
         "speaker": st.sampled_from(["Vivian", "Ryan"]),
         "priority": st.integers(-1_000_000, 1_000_000),
         "seed": st.integers(0, 2**32 - 1),
-        "format": st.sampled_from(["wav", "flac", "ogg", "mp3"]),
+        "format": st.sampled_from(FORMATS),
         "cache": st.booleans(),
         "normalize": st.booleans(),
         "id": st.text(alphabet="abc-123", max_size=10),

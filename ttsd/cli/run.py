@@ -13,13 +13,17 @@ from ttsd.fsutil import make_folder, probe_folder
 
 
 @main.command()
+@click.option("--http", "http_address", metavar="HOST:PORT", help="Also serve the HTTP API here (TTS_HTTP).")
 @pass_context
-def run(ctx: Context) -> None:
+def run(ctx: Context, http_address: str | None) -> None:
     """Run the daemon in the foreground (what the LaunchAgent starts)."""
+    from ttsd.config import with_override
     from ttsd.daemon import run_daemon
     from ttsd.ops.effective import record_effective_settings
     from ttsd.ops.logs import log_file_path, setup_logging
 
+    if http_address is not None:
+        ctx.loaded = with_override(ctx.loaded, "http", http_address)
     settings = ctx.settings
     # Each folder is made, then tried the way the daemon will use it (listed, a file created and
     # removed), before anything else: the state directory holds the log, and a folder that cannot be

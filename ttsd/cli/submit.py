@@ -10,10 +10,11 @@ import click
 
 from ttsd.cli.app import EXIT_FAILED, EXIT_INTERRUPTED, Context, fail, json_option, main, pass_context
 from ttsd.cli.views import progress_line
-from ttsd.client import default_output_name, status_path, submit_job, wait_for_submitted
+from ttsd.client import status_path, submit_job, wait_for_submitted
+from ttsd.encoding import FORMATS
 from ttsd.intake.jobfile import job_defaults, parse_object
 from ttsd.jobqueue.states import JobState
-from ttsd.names import sanitize_name
+from ttsd.names import default_output_name, sanitize_name
 
 
 @main.command()
@@ -24,7 +25,7 @@ from ttsd.names import sanitize_name
 @click.option("--instruct", help="Style instruction, or the voice description for VoiceDesign.")
 @click.option("--ref-audio", help="Voice clone reference: a file name in the inbox's voices/ folder.")
 @click.option("--ref-text", help="Transcript of the reference recording.")
-@click.option("--format", "audio_format", type=click.Choice(["wav", "flac", "ogg", "mp3"]))
+@click.option("--format", "audio_format", type=click.Choice(FORMATS))
 @click.option("--sample-rate", type=int)
 @click.option("--output", help="Output name (default: the first words of the text plus a short hash of the job).")
 @click.option("--priority", type=int)

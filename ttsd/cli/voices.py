@@ -21,7 +21,7 @@ def voices(ctx: Context, model: str | None, refresh: bool) -> None:
     registry = build_registry(ctx.settings.models)
     if model is not None and model not in registry:
         raise JobNotFound(f"no model named {model!r} (known: {', '.join(sorted(registry))})")
-    cache_file = ctx.settings.state_dir / "voices.json"
+    cache_file = ctx.settings.voices_cache
     listing = [
         v for v in list_voices(registry, ctx.settings.models_dir, cache_file, refresh) if model in (None, v.model)
     ]

@@ -20,7 +20,7 @@ def deliver(
     its lease. Returns what was delivered, or None when the lease was lost (nothing is installed)."""
     if not store.holds_lease(job_id, token):
         return None
-    staged = outbox.stage_audio(spec.name, spec.format, audio, spec.sample_rate, spec.normalize)
+    staged = outbox.stage_audio(spec.name, spec.format, audio, spec.sample_rate, spec.normalize, spec.speed)
 
     def install() -> None:
         outbox.install(staged)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ttsd.audio import peak_normalize
+from ttsd.audio import change_speed, peak_normalize
 from ttsd.delivery.status import STATUS_SUFFIX, read_status_document
 from ttsd.encoding import AudioFormat, encode
 from ttsd.errors import TtsdError
@@ -64,11 +64,18 @@ class Outbox:
         return self.path_for(name, STATUS_SUFFIX)
 
     def stage_audio(
-        self, name: str, fmt: AudioFormat, audio: np.ndarray, sample_rate: int, normalize: bool = False
+        self,
+        name: str,
+        fmt: AudioFormat,
+        audio: np.ndarray,
+        sample_rate: int,
+        normalize: bool = False,
+        speed: float = 1.0,
     ) -> StagedAudio:
         """Encode `name.fmt` into a hidden, fsynced temp file; nothing is visible until `install`."""
         if normalize:
             audio = peak_normalize(audio)
+        audio = change_speed(audio, sample_rate, speed)
         data = encode(audio, sample_rate, fmt)
         target = self.path_for(name, f".{fmt}")
         temp = stage_file(self.root, data, midway=partial(crash_point, "audio_write", name))

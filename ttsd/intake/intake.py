@@ -31,6 +31,7 @@ from ttsd.faults import crash_point
 from ttsd.fsutil import NotRegularFile, read_regular_file, write_new_file
 from ttsd.intake.access import RECORD_NAME, InboxAccess
 from ttsd.intake.arrivals import Arrivals
+from ttsd.intake.enqueued import announce
 from ttsd.intake.folders import (
     ACCEPTED_DIR,
     INTAKE_FOLDERS,
@@ -48,7 +49,6 @@ from ttsd.intake.writers import WRITERS, WriterCheck
 from ttsd.joblog import job_extra
 from ttsd.jobqueue.protocols import IntakeQueue
 from ttsd.jobqueue.records import EnqueueResult, Rejection
-from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job
 from ttsd.names import sanitize_name
 
@@ -341,20 +341,11 @@ class Intake(threading.Thread):
                 self._write_status(row, document)
                 continue
             result = next(results)
-            job = result.job
             if result.created:
                 queued += 1
-                # Just created by the only thread that creates jobs: it is its name's newest job, so
-                # its status is written from the row in hand (publish would read it back first).
-                document = status_document(job)
-                self._write_status(job, document)
             else:
                 duplicates += 1
-                if job.state == JobState.DONE and not (self._audio_exists(job.audio_file) and self._owns_name(job)):
-                    # Dropped again after its audio was lost, or after another job took its name:
-                    # speak it again (the cache makes that instant), and the name is its again.
-                    job = self.store.retry(job.id)
-                self._publisher.publish(job.id)
+            job = announce(result, self.store, self._publisher)
             self.on_enqueued(job.model)
         return Outcome(queued=queued, duplicates=duplicates, rejected=rejected)
 
@@ -367,13 +358,6 @@ class Intake(threading.Thread):
             self._publisher.owe(job.id)
         except TtsdError:
             log.exception("could not write the status file of %s", job.name, extra=job_extra(job))
-
-    def _owns_name(self, job: Job) -> bool:
-        newest = self.store.newest_named(job.name, fold=self.outbox.folds_names)
-        return newest is not None and newest.id == job.id
-
-    def _audio_exists(self, file_name: str | None) -> bool:
-        return file_name is not None and (self.outbox.root / file_name).is_file()
 
     def _move(self, path: Path, folder: str, entries: list[ParsedEntry]) -> None:
         destination = unique_destination(self.inbox / folder, path.name)

@@ -20,15 +20,18 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictFloat,
     StrictInt,
     StrictStr,
     ValidationError,
 )
 
+from ttsd.audio import SPEED_RANGE
 from ttsd.catalog import KIND_FIELDS, ModelEntry, build_registry
 from ttsd.config import Settings
+from ttsd.encoding import AudioFormat
 from ttsd.errors import JobRejected
-from ttsd.jobspec import AudioFormat, Generation, JobSpec
+from ttsd.jobspec import Generation, JobSpec
 from ttsd.names import name_problem, sanitize_name
 
 JOB_SUFFIXES = (".json", ".jsonl", ".txt")
@@ -86,6 +89,7 @@ class JobFile(BaseModel):
     cache: StrictBool = True
     chunking: Chunking = Field(default_factory=Chunking)
     normalize: StrictBool = False
+    speed: StrictFloat = Field(1.0, ge=SPEED_RANGE[0], le=SPEED_RANGE[1])
 
 
 @dataclass(frozen=True)
@@ -298,6 +302,7 @@ def resolve(job: JobFile, name: str, defaults: JobDefaults) -> JobSpec:
         chunk_max_chars=max_chars or defaults.max_text_length,
         gap_ms=job.chunking.gap_ms,
         normalize=job.normalize,
+        speed=job.speed,
     )
 
 

@@ -136,6 +136,15 @@ class PeopleQueue(JobLookup, CacheIndexStore, Protocol):
     def latest_daemon(self) -> DaemonRecord | None: ...
 
 
+class FrontDoorQueue(IntakeQueue, PeopleQueue, Protocol):
+    """The HTTP front door (ttsd.http): requests become jobs, and clients follow, list and cancel
+    them, and stream their chunks as they are made."""
+
+    def jobs_by_id(self, ids: Collection[str]) -> dict[str, Job]: ...
+
+    def chunks(self, job_id: str) -> list[ChunkRow]: ...
+
+
 class DaemonQueue(Protocol):
     """What the daemon itself does with the queue, besides handing it to the parts above."""
 
@@ -166,7 +175,7 @@ class DaemonQueue(Protocol):
     def close(self) -> None: ...
 
 
-class Queue(IntakeQueue, StatusRebuild, ChunkSweep, WorkerQueue, PeopleQueue, DaemonQueue, Protocol):
+class Queue(FrontDoorQueue, StatusRebuild, ChunkSweep, WorkerQueue, DaemonQueue, Protocol):
     """Everything a queue backend provides: what the contract tests (tests/component/queue_contract.py)
     hold every backend to."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import func
@@ -69,6 +70,13 @@ class JobQueries(Database):
         """Jobs queued or running, across every model."""
         with self._read() as session:
             return session.exec(select(func.count()).select_from(Job).where(col(Job.state).in_(PENDING_STATES))).one()
+
+    def jobs_by_id(self, ids: Collection[str]) -> dict[str, Job]:
+        """The jobs among `ids` that exist, by id: one query for everything a watcher follows."""
+        if not ids:
+            return {}
+        with self._read() as session:
+            return {job.id: job for job in session.exec(select(Job).where(col(Job.id).in_(list(ids))))}
 
     def leased_ids(self, token: str) -> set[str]:
         """The jobs still running under `token` (a cancel or a recovery takes a job out of it)."""

@@ -1,0 +1,200 @@
+"""The two speech APIs in-process: the original service's `/v1/tts` field by field, and OpenAI's
+`/v1/audio/speech` in every format, whole and streamed, with a fake engine speaking."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.support.daemon_harness import wait_for
+from tests.support.decode import decode_audio
+from tests.support.fakes import FAKE_MODEL, FAKE_RATE, fake_wave, scratch_dir
+from tests.support.http_rig import HttpRig, http_rig
+from ttsd.audio import join_chunks
+from ttsd.encoding import decode_file
+
+LONG = " ".join(f"Sentence number {n} is here to make the text long enough for chunks." for n in range(12))
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[HttpRig]:
+    with scratch_dir(tmp_path) as root, http_rig(root, max_text_length=120) as made:
+        made.start_worker()
+        yield made
+
+
+def expected_audio(rig: HttpRig, job_id: str) -> np.ndarray:
+    """What the delivered file holds, read back."""
+    job = rig.store.get(job_id)
+    return decode_file(rig.outbox.root / str(job.audio_file), job.audio_format, FAKE_RATE)  # type: ignore[arg-type]
+
+
+def test_tts_answers_the_original_fields_with_base64_audio(rig: HttpRig) -> None:
+    answer = rig.client.post("/v1/tts", json={"text": "Hello.", "voice": "alloy", "request_id": "req-1"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert set(body) == {
+        "request_id",
+        "job_id",
+        "audio_format",
+        "sample_rate",
+        "duration_sec",
+        "audio_base64",
+        "audio_url",
+    }
+    assert body["request_id"] == "req-1" and body["audio_format"] == "wav" and body["audio_url"] is None
+    samples, rate = sf.read(io.BytesIO(base64.b64decode(body["audio_base64"])), dtype="float32")
+    assert rate == body["sample_rate"] == FAKE_RATE
+    assert body["duration_sec"] == round(len(samples) / rate, 3)
+    # The request id is the output name; the status file follows the queue a moment later.
+    status = wait_for(lambda: (s := rig.outbox.read_status("req-1")) and s["state"] == "done" and s, 10, "status")
+    assert status["client_id"] == "req-1"
+    assert status["speaker"] == "serena"  # OpenAI's alloy, in Qwen's speakers
+
+
+def test_tts_in_file_mode_answers_a_url_that_serves_the_file(tmp_path: Path) -> None:
+    with scratch_dir(tmp_path) as root, http_rig(root, output_mode="file") as rig:
+        rig.start_worker()
+        body = rig.client.post("/v1/tts", json={"text": "A file.", "format": "mp3", "language": "en"}).json()
+        assert body["audio_base64"] is None and body["audio_url"] == f"/v1/audio/{body['job_id']}"
+        audio = rig.client.get(body["audio_url"])
+        assert audio.status_code == 200 and audio.headers["content-type"] == "audio/mpeg"
+        assert audio.content == (rig.outbox.root / f"{rig.store.get(body['job_id']).name}.mp3").read_bytes()
+        assert json.loads(rig.store.get(body["job_id"]).spec_json)["language"] == "English"
+
+
+def test_tts_fields_are_checked_like_a_job_file(rig: HttpRig) -> None:
+    for body, field in (
+        ({"text": "x", "speed": 0.1}, "speed"),
+        ({"text": "x", "format": "exe"}, "format"),
+        ({"text": "x", "request_id": "../../x"}, "output"),
+        ({"text": "x", "mood": "sunny"}, "mood"),
+        ({"text": 5}, "text"),
+    ):
+        answer = rig.client.post("/v1/tts", json=body)
+        assert answer.status_code == 400, (body, answer.text)
+        assert answer.json()["error"]["param"] == field
+
+
+def test_tts_is_429_with_retry_after_only_when_the_models_queue_is_full(tmp_path: Path) -> None:
+    with scratch_dir(tmp_path) as root, http_rig(root, max_queue_size=2) as rig:
+        for n in range(3):  # the asynchronous form takes jobs past the limit
+            assert rig.client.post("/v1/jobs", json={"text": f"Waiting {n}."}).status_code == 202
+        full = rig.client.post("/v1/tts", json={"text": "One more."})
+        assert full.status_code == 429
+        assert int(full.headers["Retry-After"]) > 0
+        assert "POST /v1/jobs" in full.json()["error"]["message"]
+        rig.start_worker()
+        wait_for(lambda: rig.store.pending_count(FAKE_MODEL) < 2, 10, "room in the queue")
+        assert rig.client.post("/v1/tts", json={"text": "One more."}).status_code == 200
+
+
+def test_tts_stream_sends_the_audio_itself(rig: HttpRig) -> None:
+    answer = rig.client.post("/v1/tts", json={"text": LONG, "stream": True, "request_id": "streamed"})
+    assert answer.status_code == 200 and answer.headers["x-request-id"] == "streamed"
+    streamed, rate = decode_audio(answer.content, "wav")
+    assert rate == FAKE_RATE
+    np.testing.assert_allclose(streamed, expected_audio(rig, answer.headers["x-job-id"]), atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac", "wav", "pcm"])
+def test_speech_in_every_openai_format_decodes_to_the_jobs_audio(rig: HttpRig, fmt: str) -> None:
+    answer = rig.client.post(
+        "/v1/audio/speech", json={"model": "tts-1", "input": "Hello.", "voice": "nova", "response_format": fmt}
+    )
+    assert answer.status_code == 200, answer.text
+    samples, _rate = decode_audio(answer.content, fmt)
+    expected = len(fake_wave("Hello.")) * (_rate / FAKE_RATE)
+    assert abs(len(samples) - expected) < 0.1 * _rate, (fmt, len(samples), expected)  # codec delay and padding
+    job = rig.store.get(answer.headers["x-job-id"])
+    assert job.model == FAKE_MODEL and job.audio_format == fmt  # tts-1 is the default model
+
+
+def test_a_long_input_streams_chunk_by_chunk_and_equals_the_file(rig: HttpRig) -> None:
+    with rig.client.stream(
+        "POST", "/v1/audio/speech", json={"model": FAKE_MODEL, "input": LONG, "response_format": "pcm"}
+    ) as answer:
+        assert answer.status_code == 200
+        parts = [part for part in answer.iter_bytes() if part]
+    job = rig.store.get(answer.headers["x-job-id"])
+    assert job.chunks_total > 1
+    streamed, _rate = decode_audio(b"".join(parts), "pcm")
+    np.testing.assert_allclose(streamed, expected_audio(rig, job.id), atol=1 / 16384)
+
+
+def test_sse_sends_deltas_then_done_with_usage(rig: HttpRig) -> None:
+    answer = rig.client.post(
+        "/v1/audio/speech", json={"model": "tts-1", "input": LONG, "response_format": "pcm", "stream_format": "sse"}
+    )
+    events = [json.loads(line[6:]) for line in answer.text.splitlines() if line.startswith("data: ")]
+    assert [e["type"] for e in events[:-1]] == ["speech.audio.delta"] * (len(events) - 1) and len(events) > 2
+    assert events[-1]["type"] == "speech.audio.done" and events[-1]["usage"]["input_tokens"] == len(LONG)
+    audio = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
+    streamed, _rate = decode_audio(audio, "pcm")
+    np.testing.assert_allclose(streamed, expected_audio(rig, answer.headers["x-job-id"]), atol=1 / 16384)
+
+
+def test_speed_changes_the_length_not_the_job_count(rig: HttpRig) -> None:
+    normal = rig.client.post(
+        "/v1/audio/speech", json={"model": "tts-1", "input": "Faster now.", "response_format": "wav"}
+    )
+    fast = rig.client.post(
+        "/v1/audio/speech", json={"model": "tts-1", "input": "Faster now.", "response_format": "wav", "speed": 2.0}
+    )
+    normal_len = len(decode_audio(normal.content, "wav")[0])
+    fast_len = len(decode_audio(fast.content, "wav")[0])
+    assert abs(fast_len - normal_len / 2) < 0.05 * normal_len
+    assert rig.client.post("/v1/audio/speech", json={"model": "tts-1", "input": "x", "speed": 5}).status_code == 400
+
+
+def test_speech_refuses_what_it_cannot_do_naming_the_field(rig: HttpRig) -> None:
+    for body, field in (
+        ({"model": "tts-1", "input": "x", "response_format": "ogg"}, "response_format"),
+        ({"model": "no-such-model", "input": "x"}, "model"),
+        ({"model": "tts-1"}, "input"),
+        ({"model": "tts-1", "input": "x", "stream_format": "carrier-pigeon"}, "stream_format"),
+    ):
+        answer = rig.client.post("/v1/audio/speech", json=body)
+        assert answer.status_code == 400, (body, answer.text)
+        assert answer.json()["error"]["param"] == field
+
+
+def test_a_failed_job_is_an_error_status_not_an_empty_200(tmp_path: Path) -> None:
+    from tests.support.fakes import FakeEngine
+    from ttsd.errors import PermanentEngineError
+
+    engine = FakeEngine(poison={"Doomed": PermanentEngineError})
+    with scratch_dir(tmp_path) as root, http_rig(root, engine=engine, max_attempts=1) as rig:
+        rig.start_worker()
+        answer = rig.client.post("/v1/audio/speech", json={"model": "tts-1", "input": "Doomed."})
+        assert answer.status_code == 500
+        assert "refuses 'Doomed'" in answer.json()["error"]["message"]
+
+
+def test_models_voices_and_health(rig: HttpRig) -> None:
+    models = {m["id"] for m in rig.client.get("/v1/models").json()["data"]}
+    assert {FAKE_MODEL, "tts-1", "tts-1-hd", "gpt-4o-mini-tts"} <= models
+    voices = rig.client.get("/v1/audio/voices").json()["voices"]
+    assert {"id": "alloy", "name": "alloy", "kind": "openai", "speaker": "serena"} in voices
+    original = rig.client.get("/v1/voices", params={"model": FAKE_MODEL}).json()["voices"]
+    assert [v["model"] for v in original] == [FAKE_MODEL]
+    health = rig.client.get("/health").json()
+    assert health["status"] == "ok" and health["device"] == "cpu" and health["models_loaded"] == [FAKE_MODEL]
+    assert health["uptime_sec"] >= 0 and set(health["queue"]) >= {"queued", "running"}
+
+
+def test_join_and_stream_cut_chunks_alike() -> None:
+    from ttsd.audio import chunk_piece
+
+    rng = np.random.default_rng(1)
+    chunks = [rng.uniform(-0.5, 0.5, 5000).astype(np.float32) for _ in range(3)]
+    pauses = [200, 300, 0]
+    pieces = [chunk_piece(a, p, FAKE_RATE, alone=False) for a, p in zip(chunks, pauses, strict=True)]
+    np.testing.assert_array_equal(np.concatenate(pieces), join_chunks(chunks, pauses, FAKE_RATE))

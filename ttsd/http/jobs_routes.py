@@ -1,0 +1,108 @@
+"""Jobs over HTTP: the job-file schema in, the status document out; the same queue, names and
+status files as the inbox, so a job dropped as a file can be followed here and the other way round."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from ttsd.delivery.publish import publish
+from ttsd.delivery.status import status_document
+from ttsd.encoding import media_type
+from ttsd.errors import JobRejected
+from ttsd.http.answers import read_audio
+from ttsd.http.door import FrontDoor, blocking, door_of
+from ttsd.intake.jobfile import decode_json, decode_text
+from ttsd.jobqueue.states import JobState
+from ttsd.jobqueue.tables import Job
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+LIST_LIMIT = 500
+
+
+def links(job: Job) -> dict[str, str]:
+    """Where to follow a job."""
+    base = f"/v1/jobs/{job.id}"
+    return {"status_url": base, "audio_url": f"{base}/audio", "events_url": f"{base}/events"}
+
+
+@router.post("", status_code=202, summary="Queue a job (the job-file schema); answers at once")
+async def submit_job(request: Request) -> JSONResponse:
+    """The asynchronous form: the job is queued durably and the answer comes at once with its id and
+    URLs. It is taken even when the model's queue is at TTS_MAX_QUEUE_SIZE (a queued row waits at no
+    cost), so work is never refused for being too much."""
+    door = door_of(request)
+    raw = await request.body()
+    obj = decode_json(decode_text(raw, door.settings.http_max_body_bytes))
+    if not isinstance(obj, dict):
+        raise JobRejected("not_an_object", f"a job must be a JSON object, not {type(obj).__name__}")
+    submitted = await blocking(lambda: door.submissions.submit(obj, bounded=False))
+    body = {**status_document(submitted.job), **links(submitted.job), "created": submitted.created}
+    return JSONResponse(body, status_code=202 if submitted.created else 200)
+
+
+@router.get("", summary="Jobs, newest first")
+async def list_jobs(
+    request: Request,
+    state: JobState | None = None,
+    since: Annotated[datetime | None, Query(description="Only jobs created at or after this moment (ISO 8601)")] = None,
+    limit: Annotated[int, Query(ge=1, le=LIST_LIMIT)] = 100,
+) -> dict[str, Any]:
+    """Jobs filtered by state and creation time, as status documents."""
+    door = door_of(request)
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)  # a moment without an offset is read as UTC, like the queue's
+    jobs = await blocking(door.store.jobs, state.value if state else None, None, since, limit)
+    return {"jobs": [status_document(job) for job in jobs]}
+
+
+async def _job(door: FrontDoor, ref: str) -> Job:
+    return await blocking(door.store.get, ref)
+
+
+@router.get("/{job_ref}", summary="A job's status document (the same as its status file)")
+async def get_job(request: Request, job_ref: str) -> dict[str, Any]:
+    """The job by id, unique id prefix or output name."""
+    door = door_of(request)
+    job = await _job(door, job_ref)
+    return {**status_document(job), **links(job)}
+
+
+@router.get("/{job_ref}/audio", summary="A done job's audio file")
+async def job_audio(request: Request, job_ref: str) -> Response:
+    """The delivered file, in the job's format; 409 while it is not done."""
+    door = door_of(request)
+    job = await _job(door, job_ref)
+    data = await blocking(read_audio, door, job)
+    return Response(data, media_type=media_type(job.audio_format or "wav"), headers={"X-Job-Id": job.id})
+
+
+@router.delete("/{job_ref}", summary="Cancel a queued or running job")
+async def cancel_job(request: Request, job_ref: str) -> dict[str, Any]:
+    """Cancel it (a running job's result is discarded); 409 when it already finished."""
+    door = door_of(request)
+    job = await _job(door, job_ref)
+
+    def cancel() -> Job:
+        door.store.cancel(job.id)
+        return publish(door.store, door.outbox, job.id)
+
+    return status_document(await blocking(cancel))
+
+
+@router.get("/{job_ref}/events", summary="Server-sent status documents until the job finishes")
+async def job_events(request: Request, job_ref: str) -> StreamingResponse:
+    """An event `status` with the status document at every change, the last one terminal."""
+    door = door_of(request)
+    job = await _job(door, job_ref)
+
+    async def events() -> AsyncIterator[bytes]:
+        async for current in door.watch.follow(job.id):
+            yield f"event: status\ndata: {json.dumps(status_document(current))}\n\n".encode()
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,131 @@
+"""The original "Qwen3-TTS backend" API that ttsd grew out of, field for field: `POST /v1/tts`,
+`GET /v1/voices`, `GET /v1/audio/{id}`, `GET /health`. What differs: nothing is lost across a
+restart, 429 comes only when the model's durable queue is full, and `stream` works."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from ttsd.audio import SPEED_RANGE
+from ttsd.encoding import FORMATS, media_type
+from ttsd.http.answers import as_base64, read_audio
+from ttsd.http.door import blocking, door_of
+from ttsd.http.names import language_name, model_name
+from ttsd.http.speech import finished_job, queue_request, streamed_audio, voice_fields
+from ttsd.synth.voices import list_voices
+
+router = APIRouter(tags=["original API"])
+
+
+class TtsRequest(BaseModel):
+    """`POST /v1/tts`, as the original service took it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: StrictStr
+    model: StrictStr | None = None
+    voice: StrictStr | None = Field(None, max_length=255)
+    language: StrictStr | None = Field(None, max_length=100)
+    tone: StrictStr | None = Field(None, max_length=2_000, description="A style instruction (the job's `instruct`)")
+    format: Literal[FORMATS] = "wav"  # type: ignore[valid-type]
+    sample_rate: StrictInt | None = Field(None, ge=8_000, le=192_000)
+    seed: StrictInt | None = Field(None, ge=0, le=2**32 - 1)
+    speed: StrictFloat = Field(1.0, ge=SPEED_RANGE[0], le=SPEED_RANGE[1])
+    request_id: StrictStr | None = Field(None, max_length=100, description="Also the output name in the outbox")
+    stream: StrictBool = False
+
+
+class TtsAnswer(BaseModel):
+    """The original service's answer, plus the job's id."""
+
+    request_id: str
+    job_id: str
+    audio_format: str
+    sample_rate: int
+    duration_sec: float
+    audio_base64: str | None = None
+    audio_url: str | None = None
+
+
+def _job_of(request: TtsRequest, model: str, voice: dict[str, Any]) -> dict[str, Any]:
+    job: dict[str, Any] = {"text": request.text, "model": model, "format": request.format, "speed": request.speed}
+    job.update(voice)
+    optional = {
+        "language": language_name(request.language),
+        "sample_rate": request.sample_rate,
+        "seed": request.seed,
+        "id": request.request_id,
+    }
+    job.update({key: value for key, value in optional.items() if value is not None})
+    return job
+
+
+@router.post("/v1/tts", response_model=TtsAnswer, summary="Speak a text (the original service's API)")
+async def tts(request: Request, body: TtsRequest) -> Any:
+    """Queue the text as a job and answer with its audio: inline (TTS_OUTPUT_MODE=base64) or as a URL
+    (file), or as the audio itself, chunk by chunk, with `stream`."""
+    door = door_of(request)
+    model = model_name(body.model or door.settings.default_model, door.registry, door.settings.default_model)
+    voice = voice_fields(door, model, body.voice, body.tone)
+    job = await queue_request(door, _job_of(body, model, voice), body.request_id)
+    request_id = body.request_id or job.id
+    if body.stream:
+        return await streamed_audio(door, job, body.format, {"X-Request-Id": request_id})
+    done = await finished_job(door, job)
+    answer = TtsAnswer(
+        request_id=request_id,
+        job_id=done.id,
+        audio_format=done.audio_format or body.format,
+        sample_rate=done.sample_rate or 0,
+        duration_sec=done.duration_s or 0.0,
+    )
+    if door.settings.output_mode == "file":
+        answer.audio_url = f"/v1/audio/{done.id}"
+    else:
+        answer.audio_base64 = as_base64(await blocking(read_audio, door, done))
+    return answer
+
+
+@router.get("/v1/voices", summary="Speakers and languages of each model")
+async def voices(request: Request, model: str | None = None, refresh: bool = False) -> dict[str, Any]:
+    """What `ttsd voices` lists."""
+    door = door_of(request)
+    settings = door.settings
+    listing = await blocking(
+        list_voices, door.registry, settings.models_dir, settings.state_dir / "voices.json", refresh
+    )
+    return {"voices": [entry.as_dict() for entry in listing if model in (None, entry.model)]}
+
+
+@router.get("/v1/audio/{audio_id}", summary="The audio of a done job (by job id or output name)")
+async def audio(request: Request, audio_id: str) -> Response:
+    """The delivered file. The id is looked up in the queue, never used as a path."""
+    door = door_of(request)
+    job = await blocking(door.store.get, audio_id)
+    data = await blocking(read_audio, door, job)
+    return Response(data, media_type=media_type(job.audio_format or "wav"), headers={"X-Job-Id": job.id})
+
+
+@router.get("/health", summary="Whether the daemon serves, on what, and how much is waiting")
+async def health(request: Request) -> dict[str, Any]:
+    """The original fields (`status`, `device`, `models_loaded`, `uptime_sec`) plus the queue and workers."""
+    door = door_of(request)
+    workers = door.workers()
+    counts = await blocking(door.store.counts)
+    totals: dict[str, int] = {}
+    for by_state in counts.values():
+        for state, count in by_state.items():
+            totals[state] = totals.get(state, 0) + count
+    devices = sorted({str(w["device"]) for w in workers if w.get("device")})
+    return {
+        "status": "ok",
+        "device": devices[0] if len(devices) == 1 else (devices or None),
+        "models_loaded": sorted({str(w["model"]) for w in workers if w.get("device")}),
+        "uptime_sec": round(time.monotonic() - door.started, 1),
+        "queue": {"queued": totals.get("queued", 0), "running": totals.get("running", 0), "by_model": counts},
+        "workers": workers,
+    }
