@@ -198,3 +198,17 @@ def test_join_and_stream_cut_chunks_alike() -> None:
     pauses = [200, 300, 0]
     pieces = [chunk_piece(a, p, FAKE_RATE, alone=False) for a, p in zip(chunks, pauses, strict=True)]
     np.testing.assert_array_equal(np.concatenate(pieces), join_chunks(chunks, pauses, FAKE_RATE))
+
+
+def test_a_job_failing_under_sse_ends_with_an_error_event(tmp_path: Path) -> None:
+    from tests.support.fakes import FakeEngine
+    from ttsd.errors import PermanentEngineError
+
+    engine = FakeEngine(poison={"Doomed": PermanentEngineError})
+    with scratch_dir(tmp_path) as root, http_rig(root, engine=engine, max_attempts=1) as rig:
+        rig.start_worker()
+        body = {"model": "tts-1", "input": "Doomed.", "stream_format": "sse"}
+        answer = rig.client.post("/v1/audio/speech", json=body)
+        events = [json.loads(line[6:]) for line in answer.text.splitlines() if line.startswith("data: ")]
+        assert [event["type"] for event in events] == ["error"]
+        assert events[0]["error"]["code"] == "fake_doomed"

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from ttsd.audio import SPEED_RANGE
 from ttsd.http.answers import audio_stream
-from ttsd.http.door import FrontDoor, blocking, door_of
+from ttsd.http.door import FrontDoor, HttpProblem, blocking, door_of, error_body
 from ttsd.http.names import OPENAI_MODELS, OPENAI_VOICES, language_name, model_name
 from ttsd.http.speech import queue_request, streamed_audio, voice_fields
 from ttsd.jobqueue.tables import Job
@@ -74,10 +74,14 @@ async def speech(request: Request, body: SpeechRequest) -> StreamingResponse:
 
 
 async def _events(door: FrontDoor, job: Job, characters: int) -> AsyncIterator[bytes]:
-    async for data in audio_stream(door, job):
-        if data:
-            delta = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")}
-            yield f"data: {json.dumps(delta)}\n\n".encode()
+    try:
+        async for data in audio_stream(door, job):
+            if data:
+                delta = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")}
+                yield f"data: {json.dumps(delta)}\n\n".encode()
+    except HttpProblem as problem:
+        yield f"data: {json.dumps({'type': 'error', **error_body(problem.code, str(problem))})}\n\n".encode()
+        return
     # ttsd counts no tokens: the input's characters stand in, as OpenAI bills speech by characters.
     usage = {"input_tokens": characters, "output_tokens": 0, "total_tokens": characters}
     yield f"data: {json.dumps({'type': 'speech.audio.done', 'usage': usage})}\n\n".encode()

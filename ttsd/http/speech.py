@@ -3,6 +3,7 @@ streamed, waiting no longer than TTS_HTTP_WAIT_S (the job itself goes on either 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,8 @@ from ttsd.http.door import FrontDoor, HttpProblem, blocking
 from ttsd.http.names import model_name, speaker_name
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job
+
+log = logging.getLogger(__name__)
 
 
 def voice_fields(door: FrontDoor, model: str, voice: str | None, instruct: str | None) -> dict[str, Any]:
@@ -65,8 +68,12 @@ async def streamed_audio(door: FrontDoor, job: Job, fmt: str, headers: dict[str,
 
     async def body() -> AsyncIterator[bytes]:
         yield first
-        async for data in stream:
-            yield data
+        try:
+            async for data in stream:
+                yield data
+        except HttpProblem as problem:
+            # The status line went out with the first audio: all that is left is to end early.
+            log.warning("stream of job %s ended early: %s", job.id, problem)
 
     return StreamingResponse(body(), media_type=media_type(fmt), headers={"X-Job-Id": job.id, **headers})
 
