@@ -15,6 +15,18 @@ uses, so every text speaks as many frames bare as in ttsd.
                    status file says done. The texts are all new, so the cache (on) never hits
   cache            the same daemon: a job identical to one already done, under a new output name (the
                    cache key ignores the name), one at a time, rename -> status says done
+  http             the same daemon, serving HTTP on a free loopback port (TTS_HTTP;
+                   `scripts/bench_http.py`), after one warm-up request has spoken a text T: "repeat
+                   request", the identical `POST /v1/audio/speech` (wav) again and again (it finds
+                   the same done job and answers its file); "cache hit, new job", `POST /v1/tts` with
+                   T and a new `request_id` each time (a new job, its audio from the cache). Each from
+                   --http-clients concurrent clients (threads, one httpx.Client each), --http-requests
+                   in all (default 200 and 100): requests/s and p50/p99, beside the cache figure
+                   above (p50/file, p99/file). Then a fresh 2,000-character text (several chunks)
+                   streamed from `POST /v1/audio/speech` as pcm, --http-stream-repeats times, and
+                   once as mp3: sending -> first non-empty body bytes (TTFB) and -> last byte (total),
+                   TTFB / total, best and median. HTTP jobs carry no `generation`: with
+                   --max-new-tokens they speak to the budget their texts give. --no-http skips it
   mixed            the same daemon: --mixed-jobs jobs, short (one sentence) and long (400-600
                    characters, one chunk) interleaved, renamed in at once, until every one is done
   interactive      the same daemon: one short job (cache off, so each drop is spoken) rename -> done,
@@ -62,6 +74,7 @@ asserted. Progress goes to stderr; stdout gets the table, or with --json one JSO
     .venv/bin/python scripts/benchmark.py --jobs 16 --mixed-jobs 8 --long-chars 6000 --drops 3 --json
     .venv/bin/python scripts/benchmark.py --model qwen3-tts-0.6b --device auto
     .venv/bin/python scripts/benchmark.py --threads 1 --engine qwen-tts --no-engines   # the official engine
+    .venv/bin/python scripts/benchmark.py --threads 1 --no-engines --http-clients 8 --http-requests 400
 """
 
 from __future__ import annotations
@@ -89,6 +102,8 @@ from typing import Any, Literal
 
 from bench_engines import EngineBench, batch_list, bench_engines, ensure_checkpoint, positive
 from bench_engines import render as render_engines
+from bench_http import NEW_JOB_REQUESTS, REPEAT_REQUESTS, STREAM_CHARS, HttpBench, bench_http, free_port
+from bench_http import render as render_http
 
 from ttsd.catalog import build_registry, checkpoint_kind
 from ttsd.client import read_status, stage_job, status_path
@@ -177,6 +192,11 @@ class Options:
     engine_repeats: int = 2
     engine_real_batches: tuple[int, ...] = (1, 8)
     engine_real_frames: int = 4
+    http: bool = True
+    http_clients: int = 4
+    http_requests: int | None = None
+    """None: bench_http's defaults (200 repeat requests, 100 new jobs)."""
+    http_stream_repeats: int = 2
 
 
 @dataclass(frozen=True)
@@ -375,6 +395,8 @@ class Report:
     """Per entry of `engines`, the key of the target its ratios are held to."""
     sections: dict[str, float] = field(default_factory=dict)
     """Wall seconds of each part of the run."""
+    http: HttpBench | None = None
+    """The HTTP section, on the synthesis daemon (None: --no-http)."""
 
     def batched_at(self, size: int | None) -> Run | None:
         """The bare run at batch `size`, if it was measured."""
@@ -466,6 +488,21 @@ def mixed_texts(count: int) -> list[str]:
 def long_job_text(chars: int) -> str:
     """About `chars` characters of whole sentences: the long job of the interactive measurement."""
     return sentences_upto(chars, "Chapter one.")
+
+
+def stream_text(chars: int, number: int) -> str:
+    """About `chars` characters of whole sentences, each naming stream `number`: no chunk of one
+    stream's text is a chunk of another's (the cache keeps chunks one by one), so each is spoken."""
+    parts: list[str] = []
+    length = -1
+    for index in itertools.count():
+        sentence = _SENTENCES[index % len(_SENTENCES)]
+        sentence = f"In stream {number}, part {index + 1}: {sentence[0].lower()}{sentence[1:]}"
+        if length + 1 + len(sentence) > chars:
+            break
+        parts.append(sentence)
+        length += 1 + len(sentence)
+    return " ".join(parts)
 
 
 # --- the checkpoint ---------------------------------------------------------------------------------
@@ -1014,6 +1051,25 @@ def measure_cache(report: Report, daemon: Daemon, options: Options) -> None:
     report.cache = Latencies(tuple(samples))
 
 
+def measure_http(report: Report, address: str, model: str, options: Options) -> None:
+    """The HTTP section on the synthesis daemon (`address`: its TTS_HTTP), beside the inbox cache
+    hits just measured."""
+    report.http = bench_http(
+        f"http://{address}",
+        model,
+        SPEAKER,
+        make_texts(1, prefix="Over HTTP")[0],
+        lambda index: stream_text(STREAM_CHARS, index + 1),
+        clients=options.http_clients,
+        repeat_requests=options.http_requests or REPEAT_REQUESTS,
+        new_job_requests=options.http_requests or NEW_JOB_REQUESTS,
+        stream_repeats=options.http_stream_repeats,
+        timeout_s=options.timeout_s,
+        log=progress,
+    )
+    report.http.file_cache_s = report.cache.samples
+
+
 def measure_mixed(report: Report, daemon: Daemon, options: Options) -> None:
     """The mixed texts, all renamed in at once, until every one is done."""
     texts = mixed_texts(options.mixed_jobs)
@@ -1293,12 +1349,18 @@ def run_synthesis_daemon(report: Report, checkpoint: Checkpoint, options: Option
         "TTS_SHUTDOWN_GRACE_S": "5",
         **device_settings(report, options),
     }
+    # The HTTP section's server: idle until then (a thread waiting on its socket).
+    address = f"127.0.0.1:{free_port()}" if options.http else None
+    if address is not None:
+        settings["TTS_HTTP"] = address
     with contextlib.ExitStack() as stack:
-        progress("ttsd: starting a daemon")
+        progress("ttsd: starting a daemon" + ("" if address is None else f" (HTTP on {address})"))
         daemon = start_daemon(root, settings, stack, options.timeout_s)
         warm_up(report, daemon, checkpoint.name, options)
         measure_ttsd(report, daemon, options)
         measure_cache(report, daemon, options)
+        if address is not None:
+            measure_http(report, address, checkpoint.name, options)
         measure_mixed(report, daemon, options)
         measure_interactive(report, daemon, options)
         report.ttsd_rerenders = count_rerenders(daemon)
@@ -1547,7 +1609,32 @@ def figures_table(report: Report) -> list[str]:
         figure_row("drop -> queued p99", figures["queued_p99_ms"], "ms", "queued_p99_ms"),
         figure_row("cache hit drop -> done p50", figures["cache_p50_ms"], "ms", "cache_p50_ms"),
         figure_row("cache hit drop -> done p99", report.cache.percentile_ms(99), "ms"),
+        *http_figures(report.http),
     ]
+
+
+def http_figures(bench: HttpBench | None) -> list[str]:
+    """The HTTP section's headline figures (no targets): the cache cases, their p50 over the inbox
+    cache hit's, and the streamed text's first bytes."""
+    if bench is None:
+        return []
+    rows = []
+    clients = f"{bench.clients} clients"
+    for load, name in ((bench.repeat, "repeat request"), (bench.new_job, "cache hit, new job")):
+        if load is not None:
+            rows += [
+                figure_row(f"http {name} ({clients})", load.requests_per_s, "req/s"),
+                figure_row("  p50 / cache hit drop -> done p50", bench.versus_file(load), "x"),
+            ]
+    pcm = bench.streamed("pcm")
+    if pcm:
+        ttfb = statistics.median(sample.ttfb_s for sample in pcm) * 1000
+        ratio = statistics.median(sample.ratio for sample in pcm)
+        rows += [
+            figure_row(f"http stream of {pcm[0].chars} chars, pcm: TTFB (median)", ttfb, "ms"),
+            figure_row("  TTFB / total (median)", ratio, "x"),
+        ]
+    return rows
 
 
 def stopping_rule(report: Report) -> str:
@@ -1604,7 +1691,13 @@ def render_table(report: Report) -> str:
             f"note: the load average was {report.load_average[0]:.1f} before the run: other processes shared "
             "the CPUs and may have skewed any of the timings (torch's threads suffer most; try --threads 1)"
         )
-    sections = [runs_table(report), mixed_table(report.mixed), latency_table(report.interactive), engines_table(report)]
+    sections = [
+        runs_table(report),
+        mixed_table(report.mixed),
+        latency_table(report.interactive),
+        engines_table(report),
+        [] if report.http is None else render_http(report.http),
+    ]
     body = [line for section in sections if section for line in [*section, ""]]
     return "\n".join([*header, *body, *figures_table(report), *notes])
 
@@ -1706,6 +1799,7 @@ def report_json(report: Report) -> dict[str, Any]:
         "engines": [
             {**bench.as_json(), "target": key} for bench, key in zip(report.engines, report.engine_targets, strict=True)
         ],
+        "http": None if report.http is None else report.http.as_json(),
         "sections_s": report.sections,
         "targets": {
             key: {**asdict(target), "value": figures[key], "met": target.met(figures[key])}
@@ -1766,6 +1860,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="batch sizes at the real 0.6B widths, comma-separated; empty skips them (default 1,8)",
     )
     add("--engine-real-frames", type=positive, default=4, help="frames per row at the 0.6B widths (default 4)")
+    add("--no-http", dest="http", action="store_false", help="skip the HTTP section")
+    add("--http-clients", type=positive, default=4, help="concurrent HTTP clients of the cache cases (default 4)")
+    add(
+        "--http-requests",
+        type=positive,
+        default=None,
+        help=f"requests per HTTP cache case (default {REPEAT_REQUESTS} repeat requests, {NEW_JOB_REQUESTS} new jobs)",
+    )
+    add(
+        "--http-stream-repeats",
+        type=positive,
+        default=2,
+        help=f"pcm streams of a fresh {STREAM_CHARS}-character text (default 2; then one mp3)",
+    )
     return parser
 
 
@@ -1796,6 +1904,10 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         engine_repeats=args.engine_repeats,
         engine_real_batches=args.engine_real_batches,
         engine_real_frames=args.engine_real_frames,
+        http=args.http,
+        http_clients=args.http_clients,
+        http_requests=args.http_requests,
+        http_stream_repeats=args.http_stream_repeats,
     )
 
 
