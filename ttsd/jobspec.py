@@ -64,13 +64,15 @@ class JobSpec(BaseModel):
     gap_ms: int | None
     normalize: bool
     speed: float = 1.0
+    chunk_first_chars: int | None = None
 
     def content_key(self) -> str:
         """Identity of the job as dropped: the same resolved job twice is one job."""
         fields = self.model_dump(mode="json")
-        if self.speed == 1.0:
-            # Jobs recorded before `speed` existed keep their keys: dropped again, they are still one job.
-            del fields["speed"]
+        # Jobs recorded before these fields existed keep their keys: dropped again, still one job.
+        for field, unset in (("speed", 1.0), ("chunk_first_chars", None)):
+            if fields[field] == unset:
+                del fields[field]
         return _digest(fields)
 
     def batch_key(self) -> str:

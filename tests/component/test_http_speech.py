@@ -19,6 +19,7 @@ from tests.support.fakes import FAKE_MODEL, FAKE_RATE, fake_wave, scratch_dir
 from tests.support.http_rig import HttpRig, http_rig
 from ttsd.audio import join_chunks
 from ttsd.encoding import decode_file
+from ttsd.http.speech import STREAM_FIRST_CHARS
 
 LONG = " ".join(f"Sentence number {n} is here to make the text long enough for chunks." for n in range(12))
 
@@ -125,6 +126,7 @@ def test_a_long_input_streams_chunk_by_chunk_and_equals_the_file(rig: HttpRig) -
         parts = [part for part in answer.iter_bytes() if part]
     job = rig.store.get(answer.headers["x-job-id"])
     assert job.chunks_total > 1
+    assert json.loads(job.spec_json)["chunk_first_chars"] == STREAM_FIRST_CHARS  # its first audio comes early
     streamed, _rate = decode_audio(b"".join(parts), "pcm")
     np.testing.assert_allclose(streamed, expected_audio(rig, job.id), atol=1 / 16384)
 

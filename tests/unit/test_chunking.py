@@ -514,3 +514,29 @@ def test_200000_characters_split_in_bounded_time(text: str) -> None:
     elapsed = time.perf_counter() - started
     assert elapsed < 2.0
     assert "".join(compact(chunk.text) for chunk in chunks) == compact(text)
+
+
+@_PROPERTY
+@given(_TEXT, _MAX_CHARS, _MAX_CHARS, st.none() | st.integers(min_value=0, max_value=2_000))
+def test_a_short_first_chunk_keeps_every_character_and_the_rest_as_usual(
+    text: str, max_chars: int, first_max_chars: int, gap_ms: int | None
+) -> None:
+    chunks = split_text(text, max_chars, gap_ms, first_max_chars)
+    assert "".join(compact(chunk.text) for chunk in chunks) == compact(text)
+    assert [chunk.index for chunk in chunks] == list(range(len(chunks)))
+    if chunks:
+        assert 0 < len(chunks[0].text) <= min(first_max_chars, max_chars)
+        assert all(0 < len(chunk.text) <= max_chars for chunk in chunks)
+        assert chunks[-1].pause_after_ms == 0
+
+
+def test_a_short_first_chunk_ends_at_the_first_sentence_that_fits() -> None:
+    text = "Hello there. " + "This sentence is long enough to need its own chunk, and then some more words. " * 8
+    chunks = split_text(text, 300, first_max_chars=60)
+    assert chunks[0].text == "Hello there."
+    assert chunks[0].pause_after_ms == DEFAULT_PAUSE_MS[Boundary.SENTENCE]
+    assert chunks[1:] == [
+        Chunk(chunk.index + 1, chunk.text, chunk.pause_after_ms)
+        for chunk in split_text(text[len("Hello there. ") :], 300)
+    ]
+    assert split_text("Short.", 300, first_max_chars=60) == split_text("Short.", 300)

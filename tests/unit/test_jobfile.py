@@ -123,7 +123,7 @@ def test_every_field_is_carried_through() -> None:
         "generation": {"temperature": 0.7, "top_k": 40, "do_sample": True},
         "id": "req-1",
         "cache": False,
-        "chunking": {"max_chars": 200, "gap_ms": 150},
+        "chunking": {"max_chars": 200, "gap_ms": 150, "first_max_chars": 80},
         "normalize": True,
         "speed": 1.25,
     }
@@ -148,6 +148,7 @@ def test_every_field_is_carried_through() -> None:
         "gap_ms": 150,
         "normalize": True,
         "speed": 1.25,
+        "chunk_first_chars": 80,
     }
     assert spec.generation.as_kwargs() == {"temperature": 0.7, "top_k": 40, "do_sample": True}
 

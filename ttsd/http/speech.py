@@ -40,8 +40,15 @@ def voice_fields(door: FrontDoor, model: str, voice: str | None, instruct: str |
     return fields
 
 
+STREAM_FIRST_CHARS = 100
+"""A speech request's first chunk is cut at the most natural boundary within this many characters
+(a sentence or a clause): a streamed answer's first audio waits for that, not for a whole chunk
+of TTS_MAX_TEXT_LENGTH, which continuous batching speaks beside the job's other chunks."""
+
+
 async def queue_request(door: FrontDoor, job: dict[str, Any], name: str | None) -> Job:
     """Queue a request's job (refused with 429 while its model's queue is full)."""
+    job = {**job, "chunking": {"first_max_chars": STREAM_FIRST_CHARS}}
     submitted = await blocking(lambda: door.submissions.submit(job, name=name))
     return submitted.job
 

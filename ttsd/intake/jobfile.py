@@ -65,6 +65,8 @@ class Chunking(BaseModel):
 
     max_chars: StrictInt | None = Field(None, ge=20)
     gap_ms: StrictInt | None = Field(None, ge=0, le=10_000)
+    # A shorter first chunk: its audio exists sooner (what a streamed answer waits for).
+    first_max_chars: StrictInt | None = Field(None, ge=20)
 
 
 class JobFile(BaseModel):
@@ -303,6 +305,7 @@ def resolve(job: JobFile, name: str, defaults: JobDefaults) -> JobSpec:
         gap_ms=job.chunking.gap_ms,
         normalize=job.normalize,
         speed=job.speed,
+        chunk_first_chars=job.chunking.first_max_chars,
     )
 
 

@@ -99,7 +99,7 @@ def normalize_ws(text: str) -> str:
     return " ".join(text.split())
 
 
-def split_text(text: str, max_chars: int, gap_ms: int | None = None) -> list[Chunk]:
+def split_text(text: str, max_chars: int, gap_ms: int | None = None, first_max_chars: int | None = None) -> list[Chunk]:
     """Split `text` into chunks of at most `max_chars` characters, cut at the most natural boundaries.
 
     Each chunk's text is its slice of `text` with whitespace runs collapsed to one space (see
@@ -111,7 +111,12 @@ def split_text(text: str, max_chars: int, gap_ms: int | None = None) -> list[Chu
 
     The pause after a chunk is `gap_ms` at every boundary when given, else `DEFAULT_PAUSE_MS` for
     the boundary it ends at (longest after a paragraph); always 0 after the last chunk.
+
+    `first_max_chars` cuts the first chunk shorter, at the most natural boundary within it, and the
+    rest as usual: a stream's first audio then waits for a sentence, not for a whole chunk.
     """
+    if first_max_chars is not None and first_max_chars < max_chars:
+        return _short_first(text, max_chars, gap_ms, first_max_chars)
     if max_chars < 1:
         raise ValueError(f"max_chars must be at least 1, got {max_chars}")
     if gap_ms is not None and gap_ms < 0:
@@ -127,6 +132,28 @@ def split_text(text: str, max_chars: int, gap_ms: int | None = None) -> list[Chu
         Chunk(index=i, text=piece, pause_after_ms=0 if i == last else _pause(boundary, gap_ms))
         for i, (piece, boundary) in enumerate(pieces)
     ]
+
+
+def _short_first(text: str, max_chars: int, gap_ms: int | None, first_max_chars: int) -> list[Chunk]:
+    head = split_text(text, first_max_chars, gap_ms)[:1]
+    if not head:
+        return []
+    rest = split_text(text[_after(text, head[0].text) :], max_chars, gap_ms)
+    if not rest:
+        return [Chunk(index=0, text=head[0].text, pause_after_ms=0)]
+    return [head[0], *(Chunk(index=c.index + 1, text=c.text, pause_after_ms=c.pause_after_ms) for c in rest)]
+
+
+def _after(text: str, piece: str) -> int:
+    """Where in `text` the (whitespace-collapsed) `piece` that starts it ends: chunks keep every
+    character but whitespace, in order, so counting those finds the spot."""
+    remaining = sum(1 for char in piece if not char.isspace())
+    for position, char in enumerate(text):
+        if remaining == 0:
+            return position
+        if not char.isspace():
+            remaining -= 1
+    return len(text)
 
 
 def _pause(boundary: Boundary, gap_ms: int | None) -> int:

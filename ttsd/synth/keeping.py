@@ -50,7 +50,8 @@ class Keeper:
     def pending_chunks(self, job: Job, spec: JobSpec, renderer: Renderer) -> list[tuple[ChunkRow, str | None]] | None:
         """The job's chunks still to speak, with their cache keys; cached ones are kept at once.
         None: the lease is gone."""
-        pieces = [(c.text, c.pause_after_ms) for c in split_text(spec.text, spec.chunk_max_chars, spec.gap_ms)]
+        cut = split_text(spec.text, spec.chunk_max_chars, spec.gap_ms, spec.chunk_first_chars)
+        pieces = [(c.text, c.pause_after_ms) for c in cut]
         chunks = self.context.store.plan_chunks(job.id, self.token, pieces)
         if chunks is None:
             return None
