@@ -10,6 +10,9 @@ alone while they wait, so it speaks at the speed of a small batch, not of the wh
 
 For crash attribution each admission is a "call": the jobs it brings are reported as generating, and
 the call counts as kept once every row it brought is kept.
+
+The rows of jobs someone listens to (`listen`) also write their audio as it grows, after each step
+(`ttsd.synth.live`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ttsd.errors import EngineError
 from ttsd.faults import crash_point
 from ttsd.joblog import job_extra
 from ttsd.synth.engine.stepping.engine import LoopUnavailable, Spoken, Stream
+from ttsd.synth.live import LiveRow, LiveRows
 from ttsd.synth.pacing import frame_budget
 from ttsd.synth.rendering import Generated, Unit
 from ttsd.synth.scheduler import ChunkScheduler, Piece
@@ -69,6 +73,9 @@ class Streaming:
         self._units: dict[Hashable, tuple[Unit, int]] = {}
         """Per running row: its unit and the call (admission) it came in."""
         self._dropped: set[str] = set()
+        self._listened: set[str] = set()
+        """Jobs someone listens to, until they leave the worker (`drop_job`)."""
+        self._live = LiveRows(stream, owner.renderer.context.chunks.save_live)
         self._lock = threading.Lock()
         self._alone = False
         self._credit = PAUSE_CREDIT
@@ -77,9 +84,17 @@ class Streaming:
         return len(self._stream)
 
     def drop_job(self, job_id: str) -> None:
-        """Stop a job's rows at the next step (safe from any thread)."""
+        """Stop a job's rows at the next step, and stop listening to it (safe from any thread): the
+        worker calls this for every job that leaves it."""
         with self._lock:
             self._dropped.add(job_id)
+            self._listened.discard(job_id)
+
+    def listen(self, job_id: str) -> None:
+        """Someone listens to a job the worker holds: its rows write live audio from the next step
+        until `drop_job` (safe from any thread)."""
+        with self._lock:
+            self._listened.add(job_id)
 
     def step(self, keeping: DecodeLane | None, fill: bool = True) -> bool:
         """Fill free rows (unless not `fill`: the worker is stopping), then one frame step; False
@@ -101,7 +116,15 @@ class Streaming:
             return True
         self._count_step()
         self._hand_over(spoken, keeping)
+        self._update_live()
         return True
+
+    def _update_live(self) -> None:
+        """The running rows of listened jobs decode what is new (rows that ended are forgotten)."""
+        with self._lock:
+            listened = set(self._listened)
+        running = [LiveRow(tag, unit.job.id, unit.chunk.index) for tag, (unit, _) in self._units.items()]
+        self._live.update(running if listened else [], listened)
 
     def _count_step(self) -> None:
         """Pausing costs credit, a step of everyone earns it; out of credit, the paused rows resume."""

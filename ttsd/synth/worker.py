@@ -39,8 +39,7 @@ from ttsd.synth.streaming import Streaming
 log = logging.getLogger(__name__)
 
 ACTIVE_PER_ROW = 2
-"""Jobs held per row of a call: enough to group similar lengths, few enough that `running` means
-being worked on."""
+"""Jobs held per row of a call: enough to group similar lengths, few enough that `running` means being worked on."""
 MIN_ACTIVE = 4
 WAKE_POLL_S = 1.0
 STREAM_ADMIT_S = 0.2
@@ -207,8 +206,7 @@ class Worker:
             return False
         try:
             return self.step(keeping)
-        except Exception:
-            # Failures are handled where they happen, per job; this only keeps the worker alive.
+        except Exception:  # failures are handled where they happen, per job: this keeps the worker alive
             log.exception("worker %s: unexpected error", self.model)
             return False
 
@@ -330,9 +328,8 @@ class Worker:
             try:
                 self._keep_take(unit, wav, generated.takes.capped[index], share)
             except Exception as exc:  # a take that cannot be kept fails its job only
-                log.exception(
-                    "job %s: could not keep chunk %d", unit.job.id, unit.chunk.index, extra=job_extra(unit.job)
-                )
+                log.exception("job %s: could not keep chunk %d", unit.job.id, unit.chunk.index,
+                              extra=job_extra(unit.job))  # fmt: skip
                 self._fail(unit.job, failure_of(exc, "keeping a finished chunk"))
 
     def _keep_take(self, unit: Unit, wav: Any, capped: bool, synth_s: float) -> None:
@@ -385,11 +382,10 @@ class Worker:
 
     def _forget(self, job_id: str) -> None:
         self.scheduler.drop(job_id)
-        streaming = self._streaming  # read once: the main thread may drop it meanwhile
-        if streaming is not None:
-            streaming.drop_job(job_id)
-        with self._lock:
+        with self._lock:  # as `listen` checks: a LISTEN racing this is kept before the drop or not at all
             self._held.pop(job_id, None)
+            if (streaming := self._streaming) is not None:  # read once: the main thread may drop it
+                streaming.drop_job(job_id)
 
     def _forget_lost(self) -> None:
         """Jobs cancelled or taken back since the last call are dropped before the next one."""
@@ -411,6 +407,12 @@ class Worker:
             self.scheduler.drop(job_id)
             log.info("job %s back to the queue (its worker stopped)", job_id, extra={"job_id": job_id})
             self.keeper.publish(job_id)
+
+    def listen(self, job_id: str) -> None:
+        """Someone listens to a held job (any thread): its rows write live audio until it leaves, see live.py."""
+        with self._lock:
+            if job_id in self._held and (streaming := self._streaming) is not None:
+                streaming.listen(job_id)
 
     def held_jobs(self) -> list[str]:
         """The jobs leased to this worker now."""

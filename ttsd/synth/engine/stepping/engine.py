@@ -19,8 +19,11 @@ from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from ttsd.errors import EngineError, TransientEngineError
 from ttsd.synth.engine.base import SynthesisRequest, Takes
+from ttsd.synth.engine.progressive import ProgressiveDecoder, speech_tokenizer_decoder
 from ttsd.synth.engine.qwen import QwenEngine, SpokenCall, classify_error
 from ttsd.synth.engine.qwen_calls import generate_codes
 from ttsd.synth.engine.stepping.batch import NEVER, Ended, RunningBatch
@@ -175,6 +178,23 @@ class Stream:
         """A row's codes so far (F x 16 tensor), or None; see `RunningBatch.codes_of`."""
         found = (batch.codes_of(tag) for batch in self._batches())
         return next((codes for codes in found if codes is not None), None)
+
+    def live_decoder(self, tag: Hashable) -> ProgressiveDecoder | None:
+        """A progressive decoder for a running row's audio while it grows (None: no such row): its
+        voice clone's reference codes, if any, stand in front as context, as in the one-shot decode;
+        each window decodes under the engine's decode lock, beside the rows decoded as they end."""
+        entry = self._requests.get(tag)
+        if entry is None:
+            return None
+        engine = self._engine
+        tokenizer = engine._model.model.speech_tokenizer
+        decode_window = speech_tokenizer_decoder(tokenizer)
+
+        def decode(codes: Any) -> np.ndarray:
+            with engine._decode_lock:
+                return decode_window(codes)
+
+        return ProgressiveDecoder(decode, int(tokenizer.get_decode_upsample_rate()), prefix=entry[3])
 
     def pause(self, running: Collection[Hashable]) -> None:
         """Step only the rows `running` until `resume` (or until none of them is left): the others
