@@ -120,6 +120,10 @@ def listen(commands: IO[str], worker: Worker) -> None:
     for line in commands:
         message = wire.decode(line)
         event = message["event"] if message else None
+        if event == wire.LISTEN and message:
+            # Not a wake: a listened job is already held, and a wake costs the queue a claim.
+            worker.listen(str(message.get("job")))
+            continue
         if event == wire.STOP:
             _stop(worker)
         worker.wake.set()

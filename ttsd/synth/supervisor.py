@@ -62,14 +62,15 @@ class _Process:
     hung: bool = False
     reader: threading.Thread | None = None
 
-    def send(self, event: str) -> None:
+    def send(self, event: str, fields: dict[str, Any] | None = None) -> None:
         """A command, never blocking: a worker that stopped reading its pipe must not hang the
-        daemon (a lost `wake` is harmless; a worker that misses `stop` is killed past the grace)."""
+        daemon (a lost `wake` or `listen` is harmless; a worker that misses `stop` is killed past
+        the grace)."""
         stdin = self.popen.stdin
         if stdin is None:
             return
         try:
-            os.write(stdin.fileno(), wire.encode(event).encode("utf-8"))
+            os.write(stdin.fileno(), wire.encode(event, fields).encode("utf-8"))
         except (OSError, ValueError):
             return  # full, or it is exiting; `poll` sees how it ends
 
@@ -127,6 +128,16 @@ class Supervisor:
         # be stale (it says "idle" only once its last job is kept).
         for process in running:
             process.send(wire.WAKE)
+
+    def listen(self, model: str, job_id: str) -> None:
+        """Someone streams `job_id`: its chunks running in `model`'s workers write live audio (see
+        `ttsd.synth.live`) until the job leaves the worker. A no-op when `model` has no live worker;
+        cheap (one short non-blocking write per worker), so a stream may repeat it every second: a
+        worker started or restarted since then hears it at the next repeat."""
+        with self._lock:
+            processes = [p for p in self._processes if p.model == model and not p.stopping]
+        for process in processes:
+            process.send(wire.LISTEN, {"job": job_id})
 
     def _make_room(self, model: str) -> bool:
         """Whether one more model may load; if not, ask an idle worker of another model to exit."""

@@ -1,6 +1,7 @@
 """What a worker process and its supervisor say to each other: one JSON object per line.
 
-Supervisor -> worker, on the worker's stdin: the settings first, then `wake` and `stop` commands.
+Supervisor -> worker, on the worker's stdin: the settings first, then `wake` and `stop` commands,
+and `listen` (someone streams this job: its running chunks write live audio, see `ttsd.synth.live`).
 The end of stdin means the supervisor is gone (killed, crashed, or the machine is stopping): the
 worker then exits at once, on every platform, because a pipe's reader sees its writer's death.
 
@@ -19,6 +20,7 @@ from typing import IO, Any, Final
 
 WAKE: Final = "wake"
 STOP: Final = "stop"
+LISTEN: Final = "listen"
 READY: Final = "ready"
 FINISHED: Final = "finished"
 CALL: Final = "call"
