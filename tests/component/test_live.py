@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 import ttsd.synth.live as live_module
 from tests.component import test_streaming as streaming_tests
@@ -169,3 +170,35 @@ def test_live_audio_costs_a_few_decodes(
     rig.drain()
     assert rig.done(job), "live audio that fails never fails its job"
     assert not list(Path(rig.chunks.root).rglob("*.live.npy"))
+
+
+def test_a_voice_clone_chunk_decodes_behind_its_reference_codes(
+    make_rig: MakeRig, tiny_models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live_module, "WRITE_EVERY_S", 0.0)
+    monkeypatch.setattr(streaming_tests, "MODEL", "tiny-base")
+    engine = LoopEngine.load("tiny-base", "base", tiny_models / "tiny-base", streaming_tests.FULL, "paced")
+    try:
+        rig = make_rig(engine)
+        watch = Watch(rig, monkeypatch)
+        voices = rig.worker.context.voices_dir
+        voices.mkdir(parents=True, exist_ok=True)
+        noise = np.random.default_rng(5).standard_normal(32_000).astype(np.float32) * 0.1
+        sf.write(voices / "ref.wav", noise, 16_000)
+        job = rig.add(SENTENCES[0], "clone", model="tiny-base", ref_audio="ref.wav", ref_text="Hello world.")
+        assert rig.step() and rig.rows() == [(job.id, 0)]
+        streaming = rig.worker._streaming
+        assert streaming is not None
+        decoder = streaming._stream.live_decoder((job.id, 0))
+        assert decoder is not None and decoder._prefix is not None, "ICL: the reference codes go in front"
+        rig.worker.listen(job.id)
+        rig.drain()
+        assert rig.done(job)
+    finally:
+        engine.close()
+    live, chunk = watch.last_live[(job.id, 0)], watch.chunks[(job.id, 0)]
+    assert live.size >= WINDOW_FRAMES * SAMPLES_PER_FRAME
+    # The one-shot decode cuts the reference's share proportionally: it may start a sample early or late.
+    shifted = [(live, chunk[: live.size]), (live, chunk[1 : live.size + 1]), (live[1:], chunk[: live.size - 1])]
+    error = min(float(np.max(np.abs(ours - theirs))) for ours, theirs in shifted)
+    assert error <= MATCH, f"live audio is {error:.1e} off the chunk's waveform"
