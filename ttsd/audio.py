@@ -36,18 +36,22 @@ def peak_normalize(audio: np.ndarray) -> np.ndarray:
 
 def trim_edges(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """Cut leading and trailing silence down to MAX_EDGE_SILENCE_S, judged on 10 ms frames."""
+    start, end = trim_bounds(audio, sample_rate)
+    return audio[start:end]
+
+
+def trim_bounds(audio: np.ndarray, sample_rate: int) -> tuple[int, int]:
+    """Where `trim_edges` cuts: the kept span [start, end) of `audio`."""
     frame = max(1, int(sample_rate * _FRAME_S))
     count = len(audio) // frame
     if count == 0:
-        return audio
+        return 0, len(audio)
     rms = np.sqrt(np.mean(audio[: count * frame].reshape(count, frame).astype(np.float64) ** 2, axis=1))
     loud = np.flatnonzero(rms > rms.max() * _SILENCE_RATIO)
     if loud.size == 0:
-        return audio
+        return 0, len(audio)
     keep = int(MAX_EDGE_SILENCE_S * sample_rate)
-    start = max(0, loud[0] * frame - keep)
-    end = min(len(audio), (loud[-1] + 1) * frame + keep)
-    return audio[start:end]
+    return max(0, int(loud[0]) * frame - keep), min(len(audio), (int(loud[-1]) + 1) * frame + keep)
 
 
 def fade_edges(audio: np.ndarray, sample_rate: int) -> np.ndarray:

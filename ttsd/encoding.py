@@ -42,6 +42,20 @@ MEDIA_TYPES: dict[AudioFormat, str] = {
 }
 
 
+_MP3_RATES = (8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000)
+
+
+def rate_problem(fmt: AudioFormat, sample_rate: int) -> str | None:
+    """Why a whole `fmt` file cannot be written at `sample_rate`, or None when it can. opus and aac
+    are resampled by their encoders; MPEG audio has a fixed list of rates, and FLAC's frame headers
+    state a rate above 65535 Hz only in tens of hertz."""
+    if fmt == "mp3" and sample_rate not in _MP3_RATES:
+        return f"mp3 takes {', '.join(map(str, _MP3_RATES))} Hz, not {sample_rate}"
+    if fmt == "flac" and sample_rate > 65_535 and sample_rate % 10:
+        return f"flac takes rates above 65535 Hz only in steps of 10 Hz, not {sample_rate}"
+    return None
+
+
 def media_type(fmt: str) -> str:
     """The Content-Type of audio in format `fmt` (a format name as the queue stores it)."""
     return MEDIA_TYPES.get(cast("AudioFormat", fmt), "application/octet-stream")
@@ -66,6 +80,7 @@ _PYAV = {
 _FALLBACK_RATE = 48000  # for an encoder with a fixed list of rates that lacks the audio's
 _OGG_PAGE_US = "100000"  # ffmpeg's 1 s default would hold back the first second of a stream
 _UNKNOWN_SIZE = 0xFFFFFFFF
+_AAC_PRIMING = 1024  # samples ffmpeg's AAC encoder puts in front of the audio
 
 
 def encode(audio: np.ndarray, sample_rate: int, fmt: AudioFormat) -> bytes:
@@ -100,10 +115,14 @@ def decode_file(path: Path, fmt: AudioFormat, sample_rate: int) -> np.ndarray:
     pieces: list[np.ndarray] = []
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
     with av.open(str(path)) as source:
-        for frame in source.decode(audio=0):
+        stream = source.streams.audio[0]
+        # ADTS has no field to say "drop the encoder's priming": its decoder plays it, so it is cut here.
+        priming = round(_AAC_PRIMING * sample_rate / stream.rate) if fmt == "aac" and stream.rate else 0
+        for frame in source.decode(stream):
             pieces.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
     pieces.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
-    return np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, dtype=np.float32)
+    audio = np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(0, dtype=np.float32)
+    return audio[priming:]
 
 
 class StreamEncoder:

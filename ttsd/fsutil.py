@@ -24,7 +24,7 @@ import stat
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 from ttsd.errors import FolderUnusable
 from ttsd.privacy import folder_problem
@@ -177,6 +177,13 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
 
     Raises FileNotFoundError when it is gone, NotRegularFile when something else sits there, and
     OSError for anything else (permissions, I/O)."""
+    with open_regular_file(path) as handle:
+        return handle.read(max_bytes)
+
+
+def open_regular_file(path: Path) -> BinaryIO:
+    """`path` opened for reading, if it is a regular file reached without a symlink (errors as
+    `read_regular_file`)."""
     try:
         fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
     except OSError as exc:
@@ -189,8 +196,7 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
     except BaseException:
         os.close(fd)
         raise
-    with os.fdopen(fd, "rb") as handle:
-        return handle.read(max_bytes)
+    return os.fdopen(fd, "rb")
 
 
 def sweep_temp_files(folder: Path, recursive: bool = False) -> list[Path]:

@@ -81,5 +81,7 @@ def default_output_name(job: Mapping[str, Any]) -> str:
     whole job, so two different jobs with the same text never share a name."""
     words = re.findall(r"\w+", str(job.get("text", "")).lower())[:5]
     fields = {key: value for key, value in job.items() if key != "output"}
-    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()[:6]
+    # surrogatepass: a lone surrogate is the job parser's to refuse, naming its field, not a crash here.
+    canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(canonical).hexdigest()[:6]
     return sanitize_name("-".join([*words, digest]) if words else f"job-{digest}")[:60]

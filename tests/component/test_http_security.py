@@ -101,3 +101,60 @@ def test_audio_is_served_from_the_queues_record_only(rig: HttpRig) -> None:
     (rig.outbox.root / "planted.wav").symlink_to(secret)
     assert rig.client.get("/v1/audio/planted.wav").status_code == 404
     assert rig.client.get("/v1/audio/planted").status_code == 404
+
+
+def test_a_browser_preflight_passes_without_the_key_and_refusals_carry_cors(tmp_path: Path) -> None:
+    origin = "http://localhost:3000"
+    with scratch_dir(tmp_path) as root, http_rig(root, api_key=KEY, cors_origins=(origin,)) as rig:
+        preflight = rig.client.options(
+            "/v1/audio/speech",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == origin
+        refused = rig.client.get("/v1/jobs", headers={"Origin": origin})
+        assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == origin
+        other = rig.client.options(
+            "/v1/jobs", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"}
+        )
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_every_refusal_has_the_one_error_shape(rig: HttpRig) -> None:
+    headers = {"Content-Type": "application/json"}
+    cases = [
+        (rig.client.get("/no/such/route"), 404, "not_found"),
+        (rig.client.put("/v1/jobs", json={}), 405, "method_not_allowed"),
+        (
+            rig.client.post("/v1/audio/speech", content=b'{"model": "tts-1", "input": ', headers=headers),
+            400,
+            "invalid_json",
+        ),
+        (rig.client.post("/v1/audio/speech", content=b"", headers=headers), 400, "invalid_body"),
+    ]
+    for answer, status, code in cases:
+        assert answer.status_code == status, answer.text
+        error = answer.json()["error"]
+        assert error["code"] == code and error["message"] and answer.json()["detail"] == error["message"]
+        assert error["param"] is None
+
+
+def test_an_oversized_chunked_body_to_a_speech_route_is_413(rig: HttpRig) -> None:
+    def body() -> Iterator[bytes]:
+        yield b'{"model": "tts-1", "input": "'
+        for _ in range(10):
+            yield b"x" * 1000
+        yield b'"}'
+
+    answer = rig.client.post("/v1/audio/speech", content=body(), headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413 and answer.json()["error"]["code"] == "too_large"
+
+
+def test_the_dashboard_cannot_be_framed(rig: HttpRig) -> None:
+    page = rig.client.get("/")
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]

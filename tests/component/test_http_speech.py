@@ -7,6 +7,7 @@ import base64
 import io
 import json
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,7 @@ def test_tts_fields_are_checked_like_a_job_file(rig: HttpRig) -> None:
     for body, field in (
         ({"text": "x", "speed": 0.1}, "speed"),
         ({"text": "x", "format": "exe"}, "format"),
-        ({"text": "x", "request_id": "../../x"}, "output"),
+        ({"text": "x", "request_id": "../../x"}, "request_id"),
         ({"text": "x", "mood": "sunny"}, "mood"),
         ({"text": 5}, "text"),
     ):
@@ -214,3 +215,87 @@ def test_a_job_failing_under_sse_ends_with_an_error_event(tmp_path: Path) -> Non
         events = [json.loads(line[6:]) for line in answer.text.splitlines() if line.startswith("data: ")]
         assert [event["type"] for event in events] == ["error"]
         assert events[0]["error"]["code"] == "fake_doomed"
+
+
+def test_live_audio_of_a_chunk_goes_out_while_the_chunk_is_made(tmp_path: Path) -> None:
+    """The worker's side is simulated here (tests/component/test_live.py has the real one): the chunk's
+    live file grows, the stream sends each new part at once, then the finished chunk's rest."""
+    import threading
+
+    from ttsd.delivery.deliver import deliver
+    from ttsd.jobqueue.records import RunInfo
+    from ttsd.jobspec import JobSpec
+
+    with scratch_dir(tmp_path) as root, http_rig(root) as rig:
+        received: list[bytes] = []
+        body = {"model": FAKE_MODEL, "input": "One chunk, heard as it is made.", "response_format": "pcm"}
+
+        def listen() -> None:
+            with rig.client.stream("POST", "/v1/audio/speech", json=body) as answer:
+                received.extend(answer.iter_bytes())
+
+        listener = threading.Thread(target=listen)
+        listener.start()
+        job = wait_for(lambda: next(iter(rig.store.jobs()), None), 10, "the request's job")
+        token, _claimed = rig.store.claim(FAKE_MODEL, 4)
+        assert rig.store.plan_chunks(job.id, token, [(body["input"], 0)]) is not None
+        audio = fake_wave(body["input"])
+        quarter = len(audio) // 4
+        for part in (1, 2, 3):
+            rig.door.chunk_files.save_live(job.id, 0, audio[: part * quarter])
+            wait_for(partial(_received_at_least, received, part * quarter * 2), 10, f"live part {part} sent")
+        rig.door.chunk_files.save(job.id, 0, audio)
+        assert rig.store.chunk_done(job.id, token, 0, len(audio) / FAKE_RATE, 0.1, cache_hit=False)
+        spec = JobSpec.model_validate_json(job.spec_json)
+        run = RunInfo(device="cpu", dtype="float32", seed=None, cache_hit=False, synth_s=0.1)
+        assert deliver(rig.store, rig.outbox, token, job.id, spec, audio, run) is not None
+        listener.join(timeout=20)
+        streamed, _rate = decode_audio(b"".join(received), "pcm")
+        np.testing.assert_allclose(streamed, audio, atol=1 / 16384)
+
+
+def _received_at_least(received: list[bytes], count: int) -> bool:
+    return len(b"".join(received)) >= count  # pcm: two bytes a sample
+
+
+def test_a_stream_at_another_speed_is_its_file(rig: HttpRig) -> None:
+    body = {"model": FAKE_MODEL, "input": LONG, "response_format": "wav", "speed": 1.5}
+    answer = rig.client.post("/v1/audio/speech", json=body)
+    streamed, _rate = decode_audio(answer.content, "wav")
+    np.testing.assert_allclose(streamed, expected_audio(rig, answer.headers["x-job-id"]), atol=1e-4)
+
+
+def test_a_stream_that_gets_no_audio_in_time_is_504_naming_the_job(tmp_path: Path) -> None:
+    with scratch_dir(tmp_path) as root, http_rig(root, http_wait_s=0.5) as rig:  # no worker: nothing is spoken
+        answer = rig.client.post("/v1/audio/speech", json={"model": "tts-1", "input": "Nobody speaks."})
+        assert answer.status_code == 504
+        job_id = rig.store.jobs()[0].id
+        assert f"/v1/jobs/{job_id}" in answer.json()["error"]["message"]
+
+
+def test_the_same_request_again_is_answered_even_when_the_queue_is_full(tmp_path: Path) -> None:
+    with scratch_dir(tmp_path) as root, http_rig(root, max_queue_size=1) as rig:
+        rig.start_worker()
+        body = {"text": "Asked twice.", "request_id": "twice"}
+        assert rig.client.post("/v1/tts", json=body).status_code == 200
+        rig.worker.stop_event.set()  # nothing is spoken from now on: the filler keeps the queue full
+        wait_for(lambda: not rig.worker.wake.is_set(), 1, "the worker to idle")
+        assert rig.client.post("/v1/jobs", json={"text": "Filler."}).status_code == 202
+        assert rig.client.post("/v1/tts", json={"text": "Someone new."}).status_code == 429
+        assert rig.client.post("/v1/tts", json=body).status_code == 200
+
+
+def test_refusals_name_the_fields_the_client_sent(rig: HttpRig) -> None:
+    for body, field in (
+        ({"model": "tts-1", "input": "  "}, "input"),
+        ({"model": "tts-1", "input": "x", "voice": 5}, "voice"),
+        ({"model": "tts-1", "input": "x", "speed": True}, "speed"),
+        ({"model": "tts-1", "input": "x", "speed": "1.5"}, "speed"),
+        ({"model": "tts-1", "input": "x", "instructions": "x" * 5000}, "instructions"),
+    ):
+        answer = rig.client.post("/v1/audio/speech", json=body)
+        assert answer.status_code == 400, (body, answer.text)
+        error = answer.json()["error"]
+        assert error["param"] == field and error["message"].startswith(f"{field}: "), error
+    tone = rig.client.post("/v1/tts", json={"text": "x", "model": FAKE_MODEL, "tone": "calm", "voice": "x\x01"})
+    assert tone.json()["error"]["param"] == "voice"

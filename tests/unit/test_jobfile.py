@@ -313,6 +313,8 @@ def test_unknown_fields_are_refused_by_name(job: Job, field: str, allowed: str) 
         ({"text": "x", "normalize": None}, "normalize"),
         ({"text": "x", "format": "m4a"}, "format"),
         ({"text": "x", "speed": 0.2}, "speed"),
+        ({"text": "x", "format": "mp3", "sample_rate": 27_290}, "sample_rate"),
+        ({"text": "x", "format": "flac", "sample_rate": 96_001}, "sample_rate"),
         ({"text": "x", "speed": "fast"}, "speed"),
         ({"text": "x", "format": "WAV"}, "format"),
         ({"text": "x", "sample_rate": 24_000.0}, "sample_rate"),
@@ -333,6 +335,13 @@ def test_unknown_fields_are_refused_by_name(job: Job, field: str, allowed: str) 
 )
 def test_wrong_types_and_ranges_are_refused_strictly(job: Job, field: str) -> None:
     rejected(job, "invalid_field", field)
+
+
+def test_a_lone_surrogate_given_as_an_object_is_refused_naming_the_field() -> None:
+    # A JSON file's escapes are refused while it is decoded; an object built in memory (an HTTP
+    # request body parsed by the server) reaches the field checks with it.
+    rejected({"text": "half a \ud800 pair"}, "encoding", "text")
+    rejected({"text": "x", "instruct": "\udfff"}, "encoding", "instruct")
 
 
 def test_missing_text_is_refused() -> None:

@@ -10,9 +10,15 @@ from fastapi.responses import FileResponse
 
 router = APIRouter(include_in_schema=False)
 PAGE = Path(__file__).parent / "static" / "index.html"
+# Another site must not frame the page and trick a click on Cancel or Queue job.
+PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+}
 
 
 @router.get("/")
 async def page() -> FileResponse:
     """The dashboard page."""
-    return FileResponse(PAGE, media_type="text/html", headers={"Cache-Control": "no-cache"})
+    return FileResponse(PAGE, media_type="text/html", headers=PAGE_HEADERS)

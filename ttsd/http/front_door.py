@@ -11,7 +11,7 @@ from ttsd.config import Settings
 from ttsd.delivery.publish import StatusPublisher
 from ttsd.http.app import create_app
 from ttsd.http.door import FrontDoor
-from ttsd.http.server import HttpServer, bind
+from ttsd.http.server import STOP_TIMEOUT_S, HttpServer, bind
 from ttsd.http.watch import JobWatch
 from ttsd.intake.jobfile import job_defaults
 from ttsd.intake.requests import Submissions
@@ -52,6 +52,7 @@ class HttpFrontDoor:
             chunk_files=ChunkFiles(settings.state_dir / "chunks"),
             registry=build_registry(settings.models),
             workers=workers.loaded,
+            listen=workers.listen,
         )
         return cls(door, HttpServer(create_app(door), bind(settings.http)))
 
@@ -62,5 +63,6 @@ class HttpFrontDoor:
         log.info("serving HTTP on http://%s", self.server.address)
 
     def stop(self) -> None:
-        """Stop serving (the watcher stops with the daemon's stop event)."""
+        """Stop serving; the watcher ends with the daemon's stop event, set before this."""
         self.server.stop()
+        self.door.watch.join(timeout=STOP_TIMEOUT_S)

@@ -9,7 +9,8 @@ from collections.abc import Collection
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ttsd.http.door import error_body
+from ttsd.config import is_loopback
+from ttsd.http.errors import BodyTooLarge, error_body
 
 PUBLIC_PATHS = frozenset({"/", "/favicon.ico"})
 """The dashboard page itself holds no data: it asks for the key and sends it with every call."""
@@ -20,7 +21,7 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 async def _refuse(
     send: Send, status: int, code: str, message: str, headers: Collection[tuple[bytes, bytes]] = ()
 ) -> None:
-    body = json.dumps(error_body(code, message)).encode("utf-8")
+    body = json.dumps(error_body(code, message, None, status)).encode("utf-8")
     await send(
         {
             "type": "http.response.start",
@@ -100,13 +101,6 @@ class Guard:
         return counted
 
 
-class BodyTooLarge(Exception):
-    """A chunked body went past the limit while it was read."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"the request body is over {limit} bytes")
-
-
 def _host_name(host: str | None) -> str:
     if not host:
         return ""
@@ -118,8 +112,6 @@ def _host_name(host: str | None) -> str:
 def allowed_hosts(bind_host: str) -> Collection[str] | None:
     """The Host names a loopback server answers to; None (any) when it was bound for the network,
     where the API key is the guard and clients may use any name for the machine."""
-    from ttsd.config import is_loopback
-
     if not is_loopback(bind_host):
         return None
     return {"localhost", "127.0.0.1", "::1", bind_host}

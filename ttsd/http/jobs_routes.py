@@ -13,10 +13,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ttsd.delivery.publish import publish
 from ttsd.delivery.status import status_document
-from ttsd.encoding import media_type
 from ttsd.errors import JobRejected
-from ttsd.http.answers import read_audio
+from ttsd.http.answers import AUDIO_RESPONSE, audio_response
 from ttsd.http.door import FrontDoor, blocking, door_of
+from ttsd.http.errors import HttpProblem
 from ttsd.intake.jobfile import decode_json, decode_text
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job
@@ -55,10 +55,18 @@ async def list_jobs(
 ) -> dict[str, Any]:
     """Jobs filtered by state and creation time, as status documents."""
     door = door_of(request)
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)  # a moment without an offset is read as UTC, like the queue's
+    if since is not None:
+        since = _as_utc(since)
     jobs = await blocking(door.store.jobs, state.value if state else None, None, since, limit)
     return {"jobs": [status_document(job) for job in jobs]}
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """A moment without an offset is read as UTC, like the queue's own."""
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        raise HttpProblem(400, "invalid_field", f"since: {moment.isoformat()} is out of range", "since") from None
 
 
 async def _job(door: FrontDoor, ref: str) -> Job:
@@ -73,13 +81,12 @@ async def get_job(request: Request, job_ref: str) -> dict[str, Any]:
     return {**status_document(job), **links(job)}
 
 
-@router.get("/{job_ref}/audio", summary="A done job's audio file")
+@router.get("/{job_ref}/audio", summary="A done job's audio file", responses=AUDIO_RESPONSE)
 async def job_audio(request: Request, job_ref: str) -> Response:
     """The delivered file, in the job's format; 409 while it is not done."""
     door = door_of(request)
     job = await _job(door, job_ref)
-    data = await blocking(read_audio, door, job)
-    return Response(data, media_type=media_type(job.audio_format or "wav"), headers={"X-Job-Id": job.id})
+    return await audio_response(door, job)
 
 
 @router.delete("/{job_ref}", summary="Cancel a queued or running job")
@@ -95,7 +102,11 @@ async def cancel_job(request: Request, job_ref: str) -> dict[str, Any]:
     return status_document(await blocking(cancel))
 
 
-@router.get("/{job_ref}/events", summary="Server-sent status documents until the job finishes")
+@router.get(
+    "/{job_ref}/events",
+    summary="Server-sent status documents until the job finishes",
+    responses={200: {"description": "`status` events", "content": {"text/event-stream": {}}}},
+)
 async def job_events(request: Request, job_ref: str) -> StreamingResponse:
     """An event `status` with the status document at every change, the last one terminal."""
     door = door_of(request)

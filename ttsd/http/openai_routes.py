@@ -4,25 +4,36 @@ wyoming_openai, Pipecat, LiveKit agents, the `openai` package itself) speak thro
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 from ttsd.audio import SPEED_RANGE
-from ttsd.http.answers import audio_stream
-from ttsd.http.door import FrontDoor, HttpProblem, blocking, door_of, error_body
+from ttsd.http.answers import AUDIO_RESPONSE, as_base64
+from ttsd.http.door import FrontDoor, blocking, door_of
+from ttsd.http.errors import HttpProblem, error_body
 from ttsd.http.names import OPENAI_MODELS, OPENAI_VOICES, language_name, model_name
 from ttsd.http.speech import queue_request, streamed_audio, voice_fields
+from ttsd.http.streams import audio_stream
 from ttsd.jobqueue.tables import Job
 from ttsd.synth.voices import list_voices
 
 router = APIRouter(tags=["OpenAI speech API"])
-OPENAI_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+DELTA_BYTES = 64 * 1024
+"""The most audio one `speech.audio.delta` event carries (a done job's whole file would be one)."""
+# The job field each request field becomes, the other way round: a refusal names what was sent.
+REQUEST_FIELDS = {
+    "text": "input",
+    "speaker": "voice",
+    "ref_audio": "voice",
+    "instruct": "instructions",
+    "format": "response_format",
+}
 
 
 class VoiceId(BaseModel):
@@ -43,7 +54,7 @@ class SpeechRequest(BaseModel):
     voice: StrictStr | VoiceId = Field("alloy")
     instructions: StrictStr | None = Field(None, max_length=4_096)
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
-    speed: float = Field(1.0, ge=SPEED_RANGE[0], le=SPEED_RANGE[1])
+    speed: StrictFloat = Field(1.0, ge=SPEED_RANGE[0], le=SPEED_RANGE[1])
     stream_format: Literal["audio", "sse"] = "audio"
     language: StrictStr | None = Field(None, max_length=100)
     seed: StrictInt | None = Field(None, ge=0, le=2**32 - 1)
@@ -61,12 +72,12 @@ def _job_of(door: FrontDoor, body: SpeechRequest) -> dict[str, Any]:
     return job
 
 
-@router.post("/v1/audio/speech", summary="Speak a text (OpenAI's speech API)")
+@router.post("/v1/audio/speech", summary="Speak a text (OpenAI's speech API)", responses=AUDIO_RESPONSE)
 async def speech(request: Request, body: SpeechRequest) -> StreamingResponse:
     """The audio in `response_format`, sent chunk by chunk as the job's chunks are made (`audio`), or
     as `speech.audio.delta` events and a closing `speech.audio.done` (`sse`)."""
     door = door_of(request)
-    job = await queue_request(door, _job_of(door, body), None)
+    job = await queue_request(door, _job_of(door, body), None, REQUEST_FIELDS, streamed=True)
     if body.stream_format == "sse":
         events = _events(door, job, len(body.input))
         return StreamingResponse(events, media_type="text/event-stream", headers={"X-Job-Id": job.id})
@@ -76,8 +87,8 @@ async def speech(request: Request, body: SpeechRequest) -> StreamingResponse:
 async def _events(door: FrontDoor, job: Job, characters: int) -> AsyncIterator[bytes]:
     try:
         async for data in audio_stream(door, job):
-            if data:
-                delta = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")}
+            for start in range(0, len(data), DELTA_BYTES):
+                delta = {"type": "speech.audio.delta", "audio": as_base64(data[start : start + DELTA_BYTES])}
                 yield f"data: {json.dumps(delta)}\n\n".encode()
     except HttpProblem as problem:
         yield f"data: {json.dumps({'type': 'error', **error_body(problem.code, str(problem))})}\n\n".encode()
@@ -106,11 +117,15 @@ async def audio_voices(request: Request) -> dict[str, Any]:
     settings = door.settings
     listing = await blocking(list_voices, door.registry, settings.models_dir, settings.voices_cache, False)
     speakers = sorted({speaker for entry in listing for speaker in entry.speakers})
-    folder = settings.voices_dir
-    recordings = sorted(path.name for path in folder.iterdir() if path.is_file()) if folder.is_dir() else []
+    recordings = await blocking(_recordings, settings.voices_dir)
     voices = [
         *({"id": name, "name": name, "kind": "openai", "speaker": speaker} for name, speaker in OPENAI_VOICES.items()),
         *({"id": name, "name": name, "kind": "speaker"} for name in speakers),
         *({"id": name, "name": name, "kind": "recording"} for name in recordings),
     ]
     return {"voices": voices}
+
+
+def _recordings(folder: Path) -> list[str]:
+    """The reference recordings a Base model can clone: the files in the inbox's voices/ folder."""
+    return sorted(path.name for path in folder.iterdir() if path.is_file()) if folder.is_dir() else []

@@ -11,14 +11,25 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from ttsd.audio import SPEED_RANGE
-from ttsd.encoding import FORMATS, media_type
-from ttsd.http.answers import as_base64, read_audio
+from ttsd.encoding import FORMATS
+from ttsd.http.answers import AUDIO_RESPONSE, as_base64, audio_response, read_audio
 from ttsd.http.door import blocking, door_of
 from ttsd.http.names import language_name, model_name
 from ttsd.http.speech import finished_job, queue_request, streamed_audio, voice_fields
 from ttsd.synth.voices import list_voices
 
 router = APIRouter(tags=["original API"])
+MAX_INLINE_BYTES = 32 * 1024**2
+"""Audio larger than this is answered with its `audio_url` even in base64 mode: a JSON answer holds
+it whole in memory, a third bigger."""
+# The job field each request field becomes, the other way round: a refusal names what was sent.
+REQUEST_FIELDS = {
+    "speaker": "voice",
+    "ref_audio": "voice",
+    "instruct": "tone",
+    "output": "request_id",
+    "id": "request_id",
+}
 
 
 class TtsRequest(BaseModel):
@@ -71,7 +82,7 @@ async def tts(request: Request, body: TtsRequest) -> Any:
     door = door_of(request)
     model = model_name(body.model or door.settings.default_model, door.registry, door.settings.default_model)
     voice = voice_fields(door, model, body.voice, body.tone)
-    job = await queue_request(door, _job_of(body, model, voice), body.request_id)
+    job = await queue_request(door, _job_of(body, model, voice), body.request_id, REQUEST_FIELDS, body.stream)
     request_id = body.request_id or job.id
     if body.stream:
         return await streamed_audio(door, job, body.format, {"X-Request-Id": request_id})
@@ -83,10 +94,13 @@ async def tts(request: Request, body: TtsRequest) -> Any:
         sample_rate=done.sample_rate or 0,
         duration_sec=done.duration_s or 0.0,
     )
-    if door.settings.output_mode == "file":
+    inline = None
+    if door.settings.output_mode == "base64":
+        inline = await blocking(read_audio, door, done, MAX_INLINE_BYTES)
+    if inline is None:
         answer.audio_url = f"/v1/audio/{done.id}"
     else:
-        answer.audio_base64 = as_base64(await blocking(read_audio, door, done))
+        answer.audio_base64 = as_base64(inline)
     return answer
 
 
@@ -95,26 +109,25 @@ async def voices(request: Request, model: str | None = None, refresh: bool = Fal
     """What `ttsd voices` lists."""
     door = door_of(request)
     settings = door.settings
-    listing = await blocking(
-        list_voices, door.registry, settings.models_dir, settings.state_dir / "voices.json", refresh
-    )
+    listing = await blocking(list_voices, door.registry, settings.models_dir, settings.voices_cache, refresh)
     return {"voices": [entry.as_dict() for entry in listing if model in (None, entry.model)]}
 
 
-@router.get("/v1/audio/{audio_id}", summary="The audio of a done job (by job id or output name)")
+@router.get(
+    "/v1/audio/{audio_id}", summary="The audio of a done job (by job id or output name)", responses=AUDIO_RESPONSE
+)
 async def audio(request: Request, audio_id: str) -> Response:
     """The delivered file. The id is looked up in the queue, never used as a path."""
     door = door_of(request)
     job = await blocking(door.store.get, audio_id)
-    data = await blocking(read_audio, door, job)
-    return Response(data, media_type=media_type(job.audio_format or "wav"), headers={"X-Job-Id": job.id})
+    return await audio_response(door, job)
 
 
 @router.get("/health", summary="Whether the daemon serves, on what, and how much is waiting")
 async def health(request: Request) -> dict[str, Any]:
     """The original fields (`status`, `device`, `models_loaded`, `uptime_sec`) plus the queue and workers."""
     door = door_of(request)
-    workers = door.workers()
+    workers = await blocking(door.workers)  # the supervisor's lock may be held while it starts a worker
     counts = await blocking(door.store.counts)
     totals: dict[str, int] = {}
     for by_state in counts.values():

@@ -12,10 +12,22 @@ from fastapi import FastAPI
 
 from ttsd.config import parse_http_address
 from ttsd.errors import ConfigError
+from ttsd.http.speech import StreamEndedEarly
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 5.0
+MAX_CONNECTIONS = 256
+"""Beyond this many open connections new ones are answered 503: the daemon's file descriptors are
+shared with intake, the queue and the workers' pipes."""
+
+
+class _QuietEarlyEnds(logging.Filter):
+    """A stream cut because its job failed is the job's story, logged once by the stream; uvicorn's
+    traceback of the broken connection would only repeat it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], StreamEndedEarly))
 
 
 def bind(address: str) -> socket.socket:
@@ -39,8 +51,16 @@ class HttpServer(threading.Thread):
     def __init__(self, app: FastAPI, sock: socket.socket) -> None:
         super().__init__(name="http", daemon=True)
         self.sock = sock
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+            limit_concurrency=MAX_CONNECTIONS,
+        )
         self.server = uvicorn.Server(config)
+        logging.getLogger("uvicorn.error").addFilter(_QuietEarlyEnds())
 
     @property
     def address(self) -> str:

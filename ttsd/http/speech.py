@@ -3,8 +3,9 @@ streamed, waiting no longer than TTS_HTTP_WAIT_S (the job itself goes on either 
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi.responses import StreamingResponse
@@ -12,9 +13,11 @@ from fastapi.responses import StreamingResponse
 from ttsd.catalog import ModelEntry
 from ttsd.encoding import media_type
 from ttsd.errors import JobRejected
-from ttsd.http.answers import audio_stream, ended_problem, first_piece
-from ttsd.http.door import FrontDoor, HttpProblem, blocking
+from ttsd.http.answers import ended_problem
+from ttsd.http.door import FrontDoor, blocking
+from ttsd.http.errors import HttpProblem
 from ttsd.http.names import model_name, speaker_name
+from ttsd.http.streams import audio_stream, first_piece
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job
 
@@ -41,37 +44,66 @@ def voice_fields(door: FrontDoor, model: str, voice: str | None, instruct: str |
 
 
 STREAM_FIRST_CHARS = 100
-"""A speech request's first chunk is cut at the most natural boundary within this many characters
-(a sentence or a clause): a streamed answer's first audio waits for that, not for a whole chunk
-of TTS_MAX_TEXT_LENGTH, which continuous batching speaks beside the job's other chunks."""
+"""A streamed request's first chunk is cut at the most natural boundary within this many characters
+(a sentence or a clause): its first audio waits for that, not for a whole chunk of
+TTS_MAX_TEXT_LENGTH, which continuous batching speaks beside the job's other chunks."""
 
 
-async def queue_request(door: FrontDoor, job: dict[str, Any], name: str | None) -> Job:
-    """Queue a request's job (refused with 429 while its model's queue is full)."""
-    job = {**job, "chunking": {"first_max_chars": STREAM_FIRST_CHARS}}
-    submitted = await blocking(lambda: door.submissions.submit(job, name=name))
+class StreamEndedEarly(Exception):
+    """A stream whose job failed or was cancelled after its first audio went out. Raised out of the
+    body so the server breaks the connection: a client must not take a cut stream for a whole one."""
+
+
+async def queue_request(
+    door: FrontDoor, job: dict[str, Any], name: str | None, fields: Mapping[str, str], streamed: bool
+) -> Job:
+    """Queue a request's job (refused with 429 while its model's queue is full). `fields` names the
+    request field each job field came from, so a refusal names what the client sent."""
+    if streamed:
+        job = {**job, "chunking": {"first_max_chars": STREAM_FIRST_CHARS}}
+    try:
+        submitted = await blocking(lambda: door.submissions.submit(job, name=name))
+    except JobRejected as rejected:
+        raise in_request_terms(rejected, fields) from None
     return submitted.job
+
+
+def in_request_terms(rejected: JobRejected, fields: Mapping[str, str]) -> JobRejected:
+    """A job's refusal, naming the request field that set the job field at fault."""
+    field = rejected.field
+    if field is None or field not in fields:
+        return rejected
+    message = str(rejected).removeprefix(f"{field}: ")
+    return JobRejected(rejected.code, f"{fields[field]}: {message}", fields[field])
 
 
 async def finished_job(door: FrontDoor, job: Job) -> Job:
     """Wait for the job; its audio is ready when this returns, else HttpProblem says why not."""
     finished = job if job.state.terminal else await door.watch.finished(job.id, door.settings.http_wait_s)
     if finished is None:
-        raise HttpProblem(
-            504,
-            "still_running",
-            f"job {job.id} is not finished after {door.settings.http_wait_s:g}s; it goes on: "
-            f"follow it at /v1/jobs/{job.id}",
-        )
+        raise _still_running(door, job)
     if finished.state != JobState.DONE:
         raise ended_problem(finished)
     return finished
 
 
+def _still_running(door: FrontDoor, job: Job) -> HttpProblem:
+    return HttpProblem(
+        504,
+        "still_running",
+        f"job {job.id} has no audio yet after {door.settings.http_wait_s:g}s; "
+        f"it goes on: follow it at /v1/jobs/{job.id}",
+    )
+
+
 async def streamed_audio(door: FrontDoor, job: Job, fmt: str, headers: dict[str, str]) -> StreamingResponse:
-    """Chunked audio: sent from the moment the first chunk exists."""
+    """Chunked audio, sent from the moment the first of it exists (within TTS_HTTP_WAIT_S)."""
     stream = audio_stream(door, job)
-    first = await first_piece(stream)
+    try:
+        async with asyncio.timeout(door.settings.http_wait_s):
+            first = await first_piece(stream)
+    except TimeoutError:
+        raise _still_running(door, job) from None
 
     async def body() -> AsyncIterator[bytes]:
         yield first
@@ -79,12 +111,7 @@ async def streamed_audio(door: FrontDoor, job: Job, fmt: str, headers: dict[str,
             async for data in stream:
                 yield data
         except HttpProblem as problem:
-            # The status line went out with the first audio: all that is left is to end early.
             log.warning("stream of job %s ended early: %s", job.id, problem)
+            raise StreamEndedEarly(str(problem)) from None
 
     return StreamingResponse(body(), media_type=media_type(fmt), headers={"X-Job-Id": job.id, **headers})
-
-
-def rejected(field: str, message: str) -> JobRejected:
-    """A request field the job cannot take."""
-    return JobRejected("invalid_field", f"{field}: {message}", field)

@@ -5,12 +5,15 @@ the queue is what is watched; a request never polls the database itself."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from ttsd.jobqueue.protocols import FrontDoorQueue
+from ttsd.jobqueue.queries import job_mark
 from ttsd.jobqueue.tables import Job
 
 log = logging.getLogger(__name__)
@@ -18,16 +21,17 @@ log = logging.getLogger(__name__)
 TICK_S = 0.02  # a finished job is seen within 20 ms; one indexed query per tick, only while someone follows
 
 
-def _mark(job: Job) -> tuple[object, ...]:
-    """What a follower is told about: a new state, a finished chunk, another attempt."""
-    return (job.state, job.chunks_done, job.chunks_total, job.attempts, job.audio_file, job.error_code)
-
-
 @dataclass
 class _Follower:
     loop: asyncio.AbstractEventLoop
     changes: asyncio.Queue[Job] = field(default_factory=asyncio.Queue)
     seen: tuple[object, ...] | None = None
+
+
+def _hand(follower: _Follower, job: Job) -> None:
+    # A closed event loop (the server is stopping) has nobody waiting any more.
+    with contextlib.suppress(RuntimeError):
+        follower.loop.call_soon_threadsafe(follower.changes.put_nowait, job)
 
 
 class JobWatch(threading.Thread):
@@ -52,32 +56,38 @@ class JobWatch(threading.Thread):
                 log.exception("http: reading followed jobs failed")
 
     def tick(self) -> None:
-        """Read every followed job once and hand each follower the rows that changed for it."""
+        """Read what changed of every followed job (a light query), then the whole rows of the jobs
+        that changed for someone, and hand each follower its row."""
         with self._lock:
             ids = list(self._followers)
         if not ids:
             return
-        jobs = self.store.jobs_by_id(ids)
+        marks = self.store.job_marks(ids)
+        with self._lock:
+            changed = {
+                job_id
+                for job_id, mark in marks.items()
+                if any(follower.seen != mark for follower in self._followers.get(job_id, []))
+            }
+        jobs = self.store.jobs_by_id(changed) if changed else {}
         with self._lock:
             for job_id, job in jobs.items():
+                mark = job_mark(job)
                 for follower in self._followers.get(job_id, []):
-                    mark = _mark(job)
                     if mark != follower.seen:
                         follower.seen = mark
-                        follower.loop.call_soon_threadsafe(follower.changes.put_nowait, job)
+                        _hand(follower, job)
 
-    async def follow(self, job_id: str) -> AsyncIterator[Job]:
-        """The job's row now and at each change, until it is finished (the last row yielded is terminal)."""
+    @asynccontextmanager
+    async def subscription(self, job_id: str) -> AsyncIterator[asyncio.Queue[Job]]:
+        """A queue that receives the job's row now and at each change, for as long as the block runs
+        (waiting on it with a timeout is safe: nothing is lost when a wait is cancelled)."""
         follower = _Follower(asyncio.get_running_loop())
         with self._lock:
             self._followers.setdefault(job_id, []).append(follower)
         self._nudge.set()
         try:
-            while True:
-                job = await follower.changes.get()
-                yield job
-                if job.state.terminal:
-                    return
+            yield follower.changes
         finally:
             with self._lock:
                 followers = self._followers.get(job_id, [])
@@ -85,6 +95,15 @@ class JobWatch(threading.Thread):
                     followers.remove(follower)
                 if not followers:
                     self._followers.pop(job_id, None)
+
+    async def follow(self, job_id: str) -> AsyncIterator[Job]:
+        """The job's row now and at each change, until it is finished (the last row yielded is terminal)."""
+        async with self.subscription(job_id) as changes:
+            while True:
+                job = await changes.get()
+                yield job
+                if job.state.terminal:
+                    return
 
     async def finished(self, job_id: str, timeout_s: float) -> Job | None:
         """The job once finished, or None after `timeout_s`."""
@@ -96,8 +115,3 @@ class JobWatch(threading.Thread):
         except TimeoutError:
             return None
         return None
-
-    def following(self) -> int:
-        """How many jobs are followed now."""
-        with self._lock:
-            return len(self._followers)

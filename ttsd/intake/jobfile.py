@@ -29,7 +29,7 @@ from pydantic import (
 from ttsd.audio import SPEED_RANGE
 from ttsd.catalog import KIND_FIELDS, ModelEntry, build_registry
 from ttsd.config import Settings
-from ttsd.encoding import AudioFormat
+from ttsd.encoding import AudioFormat, rate_problem
 from ttsd.errors import JobRejected
 from ttsd.jobspec import Generation, JobSpec
 from ttsd.names import name_problem, sanitize_name
@@ -233,6 +233,8 @@ def _check_safe_strings(job: JobFile) -> None:
         # The text itself may well read a URL out loud; every other string names or steers something.
         if field != "text" and _URL.match(value.strip()):
             raise _reject("url_refused", "URLs are not accepted: ttsd never fetches anything a job names", field)
+        if _SURROGATE.search(value):
+            raise _reject("encoding", "holds an unpaired UTF-16 surrogate, which no file can store", field)
         bad = _CONTROL.search(value) if field in _IDENTIFIER_FIELDS else None
         if "\x00" in value or bad:
             char = "\x00" if bad is None else bad.group()
@@ -276,6 +278,10 @@ def resolve(job: JobFile, name: str, defaults: JobDefaults) -> JobSpec:
     if job.ref_audio is not None:
         _check_ref_audio(job.ref_audio)
     _check_kind_fields(job, entry)
+    sample_rate = job.sample_rate or defaults.default_sample_rate
+    problem = rate_problem(job.format, sample_rate)
+    if problem:
+        raise _reject("invalid_field", problem, "sample_rate")
     max_chars = job.chunking.max_chars
     if max_chars is not None and max_chars > defaults.max_text_length:
         raise _reject("invalid_field", f"must be at most {defaults.max_text_length}", "chunking.max_chars")
@@ -295,7 +301,7 @@ def resolve(job: JobFile, name: str, defaults: JobDefaults) -> JobSpec:
         ref_audio=job.ref_audio,
         ref_text=job.ref_text,
         format=job.format,
-        sample_rate=job.sample_rate or defaults.default_sample_rate,
+        sample_rate=sample_rate,
         priority=job.priority,
         seed=job.seed,
         generation=job.generation,

@@ -76,14 +76,10 @@ class Submissions:
         spec = parse_object(dict(job), str(name), self.defaults)
         with self._room:
             pending = self.store.pending_count(spec.model) if bounded else 0
-            if pending >= self.max_queue_size and not self._already_queued(spec.name):
+            # The same request sent again (a client retrying) finds its job instead of a refusal.
+            if pending >= self.max_queue_size and not self.store.is_known(spec):
                 raise QueueFull(spec.model, pending, self.retry_after_s)
             result = self.store.enqueue_many([(spec, REQUEST_SOURCE)])[0]
         announced = announce(result, self.store, self.publisher)
         self.on_enqueued(announced.model)
         return Submitted(announced, result.created)
-
-    def _already_queued(self, name: str) -> bool:
-        # The same request sent again (a client retrying) finds its job instead of a refusal.
-        newest = self.store.newest_named(name)
-        return newest is not None and not newest.state.terminal

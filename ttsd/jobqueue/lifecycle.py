@@ -16,15 +16,12 @@ from sqlmodel.sql.expression import SelectOfScalar
 from ttsd.errors import StoreError
 from ttsd.jobqueue import records, transitions
 from ttsd.jobqueue.chunks import delete_chunks
-from ttsd.jobqueue.queries import JobQueries, leased
+from ttsd.jobqueue.queries import LIVE_STATES, JobQueries, leased
 from ttsd.jobqueue.records import AudioInfo, EnqueueResult, Finished, Rejection, RunInfo
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job, utcnow
 from ttsd.jobspec import JobSpec
 from ttsd.names import name_key
-
-LIVE_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.DONE)
-"""A new spec equal to a job in one of these states is that job again (a duplicate)."""
 
 
 def claim_query(model: str, now: datetime) -> SelectOfScalar[Job]:

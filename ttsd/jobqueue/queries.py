@@ -6,6 +6,7 @@ from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import func
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from ttsd.errors import JobNotFound
@@ -13,9 +14,12 @@ from ttsd.jobqueue import transitions
 from ttsd.jobqueue.database import Database
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job
+from ttsd.jobspec import JobSpec
 from ttsd.names import name_key
 
 PENDING_STATES = (JobState.QUEUED, JobState.RUNNING)
+LIVE_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.DONE)
+"""A new spec equal to a job in one of these states is that job again (a duplicate)."""
 
 
 def leased(session: Session, job_id: str, token: str) -> Job | None:
@@ -28,6 +32,18 @@ def _newest_named(session: Session, name: str, fold: bool = False) -> Job | None
     same_file = col(Job.name_key) == name_key(name) if fold else col(Job.name) == name
     query = select(Job).where(same_file).order_by(col(Job.named_at).desc(), col(Job.id))
     return session.exec(query.limit(1)).first()
+
+
+_PART = 500  # ids per IN (...): SQLite caps the variables of one statement
+
+
+def _parts(ids: list[str]) -> list[list[str]]:
+    return [ids[start : start + _PART] for start in range(0, len(ids), _PART)]
+
+
+def job_mark(job: Job) -> tuple[object, ...]:
+    """What `JobQueries.job_marks` reads, from a job in hand."""
+    return (job.state, job.chunks_done, job.chunks_total, job.attempts, job.audio_file, job.error_code)
 
 
 class JobQueries(Database):
@@ -71,12 +87,33 @@ class JobQueries(Database):
         with self._read() as session:
             return session.exec(select(func.count()).select_from(Job).where(col(Job.state).in_(PENDING_STATES))).one()
 
-    def jobs_by_id(self, ids: Collection[str]) -> dict[str, Job]:
-        """The jobs among `ids` that exist, by id: one query for everything a watcher follows."""
-        if not ids:
-            return {}
+    def is_known(self, spec: JobSpec) -> bool:
+        """Whether enqueueing `spec` would find a job already there (a duplicate, not a new one)."""
+        key = spec.content_key()
         with self._read() as session:
-            return {job.id: job for job in session.exec(select(Job).where(col(Job.id).in_(list(ids))))}
+            query = select(Job.id).where(Job.content_key == key, col(Job.state).in_(LIVE_STATES)).limit(1)
+            return session.exec(query).first() is not None
+
+    def jobs_by_id(self, ids: Collection[str]) -> dict[str, Job]:
+        """The jobs among `ids` that exist, by id."""
+        found: dict[str, Job] = {}
+        with self._read() as session:
+            for part in _parts(list(ids)):
+                found.update((job.id, job) for job in session.exec(select(Job).where(col(Job.id).in_(part))))
+        return found
+
+    def job_marks(self, ids: Collection[str]) -> dict[str, tuple[object, ...]]:
+        """For each of `ids` that exists, what a follower of the job is told about (its state, chunks
+        done and planned, attempts, audio file, error), without the job's text: a watcher asks for
+        this many times a second."""
+        names = ("id", "state", "chunks_done", "chunks_total", "attempts", "audio_file", "error_code")
+        columns = [col(getattr(Job, name)) for name in names]
+        marks: dict[str, tuple[object, ...]] = {}
+        with self._read() as session:
+            for part in _parts(list(ids)):
+                for row in session.execute(sa_select(*columns).where(col(Job.id).in_(part))):
+                    marks[row[0]] = tuple(row[1:])
+        return marks
 
     def leased_ids(self, token: str) -> set[str]:
         """The jobs still running under `token` (a cancel or a recovery takes a job out of it)."""
