@@ -63,9 +63,12 @@ def test_a_long_input_streams_and_the_stream_is_the_delivered_file(daemon_env: D
 def test_a_chunk_is_heard_while_it_is_made(daemon_env: DaemonEnv) -> None:
     served = start_http_daemon(daemon_env)
     text = "One sentence that fits in a single chunk and takes the tiny model a while to speak aloud"
-    with served.client() as http, http.stream(
-        "POST", "/v1/audio/speech", json={"model": "tiny", "input": text, "response_format": "pcm"}
-    ) as answer:
+    with (
+        served.client() as http,
+        http.stream(
+            "POST", "/v1/audio/speech", json={"model": "tiny", "input": text, "response_format": "pcm"}
+        ) as answer,
+    ):
         parts = [part for part in answer.iter_bytes() if part]
         job = http.get(f"/v1/jobs/{answer.headers['x-job-id']}").json()
     assert job["progress"]["chunks_total"] == 1
