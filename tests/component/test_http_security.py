@@ -50,15 +50,20 @@ def test_an_oversized_body_is_413_before_it_is_read(rig: HttpRig) -> None:
     assert answer.status_code == 413 and answer.json()["error"]["code"] == "too_large"
 
 
-def test_an_oversized_chunked_body_is_413_too(rig: HttpRig) -> None:
-    def body() -> Iterator[bytes]:
-        yield b'{"text": "'
-        for _ in range(10):
-            yield b"x" * 1000
-        yield b'"}'
+def chunked_json(opening: bytes) -> Iterator[bytes]:
+    """A 10 kB JSON body sent without Content-Length, in pieces."""
+    yield opening
+    for _ in range(10):
+        yield b"x" * 1000
+    yield b'"}'
 
-    answer = rig.client.post("/v1/jobs", content=body(), headers={"Content-Type": "application/json"})
-    assert answer.status_code == 413
+
+@pytest.mark.parametrize(
+    ("path", "opening"), [("/v1/jobs", b'{"text": "'), ("/v1/audio/speech", b'{"model": "tts-1", "input": "')]
+)
+def test_an_oversized_chunked_body_is_413_too(rig: HttpRig, path: str, opening: bytes) -> None:
+    answer = rig.client.post(path, content=chunked_json(opening), headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413 and answer.json()["error"]["code"] == "too_large"
 
 
 def test_a_body_that_is_not_json_is_415(rig: HttpRig) -> None:
@@ -141,17 +146,6 @@ def test_every_refusal_has_the_one_error_shape(rig: HttpRig) -> None:
         error = answer.json()["error"]
         assert error["code"] == code and error["message"] and answer.json()["detail"] == error["message"]
         assert error["param"] is None
-
-
-def test_an_oversized_chunked_body_to_a_speech_route_is_413(rig: HttpRig) -> None:
-    def body() -> Iterator[bytes]:
-        yield b'{"model": "tts-1", "input": "'
-        for _ in range(10):
-            yield b"x" * 1000
-        yield b'"}'
-
-    answer = rig.client.post("/v1/audio/speech", content=body(), headers={"Content-Type": "application/json"})
-    assert answer.status_code == 413 and answer.json()["error"]["code"] == "too_large"
 
 
 def test_the_dashboard_cannot_be_framed(rig: HttpRig) -> None:
