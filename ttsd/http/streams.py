@@ -71,6 +71,10 @@ async def audio_stream(door: FrontDoor, job: Job) -> AsyncIterator[bytes]:
 
     A job already done is its delivered file, byte for byte. Chunk files are the worker's and go
     when the job is delivered: whatever was not read by then comes from the delivered file."""
+    if job.state == JobState.DONE:  # asked again: no need to follow anything
+        async for data in _whole_file(door, job):
+            yield data
+        return
     spec = JobSpec.model_validate_json(job.spec_json)
     live = live_audio_possible(spec)
     encoder = StreamEncoder(spec.format, spec.sample_rate)
@@ -82,8 +86,7 @@ async def audio_stream(door: FrontDoor, job: Job) -> AsyncIterator[bytes]:
                 raise ended_problem(current)
             nothing_sent = progress.next_index == 0 and progress.rows is None and not progress.live_sent
             if current.state == JobState.DONE and nothing_sent:
-                handle, _size = await blocking(open_audio, door, current)
-                async for data in file_blocks(handle):
+                async for data in _whole_file(door, current):
                     yield data
                 return
             if chunks_streamable(spec):
@@ -102,6 +105,12 @@ async def audio_stream(door: FrontDoor, job: Job) -> AsyncIterator[bytes]:
             # No change in the queue within the poll: look for more live audio all the same.
             with contextlib.suppress(TimeoutError):
                 current = await asyncio.wait_for(changes.get(), LIVE_POLL_S if live else None)
+
+
+async def _whole_file(door: FrontDoor, job: Job) -> AsyncIterator[bytes]:
+    handle, _size = await blocking(open_audio, door, job)
+    async for data in file_blocks(handle):
+        yield data
 
 
 def _remind_worker(door: FrontDoor, job: Job, progress: _Progress) -> None:
