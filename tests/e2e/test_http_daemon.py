@@ -17,7 +17,7 @@ from tests.support.decode import decode_audio
 from tests.support.http import free_port, start_http_daemon
 from ttsd.encoding import decode_file
 
-LONG = " ".join(f"Sentence {n} of a text long enough to be spoken in several chunks." for n in range(30))
+LONG = " ".join(f"Sentence {n} of a text long enough to be spoken in several chunks." for n in range(10))
 
 
 def assert_heard_as_delivered(streamed: np.ndarray, delivered: np.ndarray) -> None:
