@@ -78,7 +78,9 @@ def test_list_filters_by_state_and_time(rig: HttpRig) -> None:
     assert {doc["job_id"] for doc in queued} == set(ids[1:])
     assert rig.client.get("/v1/jobs", params={"since": "2999-01-01T00:00:00Z"}).json()["jobs"] == []
     assert len(rig.client.get("/v1/jobs", params={"since": "2000-01-01T00:00:00"}).json()["jobs"]) == 3
-    assert rig.client.get("/v1/jobs", params={"state": "sleeping"}).status_code == 400
+    sleeping = rig.client.get("/v1/jobs", params={"state": "sleeping"})
+    assert sleeping.status_code == 400 and sleeping.json()["error"]["param"] == "state"
+    assert rig.client.get("/v1/jobs", params={"limit": 0}).json()["error"]["param"] == "limit"
 
 
 @pytest.mark.parametrize(

@@ -188,6 +188,8 @@ def test_models_voices_and_health(rig: HttpRig) -> None:
     assert {"id": "alloy", "name": "alloy", "kind": "openai", "speaker": "serena"} in voices
     original = rig.client.get("/v1/voices", params={"model": FAKE_MODEL}).json()["voices"]
     assert [v["model"] for v in original] == [FAKE_MODEL]
+    unknown = rig.client.get("/v1/voices", params={"model": "nope"})
+    assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "model"
     health = rig.client.get("/health").json()
     assert health["status"] == "ok" and health["device"] == "cpu" and health["models_loaded"] == [FAKE_MODEL]
     assert health["uptime_sec"] >= 0 and set(health["queue"]) >= {"queued", "running"}

@@ -81,7 +81,7 @@ def http_rig(root: Path, engine: Engine | None = None, **settings: Any) -> Itera
         registry=REGISTRY,
     )
     worker = Worker(FAKE_MODEL, context, stop)
-    defaults = replace(DEFAULTS, max_text_length=config.max_text_length)
+    defaults = replace(DEFAULTS, max_text_length=config.max_text_length, max_job_chars=config.max_job_chars)
     submissions = Submissions(
         defaults, config.max_queue_size, store, publisher, on_enqueued=lambda _m: worker.wake.set()
     )

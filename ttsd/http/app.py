@@ -73,10 +73,14 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
 
 
+_WHERE = ("body", "query", "path", "header")
+"""Where FastAPI says a value came from, in front of its name."""
+
+
 def _first_problem(problem: Mapping[str, Any]) -> tuple[str, str, str | None]:
     """(code, message, field) of a request body's first validation problem. The field is the request
     field at fault: the top-level name only, since pydantic adds union member tags (`voice.str`)."""
-    location = [part for part in problem["loc"] if part != "body"]
+    location = [part for part in problem["loc"] if part not in _WHERE]
     if problem["type"] == "json_invalid":
         return "invalid_json", f"the body is not valid JSON: {problem['ctx'].get('error', problem['msg'])}", None
     if not location:

@@ -14,6 +14,7 @@ from ttsd.audio import SPEED_RANGE
 from ttsd.encoding import FORMATS
 from ttsd.http.answers import AUDIO_RESPONSE, as_base64, audio_response, read_audio
 from ttsd.http.door import blocking, door_of
+from ttsd.http.errors import HttpProblem
 from ttsd.http.names import language_name, model_name
 from ttsd.http.speech import finished_job, queue_request, streamed_audio, voice_fields
 from ttsd.synth.voices import list_voices
@@ -109,6 +110,9 @@ async def voices(request: Request, model: str | None = None, refresh: bool = Fal
     """What `ttsd voices` lists."""
     door = door_of(request)
     settings = door.settings
+    if model is not None and model not in door.registry:
+        known = ", ".join(sorted(door.registry))
+        raise HttpProblem(404, "unknown_model", f"model: no model named {model!r} (known: {known})", "model")
     listing = await blocking(list_voices, door.registry, settings.models_dir, settings.voices_cache, refresh)
     return {"voices": [entry.as_dict() for entry in listing if model in (None, entry.model)]}
 
