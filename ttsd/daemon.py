@@ -123,7 +123,7 @@ class Daemon:
         )
         front_door = None
         if settings.http is not None:
-            front_door = HttpFrontDoor.build(settings, store, publisher, workers, self.stop_event)
+            front_door = HttpFrontDoor.build(settings, store, publisher, workers, chunk_files, self.stop_event)
         return _Parts(
             store=store,
             outbox=outbox,

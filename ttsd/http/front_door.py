@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import threading
 
-from ttsd.catalog import build_registry
 from ttsd.config import Settings
 from ttsd.delivery.publish import StatusPublisher
 from ttsd.http.app import create_app
@@ -36,21 +35,21 @@ class HttpFrontDoor:
         store: FrontDoorQueue,
         publisher: StatusPublisher,
         workers: Supervisor,
+        chunk_files: ChunkFiles,
         stop_event: threading.Event,
     ) -> HttpFrontDoor:
         """Bind the address now (a port in use stops the daemon at start, saying so)."""
         assert settings.http is not None
-        submissions = Submissions(
-            job_defaults(settings), settings.max_queue_size, store, publisher, on_enqueued=workers.ensure
-        )
+        defaults = job_defaults(settings)
+        submissions = Submissions(defaults, settings.max_queue_size, store, publisher, on_enqueued=workers.ensure)
         door = FrontDoor(
             settings=settings,
             store=store,
             outbox=publisher.outbox,
             submissions=submissions,
             watch=JobWatch(store, stop_event),
-            chunk_files=ChunkFiles(settings.state_dir / "chunks"),
-            registry=build_registry(settings.models),
+            chunk_files=chunk_files,
+            registry=defaults.registry,
             workers=workers.loaded,
             listen=workers.listen,
         )

@@ -16,7 +16,7 @@ from ttsd.errors import JobRejected
 from ttsd.http.answers import ended_problem
 from ttsd.http.door import FrontDoor, blocking
 from ttsd.http.errors import HttpProblem
-from ttsd.http.names import model_name, speaker_name
+from ttsd.http.names import speaker_name
 from ttsd.http.streams import audio_stream, first_piece
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job
@@ -25,10 +25,11 @@ log = logging.getLogger(__name__)
 
 
 def voice_fields(door: FrontDoor, model: str, voice: str | None, instruct: str | None) -> dict[str, Any]:
-    """The job fields a voice and an instruction make for this model's kind: a CustomVoice model
-    speaks as a speaker (OpenAI voice names mapped), a VoiceDesign model as the instruction
-    describes, a Base model clones the recording of that name in the inbox's voices/ folder."""
-    entry: ModelEntry | None = door.registry.get(model_name(model, door.registry, door.settings.default_model))
+    """The job fields a voice and an instruction make for this model's kind (`model`: a registry
+    name, as `names.model_name` gives it): a CustomVoice model speaks as a speaker (OpenAI voice
+    names mapped), a VoiceDesign model as the instruction describes, a Base model clones the
+    recording of that name in the inbox's voices/ folder."""
+    entry: ModelEntry | None = door.registry.get(model)
     fields: dict[str, Any] = {}
     kind = entry.kind if entry is not None else "custom_voice"
     if kind == "custom_voice":

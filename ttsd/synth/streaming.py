@@ -123,8 +123,11 @@ class Streaming:
         """The running rows of listened jobs decode what is new (rows that ended are forgotten)."""
         with self._lock:
             listened = set(self._listened)
-        running = [LiveRow(tag, unit.job.id, unit.chunk.index) for tag, (unit, _) in self._units.items()]
-        self._live.update(running if listened else [], listened)
+        # Nobody listens in the usual case: then no row is looked at, as this runs at every step.
+        running = (
+            [LiveRow(tag, unit.job.id, unit.chunk.index) for tag, (unit, _) in self._units.items()] if listened else []
+        )
+        self._live.update(running, listened)
 
     def _count_step(self) -> None:
         """Pausing costs credit, a step of everyone earns it; out of credit, the paused rows resume."""
