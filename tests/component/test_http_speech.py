@@ -18,7 +18,6 @@ from tests.support.daemon_harness import wait_for
 from tests.support.decode import decode_audio
 from tests.support.fakes import FAKE_MODEL, FAKE_RATE, fake_wave, scratch_dir
 from tests.support.http_rig import HttpRig, http_rig
-from ttsd.audio import join_chunks
 from ttsd.encoding import decode_file
 from ttsd.http.speech import STREAM_FIRST_CHARS
 
@@ -193,16 +192,6 @@ def test_models_voices_and_health(rig: HttpRig) -> None:
     health = rig.client.get("/health").json()
     assert health["status"] == "ok" and health["device"] == "cpu" and health["models_loaded"] == [FAKE_MODEL]
     assert health["uptime_sec"] >= 0 and set(health["queue"]) >= {"queued", "running"}
-
-
-def test_join_and_stream_cut_chunks_alike() -> None:
-    from ttsd.audio import chunk_piece
-
-    rng = np.random.default_rng(1)
-    chunks = [rng.uniform(-0.5, 0.5, 5000).astype(np.float32) for _ in range(3)]
-    pauses = [200, 300, 0]
-    pieces = [chunk_piece(a, p, FAKE_RATE, alone=False) for a, p in zip(chunks, pauses, strict=True)]
-    np.testing.assert_array_equal(np.concatenate(pieces), join_chunks(chunks, pauses, FAKE_RATE))
 
 
 def test_a_job_failing_under_sse_ends_with_an_error_event(tmp_path: Path) -> None:

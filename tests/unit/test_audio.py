@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ttsd.audio import EDGE_FADE_S, MAX_EDGE_SILENCE_S, join_chunks, trim_edges
+from ttsd.audio import EDGE_FADE_S, MAX_EDGE_SILENCE_S, chunk_piece, fade_edges, join_chunks, trim_edges
 from ttsd.synth.quality import expected_seconds, quality_problem
 
 RATE = 24_000
@@ -62,3 +62,16 @@ def test_expected_seconds_reads_cjk_slower_per_character() -> None:
 def test_quality_guards(audio: np.ndarray, text: str, check_length: bool, problem: str | None) -> None:
     found = quality_problem(audio, RATE, text, check_length)
     assert (found is None) if problem is None else (found is not None and problem in found)
+
+
+def test_a_chunk_piece_is_its_trimmed_faded_chunk_then_its_pause() -> None:
+    # join_chunks is built from chunk_piece, so the piece is checked against what a join means.
+    rng = np.random.default_rng(1)
+    silence = np.zeros(4800, dtype=np.float32)
+    chunk = np.concatenate([silence, rng.uniform(-0.5, 0.5, 5000).astype(np.float32), silence])
+    piece = chunk_piece(chunk, 300, RATE, alone=False)
+    kept = fade_edges(trim_edges(chunk, RATE), RATE)
+    assert len(kept) < len(chunk)  # the edges' silence was trimmed
+    np.testing.assert_array_equal(piece[: len(kept)], kept)
+    np.testing.assert_array_equal(piece[len(kept) :], np.zeros(int(RATE * 0.3), dtype=np.float32))
+    np.testing.assert_array_equal(chunk_piece(chunk, 300, RATE, alone=True), chunk)  # a job's only chunk
