@@ -540,3 +540,105 @@ def test_a_short_first_chunk_ends_at_the_first_sentence_that_fits() -> None:
         for chunk in split_text(text[len("Hello there. ") :], 300)
     ]
     assert split_text("Short.", 300, first_max_chars=60) == split_text("Short.", 300)
+
+
+# --- one sentence per chunk (subtitles) -----------------------------------------------------------
+
+
+def test_sentence_mode_ends_a_chunk_at_every_sentence_even_when_more_fits() -> None:
+    chunks = split_text("Hello there. How are you? Fine!\n\nA new paragraph.", 600, sentences=True)
+    assert texts(chunks) == ["Hello there.", "How are you?", "Fine!", "A new paragraph."]
+    sentence, paragraph = DEFAULT_PAUSE_MS[Boundary.SENTENCE], DEFAULT_PAUSE_MS[Boundary.PARAGRAPH]
+    assert pauses(chunks) == [sentence, sentence, paragraph, 0]
+
+
+def test_sentence_mode_keeps_one_sentence_whole_and_gives_no_chunk_for_blank_text() -> None:
+    assert split_text("  Just one sentence here  ", 600, sentences=True) == [Chunk(0, "Just one sentence here", 0)]
+    assert split_text(" \n\n ", 600, sentences=True) == []
+
+
+def test_sentence_mode_does_not_end_a_sentence_at_an_abbreviation() -> None:
+    text = "Dr. Smith met Mr. J. R. Jones at 3.14 p.m. on St. Mark's day. They talked, e.g. about No. 5."
+    assert texts(split_text(text, 600, sentences=True)) == [
+        "Dr. Smith met Mr. J. R. Jones at 3.14 p.m. on St. Mark's day.",
+        "They talked, e.g. about No. 5.",
+    ]
+
+
+def test_sentence_mode_keeps_quotes_and_lowercase_continuations_with_their_sentence() -> None:
+    text = '"Stop!" he said. «Bien.» Puis il partit… and came back.'
+    assert texts(split_text(text, 600, sentences=True)) == [
+        '"Stop!" he said.',
+        "«Bien.»",
+        "Puis il partit… and came back.",
+    ]
+
+
+def test_sentence_mode_splits_cjk_without_spaces() -> None:
+    chunks = split_text("今天天气很好。我们去公园吧！你呢？「好。」", 600, sentences=True)
+    assert texts(chunks) == ["今天天气很好。", "我们去公园吧！", "你呢？", "「好。」"]
+
+
+def test_sentence_mode_cuts_a_long_sentence_at_clauses_then_words() -> None:
+    text = "Short one. This sentence runs long, with a clause, and then a great many more words after it. End."
+    assert texts(split_text(text, 30, sentences=True)) == [
+        "Short one.",
+        "This sentence runs long,",
+        "with a clause,",
+        "and then a great many more",
+        "words after it.",
+        "End.",
+    ]
+
+
+def test_sentence_mode_with_a_short_first_chunk() -> None:
+    text = "Hello there. This second sentence is rather long, so it needs a clause cut. Bye."
+    chunks = split_text(text, 60, first_max_chars=8, sentences=True)
+    assert texts(chunks) == [
+        "Hello",
+        "there.",
+        "This second sentence is rather long,",
+        "so it needs a clause cut.",
+        "Bye.",
+    ]
+    assert [chunk.index for chunk in chunks] == list(range(5))
+    assert pauses(chunks)[:2] == [DEFAULT_PAUSE_MS[Boundary.WORD], DEFAULT_PAUSE_MS[Boundary.SENTENCE]]
+    assert texts(split_text(text, 60, first_max_chars=20, sentences=True))[:2] == [
+        "Hello there.",
+        "This second sentence is rather long,",
+    ]
+
+
+def test_sentence_mode_takes_gap_ms() -> None:
+    assert pauses(split_text("One. Two.\n\nThree.", 600, gap_ms=50, sentences=True)) == [50, 50, 0]
+
+
+def sentence_ends(pieces: list[str]) -> set[int]:
+    """The whitespace-free offsets where each of `pieces` ends, laid end to end."""
+    ends, offset = set(), 0
+    for piece in pieces:
+        offset += len(compact(piece))
+        ends.add(offset)
+    return ends
+
+
+@_PROPERTY
+@given(_TEXT, _MAX_CHARS, st.none() | _MAX_CHARS)
+def test_sentence_mode_keeps_the_invariants_and_never_packs_two_sentences(
+    text: str, max_chars: int, first_max_chars: int | None
+) -> None:
+    chunks = split_text(text, max_chars, first_max_chars=first_max_chars, sentences=True)
+    assert "".join(compact(chunk.text) for chunk in chunks) == compact(text)
+    assert [chunk.index for chunk in chunks] == list(range(len(chunks)))
+    assert all(0 < len(chunk.text) <= max_chars and chunk.text == normalize_ws(chunk.text) for chunk in chunks)
+    if chunks:
+        assert chunks[-1].pause_after_ms == 0
+        assert {chunk.pause_after_ms for chunk in chunks[:-1]} <= set(DEFAULT_PAUSE_MS.values())
+    if first_max_chars is None:
+        assert sentence_ends(split_sentences(text)) <= sentence_ends(texts(chunks))
+
+
+@_PROPERTY
+@given(_TEXT)
+def test_sentence_mode_with_room_to_spare_is_exactly_the_sentences(text: str) -> None:
+    assert texts(split_text(text, 10_000, sentences=True)) == split_sentences(text)

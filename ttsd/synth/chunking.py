@@ -99,7 +99,9 @@ def normalize_ws(text: str) -> str:
     return " ".join(text.split())
 
 
-def split_text(text: str, max_chars: int, gap_ms: int | None = None, first_max_chars: int | None = None) -> list[Chunk]:
+def split_text(
+    text: str, max_chars: int, gap_ms: int | None = None, first_max_chars: int | None = None, sentences: bool = False
+) -> list[Chunk]:
     """Split `text` into chunks of at most `max_chars` characters, cut at the most natural boundaries.
 
     Each chunk's text is its slice of `text` with whitespace runs collapsed to one space (see
@@ -114,19 +116,22 @@ def split_text(text: str, max_chars: int, gap_ms: int | None = None, first_max_c
 
     `first_max_chars` cuts the first chunk shorter, at the most natural boundary within it, and the
     rest as usual: a stream's first audio then waits for a sentence, not for a whole chunk.
+
+    `sentences` ends a chunk at every sentence and paragraph even when more would fit, so each chunk
+    is one sentence (one subtitle cue); a sentence over `max_chars` is still cut as above.
     """
     if first_max_chars is not None and first_max_chars < max_chars:
-        return _short_first(text, max_chars, gap_ms, first_max_chars)
+        return _short_first(text, max_chars, gap_ms, first_max_chars, sentences)
     if max_chars < 1:
         raise ValueError(f"max_chars must be at least 1, got {max_chars}")
     if gap_ms is not None and gap_ms < 0:
         raise ValueError(f"gap_ms must not be negative, got {gap_ms}")
     whole = normalize_ws(text)
-    if len(whole) <= max_chars:
+    if len(whole) <= max_chars and not sentences:
         return [Chunk(index=0, text=whole, pause_after_ms=0)] if whole else []
     pieces: list[tuple[str, Boundary]] = []
     for paragraph in _paragraphs(text):
-        _Splitter(paragraph, max_chars, pieces).split()
+        _Splitter(paragraph, max_chars, pieces, sentences).split()
     last = len(pieces) - 1
     return [
         Chunk(index=i, text=piece, pause_after_ms=0 if i == last else _pause(boundary, gap_ms))
@@ -134,11 +139,11 @@ def split_text(text: str, max_chars: int, gap_ms: int | None = None, first_max_c
     ]
 
 
-def _short_first(text: str, max_chars: int, gap_ms: int | None, first_max_chars: int) -> list[Chunk]:
-    head = split_text(text, first_max_chars, gap_ms)[:1]
+def _short_first(text: str, max_chars: int, gap_ms: int | None, first_max_chars: int, sentences: bool) -> list[Chunk]:
+    head = split_text(text, first_max_chars, gap_ms, sentences=sentences)[:1]
     if not head:
         return []
-    rest = split_text(text[_after(text, head[0].text) :], max_chars, gap_ms)
+    rest = split_text(text[_after(text, head[0].text) :], max_chars, gap_ms, sentences=sentences)
     if not rest:
         return [Chunk(index=0, text=head[0].text, pause_after_ms=0)]
     return [head[0], *(Chunk(index=c.index + 1, text=c.text, pause_after_ms=c.pause_after_ms) for c in rest)]
@@ -220,10 +225,11 @@ class _Splitter:
     paragraph holds single spaces only, so trimming a slice removes at most one space at each end.
     """
 
-    def __init__(self, paragraph: str, max_chars: int, out: list[tuple[str, Boundary]]) -> None:
+    def __init__(self, paragraph: str, max_chars: int, out: list[tuple[str, Boundary]], sentences: bool) -> None:
         self.text = paragraph
         self.max_chars = max_chars
         self.out = out
+        self.one_per_sentence = sentences
         sentence_cuts, clause_cuts = _punctuation_cuts(paragraph)
         word_cuts = [i for i, char in enumerate(paragraph) if char == " "]
         # The levels tried in turn on a piece too long for one chunk; past the last, a hard split.
@@ -247,6 +253,12 @@ class _Splitter:
         start, end = self._trim(start, end)
         return end - start <= self.max_chars
 
+    def _may_grow(self, chunk_start: int, packed_end: int, piece_end: int, boundary: Boundary) -> bool:
+        """Whether the chunk being built, [chunk_start, packed_end), may take the piece up to `piece_end`."""
+        if self.one_per_sentence and boundary is Boundary.SENTENCE and packed_end > chunk_start:
+            return False
+        return self._fits(chunk_start, piece_end)
+
     def _emit(self, start: int, end: int, boundary: Boundary) -> None:
         start, end = self._trim(start, end)
         self.out.append((self.text[start:end], boundary))
@@ -260,7 +272,7 @@ class _Splitter:
         inner = cuts[bisect_right(cuts, start) : bisect_left(cuts, end)]
         chunk_start = packed_end = start  # the chunk being built is [chunk_start, packed_end)
         for piece_end in [*inner, end]:
-            if self._fits(chunk_start, piece_end):
+            if self._may_grow(chunk_start, packed_end, piece_end, boundary):
                 packed_end = piece_end
                 continue
             if packed_end > chunk_start:
