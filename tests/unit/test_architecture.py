@@ -38,6 +38,7 @@ FOUNDATION = frozenset(
         "ttsd.joblog",
         "ttsd.privacy",
         "ttsd.markup",
+        "ttsd.books",
     }
 )
 # Lowest first: a module may import from its own rank and the ranks below it, never above. A name
