@@ -38,6 +38,9 @@ FOUNDATION = frozenset(
         "ttsd.joblog",
         "ttsd.privacy",
         "ttsd.voicelib",
+        "ttsd.voicelib.errors",
+        "ttsd.voicelib.library",
+        "ttsd.voicelib.prompt_file",
     }
 )
 # Lowest first: a module may import from its own rank and the ranks below it, never above. A name
