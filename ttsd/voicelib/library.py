@@ -139,7 +139,7 @@ class VoiceLibrary:
         it is; `recording_sha256` is the hash of the user's own file when that was converted (default:
         the WAV's). With `force` an existing voice of the same name is replaced. VoiceRejected says
         why a voice cannot be saved."""
-        self._check_new_name(name, force)
+        self.check_new_name(name, force)
         data = encode_prompt(prompt)
         try:
             reference = read_regular_file(recording, 1 << 30)
@@ -180,6 +180,24 @@ class VoiceLibrary:
         self._discard(folder)
         return voice
 
+    def check_new_name(self, name: str, force: bool = False) -> None:
+        """VoiceRejected unless `name` can be saved now (valid, free, or replaced with `force`)."""
+        problem = voice_name_problem(name)
+        if problem is not None:
+            raise VoiceRejected(f"cannot save voice {name!r}: {problem}")
+        existing = self._folder_of(name)
+        if existing is None:
+            return
+        if existing.name != name:
+            raise VoiceRejected(
+                f"cannot save voice {name!r}: it differs only in case from the saved voice {existing.name!r}"
+                " (names are unique regardless of case)"
+            )
+        if not force:
+            raise VoiceRejected(
+                f"a voice named {name!r} is already saved (replace it with --force, or remove it first)"
+            )
+
     # -- inside ----------------------------------------------------------------------------------
 
     def _folder_of(self, name: str) -> Path | None:
@@ -204,23 +222,6 @@ class VoiceLibrary:
         if voice.name != name:
             raise DamagedVoice(name, f"{VOICE_FILE} names the voice {voice.name!r}, not its folder's name")
         return voice
-
-    def _check_new_name(self, name: str, force: bool) -> None:
-        problem = voice_name_problem(name)
-        if problem is not None:
-            raise VoiceRejected(f"cannot save voice {name!r}: {problem}")
-        existing = self._folder_of(name)
-        if existing is None:
-            return
-        if existing.name != name:
-            raise VoiceRejected(
-                f"cannot save voice {name!r}: it differs only in case from the saved voice {existing.name!r}"
-                " (names are unique regardless of case)"
-            )
-        if not force:
-            raise VoiceRejected(
-                f"a voice named {name!r} is already saved (replace it with --force, or remove it first)"
-            )
 
     def _install(self, name: str, files: Mapping[str, bytes]) -> None:
         make_folder(self.root, "saved voices folder")
