@@ -24,6 +24,11 @@ OFFICIAL_MODELS: dict[str, tuple[str, ModelKind]] = {
     "qwen3-tts-1.7b-base": ("Qwen/Qwen3-TTS-12Hz-1.7B-Base", "base"),
 }
 
+DEFAULT_VOICE_BASE_MODEL = "qwen3-tts-0.6b-base"
+"""The Base model a saved voice is made for unless `ttsd voices add --model` says otherwise."""
+DEFAULT_VOICE_DESIGN_MODEL = "qwen3-tts-1.7b-design"
+"""The VoiceDesign model that renders a designed voice's reference unless `--design-model` says."""
+
 TINY_MODELS: dict[str, ModelKind] = {
     "tiny": "custom_voice",
     "tiny-design": "voice_design",

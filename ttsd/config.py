@@ -204,6 +204,11 @@ class Settings(BaseModel):
         return self.state_dir / "voices.json"
 
     @property
+    def saved_voices_dir(self) -> Path:
+        """The saved voice library (`ttsd voices add`): one folder per voice."""
+        return self.state_dir / "voices"
+
+    @property
     def models_dir(self) -> Path:
         """Where locally built checkpoints (the `tiny` family) live."""
         return self.state_dir / "models"

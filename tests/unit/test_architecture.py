@@ -39,6 +39,10 @@ FOUNDATION = frozenset(
         "ttsd.privacy",
         "ttsd.markup",
         "ttsd.books",
+        "ttsd.voicelib",
+        "ttsd.voicelib.errors",
+        "ttsd.voicelib.library",
+        "ttsd.voicelib.prompt_file",
     }
 )
 # Lowest first: a module may import from its own rank and the ranks below it, never above. A name

@@ -35,6 +35,12 @@ class SynthesisRequest:
     instruct: str | None = None
     ref_audio: Path | None = None
     ref_text: str | None = None
+    voice: str | None = None
+    """A saved voice's name (for messages; `voice_prompt` is what is spoken)."""
+    voice_prompt: Path | None = None
+    """A saved voice's prompt file: cloned from it instead of from `ref_audio` (Base models)."""
+    voice_sha256: str | None = None
+    """The saved prompt file's SHA-256, checked when the file is read."""
     seed: int | None = None
     """This row's own seed (engines with per-row random streams; others seed the whole call)."""
 

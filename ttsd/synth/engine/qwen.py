@@ -4,7 +4,6 @@ stages (codes, then waveforms; `qwen_calls` holds the split of the official wrap
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import importlib.metadata
 import logging
 import sys
@@ -16,11 +15,11 @@ from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
-import soundfile as sf
 
 from ttsd.catalog import ModelKind
 from ttsd.errors import EngineError, PermanentEngineError, TransientEngineError
 from ttsd.synth.engine.base import DevicePlan, SynthesisRequest, Takes, Voices
+from ttsd.synth.engine.clone_prompts import ClonePrompts, make_prompt
 from ttsd.synth.engine.qwen_calls import PINNED_QWEN_TTS, Batch, Codes, decode_codes, generate_codes
 from ttsd.synth.engine.qwen_import import import_qwen_tts_quietly
 from ttsd.synth.engine.talker_hooks import bytes_per_row_token, install_talker_hooks
@@ -30,7 +29,6 @@ log = logging.getLogger(__name__)
 
 SILENCE_PEAK = 1e-4
 BROKEN_OUTPUT_CODES = frozenset({"nan_output", "silent_output", "empty_output"})
-_CLONE_PROMPT_CACHE_SIZE = 64
 QWEN_MAX_NEW_TOKENS = 2048
 """qwen-tts' own `max_new_tokens` when a checkpoint's generation config sets none."""
 # transformers' from_pretrained swaps process-wide state (default device, meta-tensor init): two
@@ -125,7 +123,7 @@ class QwenEngine:
             speakers=_supported(model.get_supported_speakers()),
             languages=_supported(model.get_supported_languages()),
         )
-        self._clone_prompts: dict[str, Any] = {}
+        self._clone_prompts = ClonePrompts()
         self._lock = threading.Lock()
         self._decode_lock = threading.Lock()
         self._twin_lock = threading.Lock()
@@ -248,7 +246,7 @@ class QwenEngine:
             return Batch(texts, languages, speakers=speakers, instructs=[r.instruct or "" for r in requests])
         if self.kind == "voice_design":
             return Batch(texts, languages, instructs=[r.instruct or "" for r in requests])
-        return Batch(texts, languages, clone_prompts=[self._clone_prompt(r) for r in requests])
+        return Batch(texts, languages, clone_prompts=[self._clone_prompts.of(self._model, r) for r in requests])
 
     def decode(self, takes: Takes) -> list[np.ndarray]:
         """The checked waveforms of `takes`; safe while another thread runs `generate`.
@@ -314,31 +312,16 @@ class QwenEngine:
                     code="unknown_speaker",
                 )
 
-    def _clone_prompt(self, request: SynthesisRequest) -> Any:
-        """The voice-clone prompt for a reference file, built once per reference content."""
-        if request.ref_audio is None:
-            raise PermanentEngineError("a voice clone job needs ref_audio", code="missing_reference")
-        try:
-            data = request.ref_audio.read_bytes()
-            audio, rate = sf.read(request.ref_audio, dtype="float32", always_2d=True)
-        except (OSError, RuntimeError, sf.LibsndfileError) as exc:
-            raise PermanentEngineError(
-                f"reference audio {request.ref_audio.name!r} cannot be read: {exc}", code="bad_reference"
-            ) from exc
-        key = hashlib.sha256(data + (request.ref_text or "").encode("utf-8")).hexdigest()
-        prompt = self._clone_prompts.get(key)
-        if prompt is None:
-            mono = audio.mean(axis=1)
-            items = self._model.create_voice_clone_prompt(
-                ref_audio=(mono, int(rate)),
-                ref_text=request.ref_text,
-                x_vector_only_mode=not request.ref_text,
-            )
-            prompt = items[0]
-            if len(self._clone_prompts) >= _CLONE_PROMPT_CACHE_SIZE:
-                self._clone_prompts.pop(next(iter(self._clone_prompts)))
-            self._clone_prompts[key] = prompt
-        return prompt
+    def clone_prompt(self, audio: np.ndarray, rate: int, ref_text: str | None) -> Any:
+        """qwen-tts' voice-clone prompt item for a mono recording (Base models): in-context with a
+        transcript, else the speaker embedding only."""
+        if self.kind != "base":
+            raise PermanentEngineError(f"model {self.name!r} is not a Base model: it makes no clone prompts")
+        with self._lock:
+            try:
+                return make_prompt(self._model, audio, rate, ref_text)
+            except Exception as exc:
+                raise classify_error(exc) from exc
 
     def close(self) -> None:
         """Drop the model and give its memory back to the device."""
