@@ -37,6 +37,7 @@ FOUNDATION = frozenset(
         "ttsd.jobspec",
         "ttsd.joblog",
         "ttsd.privacy",
+        "ttsd.subtitles",
     }
 )
 # Lowest first: a module may import from its own rank and the ranks below it, never above. A name
