@@ -43,6 +43,7 @@ FOUNDATION = frozenset(
         "ttsd.voicelib.errors",
         "ttsd.voicelib.library",
         "ttsd.voicelib.prompt_file",
+        "ttsd.subtitles",
     }
 )
 # Lowest first: a module may import from its own rank and the ranks below it, never above. A name

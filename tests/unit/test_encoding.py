@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 
 from ttsd.audio import SPEED_RANGE, change_speed
-from ttsd.encoding import FORMATS, MEDIA_TYPES, SUFFIXES, AudioFormat, StreamEncoder, encode
+from ttsd.encoding import FORMATS, MEDIA_TYPES, STREAM_FORMATS, SUFFIXES, AudioFormat, StreamEncoder, encode
 
 RATE = 24_000
 OPUS_DECODE_RATE = 48_000  # an Opus decoder always plays at 48 kHz, whatever rate went in
 # Samples a decoder plays beyond the input that nothing in the file tells it to drop: ADTS has no
 # field for AAC's 1024 priming samples, and a streamed MP3 has no LAME tag to carry LAME's delay
-# (576 + 529). Each also pads its last frame: up to 1024 samples for AAC, 576 for MP3 at 24 kHz.
-WHOLE_EXTRA = {"aac": 1024 + 1024}
+# (576 + 529). Each also pads its last frame: up to 1024 samples for AAC, 576 for MP3 at 24 kHz. An
+# m4b's edit list drops the priming, but not the padding.
+WHOLE_EXTRA = {"aac": 1024 + 1024, "m4b": 1024}
 STREAM_EXTRA = {"aac": 1024 + 1024, "mp3": 576 + 529 + 576}
 
 
@@ -72,7 +73,13 @@ def dominant_hz(audio: np.ndarray, rate: int = RATE) -> float:
 def test_every_format_has_a_suffix_and_a_media_type() -> None:
     assert set(SUFFIXES) == set(MEDIA_TYPES) == set(FORMATS)
     assert SUFFIXES["opus"] == ".opus"
+    assert SUFFIXES["m4b"] == ".m4b"
     assert MEDIA_TYPES["mp3"] == "audio/mpeg"
+    assert MEDIA_TYPES["m4b"] == "audio/mp4"
+
+
+def test_every_format_but_m4b_streams() -> None:
+    assert set(FORMATS) - set(STREAM_FORMATS) == {"m4b"}
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -106,16 +113,16 @@ def test_samples_beyond_full_scale_are_clipped() -> None:
     assert struct.unpack("<3h", pcm) == (32767, -32768, 0)
 
 
-def test_opus_and_aac_are_the_same_bytes_every_time() -> None:
+def test_opus_aac_and_m4b_are_the_same_bytes_every_time() -> None:
     audio = noise(0.5)
-    for fmt in ("opus", "aac"):
+    for fmt in ("opus", "aac", "m4b"):
         assert encode(audio, RATE, fmt) == encode(audio, RATE, fmt)
 
 
 # -- streams --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", STREAM_FORMATS)
 def test_a_stream_fed_in_pieces_is_one_file_of_the_whole_duration(fmt: AudioFormat) -> None:
     audio = noise(1.0)
     rate, samples = decode(b"".join(stream(fmt, audio, pieces=5)), fmt)

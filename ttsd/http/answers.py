@@ -10,7 +10,7 @@ from typing import Any, BinaryIO
 
 from fastapi.responses import StreamingResponse
 
-from ttsd.encoding import MEDIA_TYPES, media_type
+from ttsd.encoding import MEDIA_TYPES, STREAM_FORMATS, media_type
 from ttsd.fsutil import open_regular_file
 from ttsd.http.door import FrontDoor, blocking
 from ttsd.http.errors import HttpProblem
@@ -20,11 +20,18 @@ from ttsd.jobqueue.tables import Job
 BLOCK_BYTES = 256 * 1024
 AUDIO_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "the audio, in the job's format (speech with stream_format sse: server-sent events)",
-        "content": {media: {} for media in (*MEDIA_TYPES.values(), "text/event-stream")},
+        "description": "the audio file, in the job's format",
+        "content": {media: {} for media in MEDIA_TYPES.values()},
     }
 }
-"""How routes that answer with audio describe it in the schema."""
+"""How routes that answer with a done job's file describe it in the schema."""
+SPEECH_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the audio, in the requested format (with stream_format sse: server-sent events)",
+        "content": {media: {} for media in (*(MEDIA_TYPES[fmt] for fmt in STREAM_FORMATS), "text/event-stream")},
+    }
+}
+"""How the speech route describes its answer: only formats that stream (no m4b)."""
 
 
 def ended_problem(job: Job) -> HttpProblem:

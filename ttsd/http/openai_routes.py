@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 from ttsd.audio import SPEED_RANGE
-from ttsd.http.answers import AUDIO_RESPONSE, as_base64
+from ttsd.http.answers import SPEECH_RESPONSE, as_base64
 from ttsd.http.door import FrontDoor, blocking, door_of
 from ttsd.http.errors import HttpProblem, error_body
 from ttsd.http.names import OPENAI_MODELS, OPENAI_VOICES, language_name, model_name
@@ -72,7 +72,7 @@ def _job_of(door: FrontDoor, body: SpeechRequest) -> dict[str, Any]:
     return job
 
 
-@router.post("/v1/audio/speech", summary="Speak a text (OpenAI's speech API)", responses=AUDIO_RESPONSE)
+@router.post("/v1/audio/speech", summary="Speak a text (OpenAI's speech API)", responses=SPEECH_RESPONSE)
 async def speech(request: Request, body: SpeechRequest) -> StreamingResponse:
     """The audio in `response_format`, sent chunk by chunk as the job's chunks are made (`audio`), or
     as `speech.audio.delta` events and a closing `speech.audio.done` (`sse`)."""

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from ttsd.audio import SPEED_RANGE
-from ttsd.encoding import FORMATS
+from ttsd.encoding import STREAM_FORMATS
 from ttsd.http.answers import AUDIO_RESPONSE, as_base64, audio_response, read_audio
 from ttsd.http.door import blocking, door_of
 from ttsd.http.errors import HttpProblem
@@ -43,7 +43,8 @@ class TtsRequest(BaseModel):
     voice: StrictStr | None = Field(None, max_length=255)
     language: StrictStr | None = Field(None, max_length=100)
     tone: StrictStr | None = Field(None, max_length=2_000, description="A style instruction (the job's `instruct`)")
-    format: Literal[FORMATS] = "wav"  # type: ignore[valid-type]
+    # Its own list: an m4b cannot be streamed, and is made by job files and /v1/jobs.
+    format: Literal[STREAM_FORMATS] = "wav"  # type: ignore[valid-type]
     sample_rate: StrictInt | None = Field(None, ge=8_000, le=192_000)
     seed: StrictInt | None = Field(None, ge=0, le=2**32 - 1)
     speed: StrictFloat = Field(1.0, ge=SPEED_RANGE[0], le=SPEED_RANGE[1])

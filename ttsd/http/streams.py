@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ttsd.audio import change_speed, chunk_piece, trim_bounds
-from ttsd.encoding import StreamEncoder, decode_file
+from ttsd.encoding import STREAM_FORMATS, StreamEncoder, decode_file
 from ttsd.http.answers import audio_path, ended_problem, file_blocks, open_audio
 from ttsd.http.door import FrontDoor, blocking
 from ttsd.jobqueue.states import JobState
@@ -52,9 +52,9 @@ def live_audio_possible(spec: JobSpec) -> bool:
 
 def chunks_streamable(spec: JobSpec) -> bool:
     """Whether a job's chunks can be sent as they come. A job at another speed is stretched as one
-    waveform when delivered (tempo change is not additive over pieces), so its stream starts when
-    the file exists and is that file."""
-    return spec.speed == 1.0
+    waveform when delivered (tempo change is not additive over pieces), and an m4b's index and
+    chapters exist only at its end: the stream of either starts when the file exists and is that file."""
+    return spec.speed == 1.0 and spec.format in STREAM_FORMATS
 
 
 async def first_piece(stream: AsyncIterator[bytes]) -> bytes:
@@ -76,6 +76,10 @@ async def audio_stream(door: FrontDoor, job: Job) -> AsyncIterator[bytes]:
             yield data
         return
     spec = JobSpec.model_validate_json(job.spec_json)
+    if not chunks_streamable(spec):
+        async for data in _file_when_done(door, job):
+            yield data
+        return
     live = live_audio_possible(spec)
     encoder = StreamEncoder(spec.format, spec.sample_rate)
     progress = _Progress(attempts=job.attempts)
@@ -89,9 +93,8 @@ async def audio_stream(door: FrontDoor, job: Job) -> AsyncIterator[bytes]:
                 async for data in _whole_file(door, current):
                     yield data
                 return
-            if chunks_streamable(spec):
-                for piece in await blocking(_ready_pieces, door, current, spec, progress, live):
-                    yield await blocking(encoder.feed, piece)
+            for piece in await blocking(_ready_pieces, door, current, spec, progress, live):
+                yield await blocking(encoder.feed, piece)
             if current.state == JobState.DONE:
                 if progress.rows is None or progress.next_index < len(progress.rows):
                     rest = await blocking(_rest_of_file, door, current, spec, progress)
@@ -105,6 +108,18 @@ async def audio_stream(door: FrontDoor, job: Job) -> AsyncIterator[bytes]:
             # No change in the queue within the poll: look for more live audio all the same.
             with contextlib.suppress(TimeoutError):
                 current = await asyncio.wait_for(changes.get(), LIVE_POLL_S if live else None)
+
+
+async def _file_when_done(door: FrontDoor, job: Job) -> AsyncIterator[bytes]:
+    """The job's delivered file, once there is one."""
+    async with door.watch.subscription(job.id) as changes:
+        current = await changes.get()
+        while current.state != JobState.DONE:
+            if current.state in (JobState.FAILED, JobState.CANCELLED):
+                raise ended_problem(current)
+            current = await changes.get()
+    async for data in _whole_file(door, current):
+        yield data
 
 
 async def _whole_file(door: FrontDoor, job: Job) -> AsyncIterator[bytes]:
