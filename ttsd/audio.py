@@ -75,14 +75,36 @@ def chunk_piece(audio: np.ndarray, pause_ms: int, sample_rate: int, alone: bool)
     piece = fade_edges(trim_edges(audio, sample_rate), sample_rate)
     if pause_ms <= 0:
         return piece
-    return np.concatenate([piece, np.zeros(int(sample_rate * pause_ms / 1000), dtype=np.float32)])
+    return np.concatenate([piece, silence(pause_ms, sample_rate)])
 
 
 def join_chunks(chunks: Sequence[np.ndarray], pauses_ms: Sequence[int], sample_rate: int) -> np.ndarray:
     """One waveform: every chunk trimmed and faded, followed by its pause (see `chunk_piece`)."""
-    alone = len(chunks) == 1
-    parts = [chunk_piece(a, p, sample_rate, alone) for a, p in zip(chunks, pauses_ms, strict=True)]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+    return join_timed(chunks, pauses_ms, sample_rate)[0]
+
+
+def join_timed(
+    chunks: Sequence[np.ndarray], pauses_ms: Sequence[int], sample_rate: int, lead_ms: int = 0
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """`join_chunks` after `lead_ms` of silence, and where each chunk's speech landed: its
+    [start, end) in samples of the joined waveform, its pause after it. Subtitles and segment times
+    are read off these, so they are exact, not estimated."""
+    alone = len(chunks) == 1 and lead_ms == 0
+    parts = [silence(lead_ms, sample_rate)] if lead_ms else []
+    spans: list[tuple[int, int]] = []
+    at = len(parts[0]) if parts else 0
+    for audio, pause_ms in zip(chunks, pauses_ms, strict=True):
+        piece = chunk_piece(audio, pause_ms, sample_rate, alone)
+        gap = 0 if alone else len(silence(pause_ms, sample_rate))
+        spans.append((at, at + len(piece) - gap))
+        parts.append(piece)
+        at += len(piece)
+    return (np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)), spans
+
+
+def silence(ms: int, sample_rate: int) -> np.ndarray:
+    """`ms` milliseconds of silence (rounded down to whole samples)."""
+    return np.zeros(max(0, int(sample_rate * ms / 1000)), dtype=np.float32)
 
 
 def change_speed(audio: np.ndarray, sample_rate: int, speed: float) -> np.ndarray:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
@@ -39,6 +39,59 @@ class Generation(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
+SubtitleFormat = Literal["srt", "vtt"]
+
+
+class VoiceFields(BaseModel):
+    """Who speaks a piece of a job: the voice fields its model kind takes, resolved."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    speaker: str | None = None
+    language: str = "Auto"
+    instruct: str | None = None
+    ref_audio: str | None = None
+    ref_text: str | None = None
+    voice: str | None = None
+    """A saved voice of the library, by name."""
+    voice_sha256: str | None = None
+    """The saved voice's prompt hash when the job was accepted: a voice saved again under the same
+    name is another voice, so another job and another cache entry."""
+
+
+class Segment(BaseModel):
+    """One piece of a script: its text (pause markup allowed), who speaks it, and the silence after it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text: str
+    voice: VoiceFields
+    pause_ms: int | None = None
+    """Silence after the segment; None: the paragraph pause (nothing after the last segment)."""
+
+
+class ChapterStart(BaseModel):
+    """A chapter of a book: its title and the segment it starts at."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: str
+    segment: int
+
+
+_OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "speed": 1.0,
+    "chunk_first_chars": None,
+    "voice": None,
+    "voice_sha256": None,
+    "segments": None,
+    "chapters": None,
+    "subtitles": None,
+    "chapter_files": False,
+}
+"""Fields added after schema 1 first shipped, with the value that means "not used"."""
+
+
 class JobSpec(BaseModel):
     """A job with every default resolved: what the queue stores and the worker runs."""
 
@@ -65,15 +118,41 @@ class JobSpec(BaseModel):
     normalize: bool
     speed: float = 1.0
     chunk_first_chars: int | None = None
+    voice: str | None = None
+    voice_sha256: str | None = None
+    segments: tuple[Segment, ...] | None = None
+    """A script: segments spoken in order, each with its own voice (`text` then holds their texts)."""
+    chapters: tuple[ChapterStart, ...] | None = None
+    subtitles: SubtitleFormat | None = None
+    chapter_files: bool = False
+    """Besides the whole book, one audio file per chapter."""
 
     def content_key(self) -> str:
         """Identity of the job as dropped: the same resolved job twice is one job."""
         fields = self.model_dump(mode="json")
         # Jobs recorded before these fields existed keep their keys: dropped again, still one job.
-        for field, unset in (("speed", 1.0), ("chunk_first_chars", None)):
+        for field, unset in _OPTIONAL_DEFAULTS.items():
             if fields[field] == unset:
                 del fields[field]
         return _digest(fields)
+
+    def voice_fields(self) -> VoiceFields:
+        """The job's own voice fields (a script's segments state theirs)."""
+        return VoiceFields(
+            speaker=self.speaker,
+            language=self.language,
+            instruct=self.instruct,
+            ref_audio=self.ref_audio,
+            ref_text=self.ref_text,
+            voice=self.voice,
+            voice_sha256=self.voice_sha256,
+        )
+
+    def script(self) -> tuple[Segment, ...]:
+        """What is spoken, in order: the segments, or the whole text as one segment."""
+        if self.segments is not None:
+            return self.segments
+        return (Segment(text=self.text, voice=self.voice_fields()),)
 
     def batch_key(self) -> str:
         """Jobs with equal keys can share one generate call: same model, kind and sampling.

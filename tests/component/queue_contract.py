@@ -492,11 +492,11 @@ class QueueContract:
         job = enqueue(store, "a long text")
         token, _ = claim_one(store)
         assert store.chunks(job.id) == []
-        planned = store.plan_chunks(job.id, token, [("One.", 300), ("Two.", 0)])
+        planned = store.plan_chunks(job.id, token, [("One.", 300, 0), ("Two.", 0, 1)])
         assert planned is not None
-        assert [(c.index, c.text, c.pause_after_ms, c.done) for c in planned] == [
-            (0, "One.", 300, False),
-            (1, "Two.", 0, False),
+        assert [(c.index, c.text, c.pause_after_ms, c.segment, c.done) for c in planned] == [
+            (0, "One.", 300, 0, False),
+            (1, "Two.", 0, 1, False),
         ]
         assert (store.get(job.id).chunks_total, store.get(job.id).chunks_done) == (2, 0)
         assert store.chunk_done(job.id, token, 0, 1.5, 0.25, cache_hit=False)
@@ -506,7 +506,7 @@ class QueueContract:
         assert store.jobs_with_chunks() == {job.id: "running"}
         store.recover_interrupted(3)
         fresh, _ = claim_one(store)
-        resumed = store.plan_chunks(job.id, fresh, [("Something else entirely.", 0)])
+        resumed = store.plan_chunks(job.id, fresh, [("Something else entirely.", 0, 0)])
         assert resumed is not None
         assert [(c.text, c.done, c.duration_s) for c in resumed] == [("One.", True, 1.5), ("Two.", False, None)]
         assert store.plan_chunks(job.id, token, []) is None  # the interrupted holder's lease is gone
@@ -522,7 +522,7 @@ class QueueContract:
     def test_retry_starts_a_chunked_job_over(self, store: Queue) -> None:
         job = enqueue(store, "a long text")
         token, _ = claim_one(store)
-        store.plan_chunks(job.id, token, [("One.", 0), ("Two.", 0)])
+        store.plan_chunks(job.id, token, [("One.", 0, 0), ("Two.", 0, 0)])
         store.chunk_done(job.id, token, 0, 1.0, 0.1, cache_hit=False)
         assert store.finish_failed(job.id, token, "bad_speaker", "no such voice", 3, None) == JobState.FAILED
         store.retry(job.id)

@@ -229,7 +229,7 @@ def test_live_audio_of_a_chunk_goes_out_while_the_chunk_is_made(tmp_path: Path) 
         listener.start()
         job = wait_for(lambda: next(iter(rig.store.jobs()), None), 10, "the request's job")
         token, _claimed = rig.store.claim(FAKE_MODEL, 4)
-        assert rig.store.plan_chunks(job.id, token, [(body["input"], 0)]) is not None
+        assert rig.store.plan_chunks(job.id, token, [(body["input"], 0, 0)]) is not None
         audio = fake_wave(body["input"])
         quarter = len(audio) // 4
         for part in (1, 2, 3):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 
 from ttsd.audio import change_speed, peak_normalize
 from ttsd.delivery.status import STATUS_SUFFIX, read_status_document
-from ttsd.encoding import AudioFormat, encode
+from ttsd.encoding import AudioFormat, ChapterMark, encode
 from ttsd.errors import TtsdError
 from ttsd.faults import crash_point
 from ttsd.fsutil import atomic_write, folds_case, install_file, stage_file, sweep_temp_files
@@ -24,11 +25,17 @@ from ttsd.names import name_problem
 
 
 @dataclass(frozen=True)
-class StagedAudio:
-    """An encoded audio file written under a hidden temp name, waiting to be installed."""
+class StagedFile:
+    """A file written under a hidden temp name, waiting to be installed."""
 
     temp: Path
     target: Path
+
+
+@dataclass(frozen=True)
+class StagedAudio(StagedFile):
+    """An encoded audio file, staged, and what it holds."""
+
     info: AudioInfo
 
 
@@ -71,13 +78,14 @@ class Outbox:
         sample_rate: int,
         normalize: bool = False,
         speed: float = 1.0,
+        chapters: Sequence[ChapterMark] = (),
+        part: str = "",
     ) -> StagedAudio:
-        """Encode `name.fmt` into a hidden, fsynced temp file; nothing is visible until `install`."""
-        if normalize:
-            audio = peak_normalize(audio)
-        audio = change_speed(audio, sample_rate, speed)
-        data = encode(audio, sample_rate, fmt)
-        target = self.path_for(name, f".{fmt}")
+        """Encode `name[part].fmt` into a hidden, fsynced temp file; nothing is visible until
+        `install`. `part` names one piece of a job's output (a book's chapter file)."""
+        audio = finished_audio(audio, sample_rate, normalize, speed)
+        data = encode(audio, sample_rate, fmt, chapters)
+        target = self.path_for(name, f"{part}.{fmt}")
         temp = stage_file(self.root, data, midway=partial(crash_point, "audio_write", name))
         info = AudioInfo(
             file=target.name,
@@ -89,11 +97,16 @@ class Outbox:
         )
         return StagedAudio(temp=temp, target=target, info=info)
 
-    def install(self, staged: StagedAudio) -> None:
+    def stage_bytes(self, name: str, suffix: str, data: bytes) -> StagedFile:
+        """Stage `name + suffix` (a subtitle file) like an audio file."""
+        target = self.path_for(name, suffix)
+        return StagedFile(temp=stage_file(self.root, data), target=target)
+
+    def install(self, staged: StagedFile) -> None:
         """Make a staged file visible under its name, atomically and durably."""
         install_file(staged.temp, staged.target)
 
-    def discard(self, staged: StagedAudio) -> None:
+    def discard(self, staged: StagedFile) -> None:
         """Drop a staged file that was not installed (a no-op once it was)."""
         staged.temp.unlink(missing_ok=True)
 
@@ -114,3 +127,10 @@ class Outbox:
     def sweep(self) -> list[Path]:
         """Remove temp files a crash left behind; returns what was removed."""
         return sweep_temp_files(self.root)
+
+
+def finished_audio(audio: np.ndarray, sample_rate: int, normalize: bool, speed: float) -> np.ndarray:
+    """A job's joined waveform as it is delivered: peak-normalised if asked, at its speed."""
+    if normalize:
+        audio = peak_normalize(audio)
+    return change_speed(audio, sample_rate, speed)

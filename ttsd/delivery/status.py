@@ -4,14 +4,15 @@ always be rebuilt from it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ttsd.delivery.script_status import script_fields
 from ttsd.fsutil import read_regular_file
 from ttsd.jobqueue.states import TERMINAL_STATES, JobState
-from ttsd.jobqueue.tables import Job
+from ttsd.jobqueue.tables import ChunkRow, Job
 from ttsd.jobspec import SCHEMA_VERSION, JobSpec
 
 STATUS_SUFFIX = ".status.json"
@@ -58,8 +59,9 @@ def progress(job: Job) -> dict[str, Any]:
     }
 
 
-def status_document(job: Job) -> dict[str, Any]:
-    """The status file of a job, in whatever state it is."""
+def status_document(job: Job, chunks: Sequence[ChunkRow] | None = None) -> dict[str, Any]:
+    """The status file of a job, in whatever state it is (`chunks`: its chunk rows, for a book's
+    progress per chapter)."""
     if job.state == JobState.REJECTED:
         return rejection_document(job)
     spec = JobSpec.model_validate_json(job.spec_json)
@@ -100,6 +102,7 @@ def status_document(job: Job) -> dict[str, Any]:
         "timing": {"queue_s": _seconds(job.created_at, job.started_at), "synth_s": job.synth_s, "rtf": rtf},
         "cache_hit": job.cache_hit,
         "seed": job.seed,
+        **script_fields(job, spec, chunks),
     }
 
 

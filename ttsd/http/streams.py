@@ -24,6 +24,7 @@ from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import ChunkRow, Job
 from ttsd.jobspec import JobSpec
 from ttsd.synth.engine.progressive import SAMPLE_RATE as CODEC_RATE
+from ttsd.synth.script_plan import plan_script
 
 LIVE_POLL_S = 0.1
 """How often a stream looks for more live audio of the chunk being generated."""
@@ -52,9 +53,10 @@ def live_audio_possible(spec: JobSpec) -> bool:
 
 def chunks_streamable(spec: JobSpec) -> bool:
     """Whether a job's chunks can be sent as they come. A job at another speed is stretched as one
-    waveform when delivered (tempo change is not additive over pieces), and an m4b's index and
-    chapters exist only at its end: the stream of either starts when the file exists and is that file."""
-    return spec.speed == 1.0 and spec.format in STREAM_FORMATS
+    waveform when delivered (tempo change is not additive over pieces), an m4b's index and chapters
+    exist only at its end, and a script that opens with a pause has silence that is no chunk's: the
+    stream of any of them starts when the file exists and is that file."""
+    return spec.speed == 1.0 and spec.format in STREAM_FORMATS and plan_script(spec).lead_ms == 0
 
 
 async def first_piece(stream: AsyncIterator[bytes]) -> bytes:

@@ -29,9 +29,9 @@ class ChunkRecords(Database):
         with self._read() as session:
             return _chunks(session, job_id)
 
-    def plan_chunks(self, job_id: str, token: str, pieces: list[tuple[str, int]]) -> list[ChunkRow] | None:
+    def plan_chunks(self, job_id: str, token: str, pieces: list[tuple[str, int, int]]) -> list[ChunkRow] | None:
         """The job's chunks: the ones recorded earlier (a resumed job), else `pieces` (text, pause
-        after in ms) recorded now. None if `token` no longer holds the job."""
+        after in ms, script segment) recorded now. None if `token` no longer holds the job."""
         with self._write() as session:
             job = leased(session, job_id, token)
             if job is None:
@@ -40,8 +40,8 @@ class ChunkRecords(Database):
             if rows:
                 return rows
             rows = [
-                ChunkRow(job_id=job_id, index=index, text=text, pause_after_ms=pause)
-                for index, (text, pause) in enumerate(pieces)
+                ChunkRow(job_id=job_id, index=index, text=text, pause_after_ms=pause, segment=segment)
+                for index, (text, pause, segment) in enumerate(pieces)
             ]
             session.add_all(rows)
             job.chunks_total = len(rows)

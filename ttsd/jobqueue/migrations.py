@@ -172,6 +172,13 @@ def _add_restarts(connection: Connection) -> None:
     connection.exec_driver_sql("ALTER TABLE job ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0")
 
 
+def _add_scripts(connection: Connection) -> None:
+    # Scripts: a chunk knows the segment (so the voice) it belongs to, and a job keeps what it
+    # delivered besides its audio (subtitles, chapter files, segment and chapter times).
+    connection.exec_driver_sql("ALTER TABLE chunk ADD COLUMN segment INTEGER NOT NULL DEFAULT 0")
+    connection.exec_driver_sql("ALTER TABLE job ADD COLUMN outputs_json VARCHAR")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the ttsd 0.1.0 schema", _create_0_1_0_schema),
     Migration(2, "one index in claim order for the claim query", _add_claim_index),
@@ -179,6 +186,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "output names as a case-insensitive file system sees them", _add_name_key),
     Migration(5, "the field a rejected job file got wrong", _add_error_field),
     Migration(6, "restarts of the daemon a job lived through, uncharged", _add_restarts),
+    Migration(7, "the segment of each chunk, and what a job delivered besides its audio", _add_scripts),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

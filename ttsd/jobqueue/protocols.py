@@ -19,11 +19,14 @@ from ttsd.jobspec import JobSpec
 
 
 class JobLookup(Protocol):
-    """What publishing a job's status file reads: the job, and whether it still owns its name."""
+    """What publishing a job's status file reads: the job, whether it still owns its name, and (for
+    a book's progress per chapter) its chunks."""
 
     def get(self, ref: str) -> Job: ...
 
     def newest_named(self, name: str, fold: bool = False) -> Job | None: ...
+
+    def chunks(self, job_id: str) -> list[ChunkRow]: ...
 
 
 class IntakeQueue(JobLookup, Protocol):
@@ -75,7 +78,7 @@ class WorkerQueue(JobLookup, Protocol):
 
     def holds_lease(self, job_id: str, token: str) -> bool: ...
 
-    def plan_chunks(self, job_id: str, token: str, pieces: list[tuple[str, int]]) -> list[ChunkRow] | None: ...
+    def plan_chunks(self, job_id: str, token: str, pieces: list[tuple[str, int, int]]) -> list[ChunkRow] | None: ...
 
     def chunk_done(
         self, job_id: str, token: str, index: int, duration_s: float, synth_s: float, cache_hit: bool

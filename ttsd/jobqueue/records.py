@@ -3,9 +3,11 @@ delivered and how it was made, what enqueueing did, the cache's figures, and job
 
 from __future__ import annotations
 
+import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job
@@ -14,6 +16,42 @@ from ttsd.jobqueue.tables import Job
 def new_job_id() -> str:
     """A short random id; sortable ids are not needed since every job has created_at."""
     return uuid.uuid4().hex[:12]
+
+
+Span = tuple[float, float]
+"""Start and end, in seconds of the delivered audio."""
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What a job delivered besides its audio file, and where its parts sit in the audio."""
+
+    segments: tuple[Span, ...] = ()
+    """Each script segment's speech, from its first word to its last (pauses outside)."""
+    chapters: tuple[Span, ...] = ()
+    subtitles: str | None = None
+    """The subtitle file's name in the outbox."""
+    cues: int = 0
+    chapter_files: tuple[str, ...] = ()
+    chapter_chunks: tuple[int, ...] = ()
+    """How many chunks each chapter was spoken in (its progress, once its chunk rows are gone)."""
+
+    def to_json(self) -> str:
+        """The form the queue keeps."""
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Outputs:
+        """Read back what `to_json` wrote."""
+        raw: dict[str, Any] = json.loads(text)
+        return cls(
+            segments=tuple((float(a), float(b)) for a, b in raw.get("segments", ())),
+            chapters=tuple((float(a), float(b)) for a, b in raw.get("chapters", ())),
+            subtitles=raw.get("subtitles"),
+            cues=int(raw.get("cues", 0)),
+            chapter_files=tuple(raw.get("chapter_files", ())),
+            chapter_chunks=tuple(int(n) for n in raw.get("chapter_chunks", ())),
+        )
 
 
 @dataclass(frozen=True)
@@ -26,6 +64,8 @@ class AudioInfo:
     duration_s: float
     bytes: int
     sha256: str
+    outputs: Outputs | None = None
+    """Only for scripts, subtitled jobs and books."""
 
 
 @dataclass(frozen=True)

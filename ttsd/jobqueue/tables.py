@@ -101,6 +101,8 @@ class Job(SQLModel, table=True):
     duration_s: float | None = None
     audio_bytes: int | None = None
     audio_sha256: str | None = None
+    # JSON: what the job delivered besides its audio file (ttsd.jobqueue.records.Outputs).
+    outputs_json: str | None = None
 
 
 class ChunkRow(SQLModel, table=True):
@@ -112,6 +114,8 @@ class ChunkRow(SQLModel, table=True):
     index: int = Field(primary_key=True)
     text: str
     pause_after_ms: int
+    segment: int = 0
+    """The script segment the chunk belongs to (0 for a job without segments)."""
     done: bool = False
     cache_hit: bool = False
     duration_s: float | None = None

@@ -117,6 +117,7 @@ def _record_audio(job: Job, audio: AudioInfo, run: RunInfo) -> None:
     job.duration_s = audio.duration_s
     job.audio_bytes = audio.bytes
     job.audio_sha256 = audio.sha256
+    job.outputs_json = audio.outputs.to_json() if audio.outputs is not None else None
     job.device = run.device
     job.dtype = run.dtype
     job.seed = run.seed

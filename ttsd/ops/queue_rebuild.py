@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ttsd.config import Settings
 from ttsd.delivery.outbox import Outbox
+from ttsd.delivery.script_status import outputs_of
 from ttsd.delivery.status import STATUS_SUFFIX
 from ttsd.fsutil import read_regular_file
 from ttsd.intake.folders import ACCEPTED_DIR, original_name
@@ -134,7 +135,7 @@ def _finished(document: dict[str, Any], outbox: Outbox) -> Finished | None:
         cache_hit=bool(document.get("cache_hit")),
         synth_s=float((document.get("timing") or {}).get("synth_s") or 0.0),
     )
-    return Finished(JobState.DONE, when, audio=audio, run=run)
+    return Finished(JobState.DONE, when, audio=replace(audio, outputs=outputs_of(document)), run=run)
 
 
 def _intact_audio(audio: dict[str, Any], outbox: Path) -> AudioInfo | None:

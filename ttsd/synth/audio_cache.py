@@ -22,7 +22,7 @@ import numpy as np
 from ttsd.fsutil import sweep_temp_files
 from ttsd.jobqueue.protocols import CacheIndexStore
 from ttsd.jobqueue.records import CacheStats
-from ttsd.jobspec import JobSpec
+from ttsd.jobspec import JobSpec, VoiceFields
 from ttsd.synth.waveform_files import load_waveform, save_waveform
 
 log = logging.getLogger(__name__)
@@ -35,23 +35,30 @@ def normalize_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
-def cache_key(spec: JobSpec, text: str, revision: str, reference_sha256: str | None) -> str:
-    """The content address of one take of `text` (the job's whole text, or one of its chunks)."""
+def cache_key(
+    spec: JobSpec, text: str, revision: str, reference_sha256: str | None, voice: VoiceFields | None = None
+) -> str:
+    """The content address of one take of `text` (the job's whole text, or one of its chunks),
+    spoken by `voice` (a script segment's; default: the job's own)."""
+    voice = voice or spec.voice_fields()
     fields: dict[str, Any] = {
         "v": KEY_VERSION,
         "model": spec.model,
         "revision": revision,
         "kind": spec.kind,
         "text": normalize_text(text),
-        "speaker": spec.speaker.lower() if spec.speaker else None,
-        "language": spec.language.lower(),
-        "instruct": normalize_text(spec.instruct) if spec.instruct else None,
+        "speaker": voice.speaker.lower() if voice.speaker else None,
+        "language": voice.language.lower(),
+        "instruct": normalize_text(voice.instruct) if voice.instruct else None,
         "reference": reference_sha256,
-        "ref_text": normalize_text(spec.ref_text) if spec.ref_text else None,
+        "ref_text": normalize_text(voice.ref_text) if voice.ref_text else None,
         "seed": spec.seed,
         "generation": spec.generation.as_kwargs(),
         "sample_rate": spec.sample_rate,
     }
+    if voice.voice_sha256 is not None:
+        # Only when set, so every key made before saved voices existed stays valid.
+        fields["saved_voice"] = voice.voice_sha256
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

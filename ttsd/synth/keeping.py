@@ -13,18 +13,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ttsd.audio import join_chunks
+from ttsd.audio import join_timed
 from ttsd.delivery.deliver import deliver
+from ttsd.delivery.extras import Timeline, needs_timeline
 from ttsd.errors import EngineError, PermanentEngineError, TransientEngineError, TtsdError
 from ttsd.faults import crash_point
 from ttsd.joblog import job_extra, job_logger
 from ttsd.jobqueue.records import RunInfo
 from ttsd.jobqueue.tables import ChunkRow, Job
 from ttsd.jobspec import JobSpec
-from ttsd.synth.chunking import split_text
 from ttsd.synth.context import WorkContext
 from ttsd.synth.engine.base import DevicePlan
 from ttsd.synth.failures import SPACE_CHECK_S, OutOfSpace, SpaceWait, failure_of
+from ttsd.synth.script_plan import plan_script
 
 if TYPE_CHECKING:
     from ttsd.synth.rendering import Renderer
@@ -50,8 +51,7 @@ class Keeper:
     def pending_chunks(self, job: Job, spec: JobSpec, renderer: Renderer) -> list[tuple[ChunkRow, str | None]] | None:
         """The job's chunks still to speak, with their cache keys; cached ones are kept at once.
         None: the lease is gone."""
-        cut = split_text(spec.text, spec.chunk_max_chars, spec.gap_ms, spec.chunk_first_chars)
-        pieces = [(c.text, c.pause_after_ms) for c in cut]
+        pieces = [(c.text, c.pause_after_ms, c.segment) for c in plan_script(spec).chunks]
         chunks = self.context.store.plan_chunks(job.id, self.token, pieces)
         if chunks is None:
             return None
@@ -59,7 +59,7 @@ class Keeper:
         for chunk in chunks:
             if chunk.done and self.context.chunks.has(job.id, chunk.index):
                 continue  # a damaged file is caught when the job is joined, and the job re-rendered
-            key = renderer.cache_key(spec, chunk.text)
+            key = renderer.cache_key(spec, chunk)
             cached = renderer.cached(spec, key)
             if cached is None:
                 pending.append((chunk, key))
@@ -97,7 +97,14 @@ class Keeper:
                 job, TransientEngineError("finished chunks were missing; rendering the job again", code="chunks_lost")
             )
             return
-        joined = join_chunks([a for a in audios if a is not None], [c.pause_after_ms for c in chunks], spec.sample_rate)
+        kept = [a for a in audios if a is not None]
+        lead_ms = plan_script(spec).lead_ms
+        joined, spans = join_timed(kept, [c.pause_after_ms for c in chunks], spec.sample_rate, lead_ms)
+        timeline = None
+        if needs_timeline(spec):
+            timeline = Timeline(
+                tuple(spans), tuple(c.text for c in chunks), tuple(c.segment for c in chunks), len(joined)
+            )
         current = store.get(job.id)
         all_hits = all(chunk.cache_hit for chunk in chunks)
         made_by = None if all_hits else plan
@@ -108,15 +115,18 @@ class Keeper:
             cache_hit=all_hits,
             synth_s=round(current.synth_s or 0.0, 3),
         )
-        self._deliver_or_fail(job, spec, joined, run)
+        self._deliver_or_fail(job, spec, joined, run, timeline)
         if store.get(job.id).state.terminal:
             self.discard(job, None)
 
-    def _deliver_or_fail(self, job: Job, spec: JobSpec, audio: np.ndarray, run: RunInfo) -> None:
+    def _deliver_or_fail(
+        self, job: Job, spec: JobSpec, audio: np.ndarray, run: RunInfo, timeline: Timeline | None
+    ) -> None:
         """Deliver one job; a failure to deliver it (disk full, encoder error) fails that job alone."""
         jlog = job_logger(log, job)
+        store, outbox = self.context.store, self.context.outbox
         try:
-            delivered = deliver(self.context.store, self.context.outbox, self.token, job.id, spec, audio, run)
+            delivered = deliver(store, outbox, self.token, job.id, spec, audio, run, timeline)
         except Exception as exc:
             log.exception("job %s (%s): could not deliver its audio", job.id, job.name, extra=job_extra(job))
             self.fail(job, failure_of(exc, "delivering the audio"))

@@ -16,7 +16,7 @@ from ttsd.errors import EngineError, PermanentEngineError, TransientEngineError
 from ttsd.faults import crash_point
 from ttsd.joblog import job_extra
 from ttsd.jobqueue.tables import ChunkRow, Job
-from ttsd.jobspec import JobSpec
+from ttsd.jobspec import JobSpec, VoiceFields
 from ttsd.synth.audio_cache import cache_key
 from ttsd.synth.batch_size import MAX_AUTO_BATCH, PROBE_TEXT, BatchChoice, longest_row_frames, probe_batch
 from ttsd.synth.context import WorkContext
@@ -26,6 +26,7 @@ from ttsd.synth.pacing import frame_budget
 from ttsd.synth.quality import quality_problem
 from ttsd.synth.references import ReferenceDigests, reference_path
 from ttsd.synth.scheduler import Piece
+from ttsd.voicelib import VoiceLibrary
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,12 @@ class Generated:
     """The worker's count of its calls, so what it reports about one call can be matched."""
 
 
+def voice_of(spec: JobSpec, chunk: ChunkRow) -> VoiceFields:
+    """Who speaks a chunk: its script segment's voice."""
+    script = spec.script()
+    return script[chunk.segment].voice if chunk.segment < len(script) else spec.voice_fields()
+
+
 class Renderer:
     """The engine side of one model's worker."""
 
@@ -66,16 +73,18 @@ class Renderer:
         self.max_frames = 0
         self.loop_off = False
         self._references = ReferenceDigests(context.voices_dir)
+        self._saved_voices = VoiceLibrary(context.settings.saved_voices_dir)
 
-    def cache_key(self, spec: JobSpec, text: str) -> str | None:
+    def cache_key(self, spec: JobSpec, chunk: ChunkRow) -> str | None:
         """A chunk's cache address, or None when caching is off or the weights are not yet known."""
         if self.context.cache is None:
             return None
         revision = self.context.revision(spec.model)
         if revision is None:
             return None
-        reference = self._references.digest(spec.ref_audio) if spec.ref_audio else None
-        return cache_key(spec, text, revision, reference)
+        voice = voice_of(spec, chunk)
+        reference = self._references.digest(voice.ref_audio) if voice.ref_audio else None
+        return cache_key(spec, chunk.text, revision, reference, voice)
 
     def cached(self, spec: JobSpec, key: str | None) -> np.ndarray | None:
         """The cached take of a chunk, if the job allows the cache and there is one."""
@@ -86,7 +95,7 @@ class Renderer:
     def remember(self, unit: Unit, wav: np.ndarray) -> None:
         """Keep a sound take in the cache (a failure to cache is logged, never the job's failure)."""
         cache = self.context.cache
-        key = unit.key or self.cache_key(unit.spec, unit.chunk.text)
+        key = unit.key or self.cache_key(unit.spec, unit.chunk)
         if cache is None or key is None:
             return
         try:
@@ -104,7 +113,7 @@ class Renderer:
         first = units[0]
         if seed is None and first.spec.seed is not None:
             seed = first.spec.seed + first.chunk.index
-        requests = [self.request(unit.spec, unit.chunk.text) for unit in units]
+        requests = [self.request(voice_of(unit.spec, unit.chunk), unit.chunk.text) for unit in units]
         with self.engine_errors(), self.context.engines.use(self.model) as engine:
             budget = frame_budget([unit.chunk.text for unit in units], engine.max_frames)
             started = time.perf_counter()
@@ -131,7 +140,7 @@ class Renderer:
                 choice = probe_batch(
                     engine,
                     MAX_AUTO_BATCH,
-                    request=self.request(spec, PROBE_TEXT),
+                    request=self.request(spec.script()[0].voice, PROBE_TEXT),
                     generation=spec.generation.as_kwargs(),
                     longest_text_frames=longest_row_frames(self.context.settings.max_text_length, engine.max_frames),
                 )
@@ -205,24 +214,28 @@ class Renderer:
         check_length = stops and (entry is None or not entry.tiny)
         return quality_problem(wav, unit.spec.sample_rate, unit.chunk.text, check_length)
 
-    def request(self, spec: JobSpec, text: str, seed: int | None = None) -> SynthesisRequest:
-        """The engine request for one text of a job."""
-        ref_audio = reference_path(self.context.voices_dir, spec.ref_audio) if spec.ref_audio else None
+    def request(self, voice: VoiceFields, text: str, seed: int | None = None) -> SynthesisRequest:
+        """The engine request for one text spoken by `voice`."""
+        ref_audio = reference_path(self.context.voices_dir, voice.ref_audio) if voice.ref_audio else None
+        saved = self._saved_voices.prompt_path(voice.voice) if voice.voice else None
         return SynthesisRequest(
             text=text,
-            language=spec.language,
-            speaker=spec.speaker,
-            instruct=spec.instruct,
+            language=voice.language,
+            speaker=voice.speaker,
+            instruct=voice.instruct,
             ref_audio=ref_audio,
-            ref_text=spec.ref_text,
+            ref_text=voice.ref_text,
             seed=seed,
+            voice=voice.voice,
+            voice_prompt=saved,
+            voice_sha256=voice.voice_sha256,
         )
 
     def row_request(self, unit: Unit) -> SynthesisRequest:
         """A chunk's request with its own seed (the job's seed plus the chunk's index, as when the
         chunk is spoken alone), for engines that seed rows apart."""
         seed = None if unit.spec.seed is None else unit.spec.seed + unit.chunk.index
-        return self.request(unit.spec, unit.chunk.text, seed)
+        return self.request(voice_of(unit.spec, unit.chunk), unit.chunk.text, seed)
 
     @contextmanager
     def engine_errors(self) -> Iterator[None]:
