@@ -588,7 +588,8 @@ MALFORMED: list[tuple[str, bytes, str, str | None]] = [
     ("a-url.json", b'{"text": "hi", "speaker": "https://example.com/voice"}', "url_refused", "speaker"),
     ("bad-output.json", b'{"text": "hi", "output": "../escape"}', "invalid_output", "output"),
     ("unknown-model.json", b'{"text": "hi", "model": "nope"}', "unknown_model", "model"),
-    ("notes.md", b"# not a job", "unsupported_file", None),
+    ("notes.md", b"# A heading and no words", "invalid_book", None),
+    ("notes.rtf", b"{\\rtf1 not a job}", "unsupported_file", None),
 ]
 
 

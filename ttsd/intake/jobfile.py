@@ -27,14 +27,26 @@ from pydantic import (
 )
 
 from ttsd.audio import SPEED_RANGE
-from ttsd.catalog import KIND_FIELDS, ModelEntry, build_registry
+from ttsd.catalog import ModelEntry, build_registry
 from ttsd.config import Settings
 from ttsd.encoding import AudioFormat, rate_problem
 from ttsd.errors import JobRejected
-from ttsd.jobspec import Generation, JobSpec
+from ttsd.intake.book_jobs import BOOK_SUFFIX, book_object
+from ttsd.intake.scripts import (
+    MAX_SEGMENTS,
+    SavedVoices,
+    SegmentFile,
+    check_markup,
+    reject,
+    resolve_segments,
+    resolve_voice,
+    voice_model,
+)
+from ttsd.jobspec import ChapterStart, Generation, JobSpec, SubtitleFormat, VoiceFields
 from ttsd.names import name_problem, sanitize_name
+from ttsd.voicelib import VoiceLibrary
 
-JOB_SUFFIXES = (".json", ".jsonl", ".txt")
+JOB_SUFFIXES = (".json", ".jsonl", ".txt", BOOK_SUFFIX)
 # Each line of a .jsonl file costs a parse, a queue row and a status file: a cap keeps one dropped
 # file from stalling intake for minutes (4 MiB of "1\n" would otherwise be two million rejections).
 MAX_JOBS_PER_FILE = 10_000
@@ -55,7 +67,8 @@ _BOMS = (
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
 _PROSE_FIELDS = ("text", "instruct", "ref_text")
-_IDENTIFIER_FIELDS = ("model", "speaker", "language", "ref_audio", "id")
+_IDENTIFIER_FIELDS = ("model", "speaker", "language", "ref_audio", "id", "voice")
+_VOICE_KEYS = ("speaker", "instruct", "ref_audio", "ref_text", "voice")
 
 
 class Chunking(BaseModel):
@@ -74,7 +87,7 @@ class JobFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    text: StrictStr
+    text: StrictStr | None = None
     model: StrictStr | None = None
     speaker: StrictStr | None = Field(None, max_length=100)
     language: StrictStr | None = Field(None, max_length=100)
@@ -92,6 +105,10 @@ class JobFile(BaseModel):
     chunking: Chunking = Field(default_factory=Chunking)
     normalize: StrictBool = False
     speed: StrictFloat = Field(1.0, ge=SPEED_RANGE[0], le=SPEED_RANGE[1])
+    voice: StrictStr | None = Field(None, max_length=100)
+    segments: list[SegmentFile] | None = Field(None, min_length=1, max_length=MAX_SEGMENTS)
+    subtitles: SubtitleFormat | None = None
+    chapter_files: StrictBool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +121,8 @@ class JobDefaults:
     max_job_chars: int
     max_file_bytes: int
     registry: Mapping[str, ModelEntry]
+    voices: SavedVoices | None = None
+    """The saved voice library (None: no saved voices)."""
 
 
 def job_defaults(settings: Settings) -> JobDefaults:
@@ -115,6 +134,7 @@ def job_defaults(settings: Settings) -> JobDefaults:
         max_job_chars=settings.max_job_chars,
         max_file_bytes=settings.max_job_file_bytes,
         registry=build_registry(settings.models),
+        voices=VoiceLibrary(settings.saved_voices_dir),
     )
 
 
@@ -128,9 +148,7 @@ class ParsedEntry:
     rejection: JobRejected | None = None
 
 
-def _reject(code: str, message: str, field: str | None = None) -> JobRejected:
-    prefix = f"{field}: " if field else ""
-    return JobRejected(code, prefix + message, field)
+_reject = reject
 
 
 def _checked_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -209,7 +227,7 @@ def decode_json(text: str) -> Any:
         raise _reject("invalid_json", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
 
 
-_NESTED: dict[str, type[BaseModel]] = {"generation": Generation, "chunking": Chunking}
+_NESTED: dict[str, type[BaseModel]] = {"generation": Generation, "chunking": Chunking, "segments": SegmentFile}
 
 
 def _validation_rejection(exc: ValidationError) -> JobRejected:
@@ -226,58 +244,54 @@ def _validation_rejection(exc: ValidationError) -> JobRejected:
 
 
 def _check_safe_strings(job: JobFile) -> None:
+    _check_strings(job, "")
+    for index, segment in enumerate(job.segments or ()):
+        _check_strings(segment, f"segments.{index}.")
+
+
+def _check_strings(fields: BaseModel, where: str) -> None:
     for field in (*_PROSE_FIELDS, *_IDENTIFIER_FIELDS):
-        value = getattr(job, field)
+        value = getattr(fields, field, None)
         if value is None:
             continue
         # The text itself may well read a URL out loud; every other string names or steers something.
         if field != "text" and _URL.match(value.strip()):
-            raise _reject("url_refused", "URLs are not accepted: ttsd never fetches anything a job names", field)
+            raise _reject(
+                "url_refused", "URLs are not accepted: ttsd never fetches anything a job names", where + field
+            )
         if _SURROGATE.search(value):
-            raise _reject("encoding", "holds an unpaired UTF-16 surrogate, which no file can store", field)
+            raise _reject("encoding", "holds an unpaired UTF-16 surrogate, which no file can store", where + field)
         bad = _CONTROL.search(value) if field in _IDENTIFIER_FIELDS else None
         if "\x00" in value or bad:
             char = "\x00" if bad is None else bad.group()
-            raise _reject("invalid_field", f"must not contain the control character {char!r}", field)
+            raise _reject("invalid_field", f"must not contain the control character {char!r}", where + field)
 
 
-def _check_ref_audio(ref_audio: str) -> None:
-    # Checked on the string itself: PurePosixPath would quietly drop a trailing "/" or "/.".
-    if "/" in ref_audio or "\\" in ref_audio or not ref_audio or ref_audio.startswith("."):
-        raise _reject("invalid_field", "must be the plain name of a file in the inbox's voices/ folder", "ref_audio")
-
-
-def _check_kind_fields(job: JobFile, entry: ModelEntry) -> None:
-    accepted = KIND_FIELDS[entry.kind]
-    given = [f for f in ("speaker", "instruct", "ref_audio", "ref_text") if getattr(job, f) is not None]
-    for field in given:
-        if field not in accepted:
-            raise _reject(
-                "field_not_for_model",
-                f"model {entry.name!r} is a {entry.kind} model and takes {', '.join(accepted)}",
-                field,
-            )
-    if entry.kind == "voice_design" and not (job.instruct or "").strip():
-        raise _reject("missing_field", f"model {entry.name!r} (voice_design) needs a voice description", "instruct")
-    if entry.kind == "base" and not job.ref_audio:
-        raise _reject("missing_field", f"model {entry.name!r} (voice clone) needs a reference voice", "ref_audio")
-
-
-def resolve(job: JobFile, name: str, defaults: JobDefaults) -> JobSpec:
-    """Fill defaults and check everything that depends on the settings and the model registry."""
-    if not job.text.strip():
-        raise _reject("blank_text", "must not be blank", "text")
-    if len(job.text) > defaults.max_job_chars:
-        raise _reject("text_too_long", f"is {len(job.text)} characters; the limit is {defaults.max_job_chars}", "text")
+def resolve(
+    job: JobFile, name: str, defaults: JobDefaults, chapters: tuple[ChapterStart, ...] | None = None
+) -> JobSpec:
+    """Fill defaults and check everything that depends on the settings and the model registry
+    (`chapters`: a Markdown book's, whose segments are its paragraphs)."""
+    text = _script_text(job, defaults)
     _check_safe_strings(job)
-    model = job.model or defaults.default_model
+    named = [(job.voice, "voice"), *((s.voice, f"segments.{i}.voice") for i, s in enumerate(job.segments or ()))]
+    model = job.model or voice_model(named, defaults.voices)
+    model = model or defaults.default_model
     entry = defaults.registry.get(model)
     if entry is None:
         known = ", ".join(sorted(defaults.registry))
         raise _reject("unknown_model", f"unknown model {model!r} (known: {known})", "model")
-    if job.ref_audio is not None:
-        _check_ref_audio(job.ref_audio)
-    _check_kind_fields(job, entry)
+    own = {field: getattr(job, field) for field in (*_VOICE_KEYS, "language")}
+    segments = None
+    if job.segments is not None:
+        segments = resolve_segments(job.segments, own, entry, defaults.voices)
+        # The job's own fields are its segments' defaults, checked in each segment that takes them.
+        voice = VoiceFields.model_validate({**own, "language": job.language or "Auto"})
+    else:
+        check_markup(text, "text")
+        voice = resolve_voice(own, entry, defaults.voices)
+    if job.chapter_files and not chapters:
+        raise _reject("invalid_field", "only a Markdown book (.md job file) has chapters", "chapter_files")
     sample_rate = job.sample_rate or defaults.default_sample_rate
     problem = rate_problem(job.format, sample_rate)
     if problem:
@@ -292,14 +306,14 @@ def resolve(job: JobFile, name: str, defaults: JobDefaults) -> JobSpec:
         name = job.output
     return JobSpec(
         name=name,
-        text=job.text,
+        text=text,
         model=model,
         kind=entry.kind,
-        speaker=job.speaker,
-        language=job.language or "Auto",
-        instruct=job.instruct,
-        ref_audio=job.ref_audio,
-        ref_text=job.ref_text,
+        speaker=voice.speaker,
+        language=voice.language,
+        instruct=voice.instruct,
+        ref_audio=voice.ref_audio,
+        ref_text=voice.ref_text,
         format=job.format,
         sample_rate=sample_rate,
         priority=job.priority,
@@ -312,22 +326,48 @@ def resolve(job: JobFile, name: str, defaults: JobDefaults) -> JobSpec:
         normalize=job.normalize,
         speed=job.speed,
         chunk_first_chars=job.chunking.first_max_chars,
+        voice=voice.voice,
+        voice_sha256=voice.voice_sha256,
+        segments=segments,
+        chapters=chapters,
+        subtitles=job.subtitles,
+        chapter_files=job.chapter_files,
     )
 
 
-def parse_object(obj: Any, name: str, defaults: JobDefaults) -> JobSpec:
-    """A decoded JSON value -> a resolved spec, or JobRejected."""
+def _script_text(job: JobFile, defaults: JobDefaults) -> str:
+    """The job's whole text (a script's segments joined by blank lines), checked for size."""
+    if (job.text is None) == (job.segments is None):
+        raise _reject("missing_field", "give either text or segments (a script), not both or neither", "text")
+    text = job.text if job.text is not None else "\n\n".join(s.text for s in job.segments or ())
+    if job.text is not None and not text.strip():
+        raise _reject("blank_text", "must not be blank", "text")
+    if len(text) > defaults.max_job_chars:
+        field = "text" if job.text is not None else "segments"
+        raise _reject("text_too_long", f"is {len(text)} characters; the limit is {defaults.max_job_chars}", field)
+    return text
+
+
+def parse_object(
+    obj: Any, name: str, defaults: JobDefaults, chapters: tuple[ChapterStart, ...] | None = None
+) -> JobSpec:
+    """A decoded JSON value -> a resolved spec, or JobRejected (`chapters`: a book's)."""
     if not isinstance(obj, dict):
         raise _reject("not_an_object", f"a job must be a JSON object, not {type(obj).__name__}")
     try:
         job = JobFile.model_validate(obj)
     except ValidationError as exc:
         raise _validation_rejection(exc) from exc
-    return resolve(job, name, defaults)
+    return resolve(job, name, defaults, chapters)
 
 
 def _parse_json(text: str, name: str, defaults: JobDefaults) -> JobSpec:
     return parse_object(decode_json(text), name, defaults)
+
+
+def _parse_book(text: str, name: str, defaults: JobDefaults) -> JobSpec:
+    obj, chapters = book_object(text)
+    return parse_object(obj, name, defaults, chapters)
 
 
 def _entry(name: str, line: int | None, build: Callable[[], JobSpec]) -> ParsedEntry:
@@ -359,6 +399,8 @@ def parse_job_file(file_name: str, data: bytes, defaults: JobDefaults) -> list[P
         return [_entry(stem_name, None, lambda: resolve(JobFile(text=text), stem_name, defaults))]
     if suffix == ".json":
         return [_entry(stem_name, None, partial(_parse_json, text, stem_name, defaults))]
+    if suffix == BOOK_SUFFIX:
+        return [_entry(stem_name, None, partial(_parse_book, text, stem_name, defaults))]
     return _parse_lines(text, stem_name, defaults)
 
 
