@@ -31,6 +31,7 @@ REQUEST_FIELDS = {
     "text": "input",
     "speaker": "voice",
     "ref_audio": "voice",
+    "voice": "voice",
     "instruct": "instructions",
     "format": "response_format",
 }
@@ -64,7 +65,7 @@ def _job_of(door: FrontDoor, body: SpeechRequest) -> dict[str, Any]:
     model = model_name(body.model, door.registry, door.settings.default_model)
     voice = body.voice.id if isinstance(body.voice, VoiceId) else body.voice
     job: dict[str, Any] = {"text": body.input, "model": model, "format": body.response_format, "speed": body.speed}
-    job.update(voice_fields(door, model, voice, body.instructions))
+    job.update(voice_fields(door, model, voice, body.instructions, explicit_model=body.model in door.registry))
     if body.language is not None:
         job["language"] = language_name(body.language)
     if body.seed is not None:
@@ -77,7 +78,7 @@ async def speech(request: Request, body: SpeechRequest) -> StreamingResponse:
     """The audio in `response_format`, sent chunk by chunk as the job's chunks are made (`audio`), or
     as `speech.audio.delta` events and a closing `speech.audio.done` (`sse`)."""
     door = door_of(request)
-    job = await queue_request(door, _job_of(door, body), None, REQUEST_FIELDS, streamed=True)
+    job = await queue_request(door, await blocking(_job_of, door, body), None, REQUEST_FIELDS, streamed=True)
     if body.stream_format == "sse":
         events = _events(door, job, len(body.input))
         return StreamingResponse(events, media_type="text/event-stream", headers={"X-Job-Id": job.id})

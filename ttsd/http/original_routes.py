@@ -27,6 +27,7 @@ it whole in memory, a third bigger."""
 REQUEST_FIELDS = {
     "speaker": "voice",
     "ref_audio": "voice",
+    "voice": "voice",
     "instruct": "tone",
     "output": "request_id",
     "id": "request_id",
@@ -66,7 +67,7 @@ class TtsAnswer(BaseModel):
 
 def _job_of(request: TtsRequest, model: str, voice: dict[str, Any]) -> dict[str, Any]:
     job: dict[str, Any] = {"text": request.text, "model": model, "format": request.format, "speed": request.speed}
-    job.update(voice)
+    job.update(voice)  # a saved voice may bring its own model
     optional = {
         "language": language_name(request.language),
         "sample_rate": request.sample_rate,
@@ -83,7 +84,8 @@ async def tts(request: Request, body: TtsRequest) -> Any:
     (file), or as the audio itself, chunk by chunk, with `stream`."""
     door = door_of(request)
     model = model_name(body.model or door.settings.default_model, door.registry, door.settings.default_model)
-    voice = voice_fields(door, model, body.voice, body.tone)
+    explicit = body.model is not None and body.model in door.registry
+    voice = await blocking(voice_fields, door, model, body.voice, body.tone, explicit)
     job = await queue_request(door, _job_of(body, model, voice), body.request_id, REQUEST_FIELDS, body.stream)
     request_id = body.request_id or job.id
     if body.stream:

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from ttsd.catalog import ModelEntry
 from ttsd.encoding import media_type
-from ttsd.errors import JobRejected
+from ttsd.errors import JobRejected, TtsdError
 from ttsd.http.answers import ended_problem
 from ttsd.http.door import FrontDoor, blocking
 from ttsd.http.errors import HttpProblem
@@ -20,15 +20,23 @@ from ttsd.http.names import speaker_name
 from ttsd.http.streams import audio_stream, first_piece
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job
+from ttsd.voicelib import SavedVoice, VoiceLibrary, voice_name_problem
 
 log = logging.getLogger(__name__)
 
 
-def voice_fields(door: FrontDoor, model: str, voice: str | None, instruct: str | None) -> dict[str, Any]:
+def voice_fields(
+    door: FrontDoor, model: str, voice: str | None, instruct: str | None, explicit_model: bool = False
+) -> dict[str, Any]:
     """The job fields a voice and an instruction make for this model's kind (`model`: a registry
-    name, as `names.model_name` gives it): a CustomVoice model speaks as a speaker (OpenAI voice
-    names mapped), a VoiceDesign model as the instruction describes, a Base model clones the
-    recording of that name in the inbox's voices/ folder."""
+    name, as `names.model_name` gives it): a saved voice of the library speaks as itself, on its own
+    model unless the client named a registry model (`explicit_model`: the job's checks then say
+    whether they fit); else a CustomVoice model speaks as a speaker (OpenAI voice names mapped), a
+    VoiceDesign model as the instruction describes, a Base model clones the recording of that name
+    in the inbox's voices/ folder. Reads the library: call it off the event loop."""
+    saved = _saved_voice(door, voice)
+    if saved is not None:
+        return {"voice": saved.name} if explicit_model else {"voice": saved.name, "model": saved.model}
     entry: ModelEntry | None = door.registry.get(model)
     fields: dict[str, Any] = {}
     kind = entry.kind if entry is not None else "custom_voice"
@@ -42,6 +50,15 @@ def voice_fields(door: FrontDoor, model: str, voice: str | None, instruct: str |
     elif voice:
         fields["ref_audio"] = voice
     return fields
+
+
+def _saved_voice(door: FrontDoor, voice: str | None) -> SavedVoice | None:
+    if not voice or voice_name_problem(voice):
+        return None
+    try:
+        return VoiceLibrary(door.settings.saved_voices_dir).get(voice)
+    except TtsdError:
+        return None
 
 
 STREAM_FIRST_CHARS = 100
