@@ -49,6 +49,11 @@ uses, so every text speaks as many frames bare as in ttsd.
                    Also the first audio of a 600-character chunk: one row streamed through
                    `LoopEngine.stream()` with ttsd's progressive decoder, frames until its first
                    audio. --no-engines skips the section
+  voices           in this process (`scripts/bench_voices.py`): a voice-clone job's prompt built from a
+                   5 s recording (`create_voice_clone_prompt`, what a `ref_audio` job costs each
+                   worker) against reading a saved voice's prompt (`ttsd voices add`), on a tiny
+                   Base checkpoint (--voice-widths tiny,0.6b adds the real 0.6B talker widths), and
+                   the saving beside one one-sentence job. --no-voices skips it
   intake           a second daemon whose jobs name a model that never finishes loading (its hub is a
                    socket that accepts and never answers), so no synthesis competes with intake:
                    `--intake-files` job files renamed in at once, until every one is a row in the
@@ -104,6 +109,8 @@ from bench_engines import EngineBench, batch_list, bench_engines, ensure_checkpo
 from bench_engines import render as render_engines
 from bench_http import NEW_JOB_REQUESTS, REPEAT_REQUESTS, STREAM_CHARS, HttpBench, bench_http, free_port
 from bench_http import render as render_http
+from bench_voices import WIDTHS as VOICE_WIDTHS
+from bench_voices import base_checkpoint, voice_prompt_saving
 
 from ttsd.catalog import build_registry, checkpoint_kind
 from ttsd.client import read_status, stage_job, status_path
@@ -197,6 +204,8 @@ class Options:
     http_requests: int | None = None
     """None: bench_http's defaults (200 repeat requests, 100 new jobs)."""
     http_stream_repeats: int = 2
+    voice_widths: tuple[str, ...] = ("tiny",)
+    """Base checkpoints of the voices section (empty: --no-voices)."""
 
 
 @dataclass(frozen=True)
@@ -397,6 +406,8 @@ class Report:
     """Wall seconds of each part of the run."""
     http: HttpBench | None = None
     """The HTTP section, on the synthesis daemon (None: --no-http)."""
+    voices: list[dict[str, Any]] = field(default_factory=list)
+    """The voices section: one bench_voices result per checkpoint."""
 
     def batched_at(self, size: int | None) -> Run | None:
         """The bare run at batch `size`, if it was measured."""
@@ -1191,6 +1202,28 @@ def engine_batches(report: Report, options: Options) -> tuple[int, ...]:
     return tuple(sorted(size for size in sizes if size is not None))
 
 
+def measure_voices(report: Report, options: Options, work: Path) -> None:
+    """A saved voice's prompt read against the same prompt built from its recording, per widths."""
+    for widths in options.voice_widths:
+        progress(f"voices: a Base checkpoint at the {widths} widths")
+        checkpoint = base_checkpoint(work / "voices", VOICE_WIDTHS[widths])
+        with tempfile.TemporaryDirectory(dir=work) as scratch:
+            report.voices.append(voice_prompt_saving(checkpoint, report.plan, Path(scratch)))
+
+
+def voices_figures(results: Sequence[dict[str, Any]]) -> list[str]:
+    """The voices section's figures: per checkpoint, building the prompt against reading it."""
+    rows = []
+    for result in results:
+        name = result["checkpoint"]
+        rows += [
+            figure_row(f"voice prompt built, {name}", result["compute_prompt_ms"], "ms"),
+            figure_row(f"voice prompt read (saved), {name}", result["load_saved_prompt_ms"], "ms"),
+            figure_row("  saved per job / one-sentence job", result["saving_share"], "x"),
+        ]
+    return rows
+
+
 def measure_engines(report: Report, checkpoint: Checkpoint, options: Options, work: Path) -> None:
     """ttsd's loop against the official generate on the benchmark's checkpoint (with the first audio
     of a 600-character chunk), then at the real 0.6B widths (a random checkpoint built into `work`)."""
@@ -1430,6 +1463,9 @@ def benchmark(options: Options) -> Report:
         if options.engines:
             with section(report, "engines"):
                 measure_engines(report, checkpoint, options, work)
+        if options.voice_widths:
+            with section(report, "voices"):
+                measure_voices(report, options, work)
         with section(report, "intake daemon"):
             run_intake_daemon(report, checkpoint, options, work)
         report.load_average = (started_load, os.getloadavg()[0])
@@ -1610,6 +1646,7 @@ def figures_table(report: Report) -> list[str]:
         figure_row("cache hit drop -> done p50", figures["cache_p50_ms"], "ms", "cache_p50_ms"),
         figure_row("cache hit drop -> done p99", report.cache.percentile_ms(99), "ms"),
         *http_figures(report.http),
+        *voices_figures(report.voices),
     ]
 
 
@@ -1800,6 +1837,7 @@ def report_json(report: Report) -> dict[str, Any]:
             {**bench.as_json(), "target": key} for bench, key in zip(report.engines, report.engine_targets, strict=True)
         ],
         "http": None if report.http is None else report.http.as_json(),
+        "voices": report.voices,
         "sections_s": report.sections,
         "targets": {
             key: {**asdict(target), "value": figures[key], "met": target.met(figures[key])}
@@ -1874,7 +1912,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         help=f"pcm streams of a fresh {STREAM_CHARS}-character text (default 2; then one mp3)",
     )
+    add(
+        "--voice-widths",
+        type=voice_width_list,
+        default=("tiny",),
+        help=f"Base checkpoints of the voices section, comma-separated of {', '.join(VOICE_WIDTHS)} (default tiny)",
+    )
+    add("--no-voices", dest="voice_widths", action="store_const", const=(), help="skip the voices section")
     return parser
+
+
+def voice_width_list(text: str) -> tuple[str, ...]:
+    """`tiny,0.6b` -> ("tiny", "0.6b"), each a width bench_voices knows."""
+    widths = tuple(w for w in text.split(",") if w)
+    unknown = [w for w in widths if w not in VOICE_WIDTHS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown)}: not one of {', '.join(VOICE_WIDTHS)}")
+    return widths
 
 
 def parse_options(argv: Sequence[str] | None) -> Options:
@@ -1908,6 +1962,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         http_clients=args.http_clients,
         http_requests=args.http_requests,
         http_stream_repeats=args.http_stream_repeats,
+        voice_widths=args.voice_widths,
     )
 
 
