@@ -179,6 +179,15 @@ def test_submit_refuses_a_bad_job_before_writing_it(folders: dict[str, Path]) ->
     assert not folders["inbox"].exists() or not any(folders["inbox"].iterdir())
 
 
+def test_submit_names_a_saved_voice_and_subtitles(folders: dict[str, Path]) -> None:
+    unknown = invoke(folders, "submit", "Hi.", "--voice", "nobody")
+    assert unknown.exit_code == 2
+    assert "voice: no saved voice 'nobody'" in unknown.output
+    result = invoke(folders, "submit", "Hi. Bye.", "--model", "tiny", "--subtitles", "vtt", "--output", "sub", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(Path(json.loads(result.stdout)["file"]).read_text())["subtitles"] == "vtt"
+
+
 def test_bad_settings_are_a_usage_error(folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TTS_MAX_BATCH", "lots")
     result = invoke(folders, "status")

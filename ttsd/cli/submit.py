@@ -25,6 +25,10 @@ from ttsd.names import default_output_name, sanitize_name
 @click.option("--instruct", help="Style instruction, or the voice description for VoiceDesign.")
 @click.option("--ref-audio", help="Voice clone reference: a file name in the inbox's voices/ folder.")
 @click.option("--ref-text", help="Transcript of the reference recording.")
+@click.option("--voice", help="A saved voice (ttsd voices add); also picks its model unless --model says.")
+@click.option(
+    "--subtitles", type=click.Choice(["srt", "vtt"]), help="Also write a subtitle file, one cue per sentence."
+)
 @click.option("--format", "audio_format", type=click.Choice(FORMATS))
 @click.option("--sample-rate", type=int)
 @click.option("--output", help="Output name (default: the first words of the text plus a short hash of the job).")
