@@ -89,7 +89,7 @@ def join_timed(
     """`join_chunks` after `lead_ms` of silence, and where each chunk's speech landed: its
     [start, end) in samples of the joined waveform, its pause after it. Subtitles and segment times
     are read off these, so they are exact, not estimated."""
-    alone = len(chunks) == 1 and lead_ms == 0
+    alone = joined_alone(pauses_ms, lead_ms)
     parts = [silence(lead_ms, sample_rate)] if lead_ms else []
     spans: list[tuple[int, int]] = []
     at = len(parts[0]) if parts else 0
@@ -100,6 +100,12 @@ def join_timed(
         parts.append(piece)
         at += len(piece)
     return (np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)), spans
+
+
+def joined_alone(pauses_ms: Sequence[int], lead_ms: int = 0) -> bool:
+    """Whether a job's one chunk is delivered exactly as the model made it: alone, with no silence
+    asked for before or after it (pause markup), which trimming its edges would distort."""
+    return len(pauses_ms) == 1 and pauses_ms[0] <= 0 and lead_ms <= 0
 
 
 def silence(ms: int, sample_rate: int) -> np.ndarray:

@@ -5,6 +5,7 @@ call."""
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 from typing import Any, Literal
@@ -147,6 +148,11 @@ class JobSpec(BaseModel):
             voice=self.voice,
             voice_sha256=self.voice_sha256,
         )
+
+    def chapter_of(self, segment: int) -> int:
+        """The chapter a script segment belongs to (0 for a job without chapters)."""
+        starts = [chapter.segment for chapter in self.chapters or ()]
+        return max(0, bisect.bisect_right(starts, segment) - 1)
 
     def script(self) -> tuple[Segment, ...]:
         """What is spoken, in order: the segments, or the whole text as one segment."""

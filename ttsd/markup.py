@@ -57,9 +57,18 @@ class _Marker:
     pause_ms: int
 
 
-def has_pauses(text: str) -> bool:
-    """Whether `text` holds anything that opens a pause marker (well formed or not)."""
-    return _OPENING.search(text) is not None
+def only_pauses(text: str) -> bool:
+    """Whether `text` is pause markers and nothing else but whitespace (a Markdown book's line of its
+    own: a pause between paragraphs, not a paragraph); raises MarkupError for a malformed marker."""
+    if not text.lstrip().startswith("["):
+        return False
+    markers = _markers(text)
+    cursor = 0
+    for marker in markers:
+        if text[cursor : marker.start].strip():
+            return False
+        cursor = marker.end
+    return bool(markers) and not text[cursor:].strip()
 
 
 def parse_pauses(text: str) -> Marked:

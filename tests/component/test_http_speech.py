@@ -7,6 +7,7 @@ import base64
 import io
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -18,8 +19,10 @@ from tests.support.daemon_harness import wait_for
 from tests.support.decode import decode_audio
 from tests.support.fakes import FAKE_MODEL, FAKE_RATE, fake_wave, scratch_dir
 from tests.support.http_rig import HttpRig, http_rig
+from ttsd.catalog import ModelEntry
 from ttsd.encoding import decode_file
-from ttsd.http.speech import STREAM_FIRST_CHARS
+from ttsd.http.speech import STREAM_FIRST_CHARS, voice_fields
+from ttsd.voicelib import VoiceLibrary
 
 LONG = " ".join(f"Sentence number {n} is here to make the text long enough for chunks." for n in range(12))
 
@@ -290,3 +293,27 @@ def test_refusals_name_the_fields_the_client_sent(rig: HttpRig) -> None:
         assert error["param"] == field and error["message"].startswith(f"{field}: "), error
     tone = rig.client.post("/v1/tts", json={"text": "x", "model": FAKE_MODEL, "tone": "calm", "voice": "x\x01"})
     assert tone.json()["error"]["param"] == "voice"
+
+
+def test_a_saved_voice_speaks_as_itself_but_never_takes_a_speakers_name(rig: HttpRig) -> None:
+    recording = rig.root / "take.wav"
+    sf.write(recording, np.zeros(8_000, dtype=np.float32), 16_000)
+    prompt = {
+        "ref_code": np.arange(48, dtype=np.int64).reshape(3, 16),
+        "ref_spk_embedding": np.linspace(-1, 1, 8, dtype=np.float32),
+        "x_vector_only_mode": False,
+        "icl_mode": True,
+        "ref_text": "Hello there.",
+    }
+    VoiceLibrary(rig.settings.saved_voices_dir).save(
+        "vivian", model="tiny-base", source="recording", prompt=prompt, recording=recording
+    )
+    # No model of its own (an OpenAI alias): the saved voice, on the model it was made for.
+    assert voice_fields(rig.door, FAKE_MODEL, "vivian", None) == {"voice": "vivian", "model": "tiny-base"}
+    # A CustomVoice model named: Vivian is its speaker, whatever the library holds.
+    assert voice_fields(rig.door, "tiny", "vivian", None, explicit_model=True) == {"speaker": "vivian"}
+    with_base = replace(
+        rig.door, registry={**rig.door.registry, "tiny-base": ModelEntry("tiny-base", "base", tiny=True)}
+    )
+    assert voice_fields(with_base, "tiny-base", "vivian", None, explicit_model=True) == {"voice": "vivian"}
+    assert voice_fields(rig.door, FAKE_MODEL, "alloy", None) == {"speaker": "serena"}

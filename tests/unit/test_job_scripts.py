@@ -126,7 +126,12 @@ def test_a_saved_voice_sets_the_model_and_its_prompt_hash_is_part_of_the_job() -
         ({"text": "x", "voice": "narrator", "model": "qwen3-tts-1.7b-base"}, "voice_not_for_model", "voice",
          "made for model 'qwen3-tts-0.6b-base'"),
         ({"text": "x", "voice": "narrator", "model": "qwen3-tts-0.6b"}, "field_not_for_model", "voice", "custom_voice"),
-        ({"text": "x", "voice": "narrator", "ref_audio": "a.wav"}, "conflicting_fields", "voice", "not both"),
+        ({"text": "x", "voice": "narrator", "ref_audio": "a.wav"}, "conflicting_fields", "ref_audio", "drop ref_audio"),
+        ({"text": "x", "voice": "narrator", "ref_text": "Hi."}, "conflicting_fields", "ref_text", "own recording"),
+        ({"model": "qwen3-tts-0.6b-base", "ref_audio": "../../etc/passwd",
+          "segments": [{"text": "x", "voice": "guest"}]}, "invalid_field", "ref_audio", "voices/ folder"),
+        ({"model": "qwen3-tts-0.6b", "ref_audio": "a.wav", "segments": [{"text": "x"}]},
+         "field_not_for_model", "ref_audio", "custom_voice"),
         ({"text": "x", "segments": [{"text": "y"}]}, "missing_field", "text", "not both"),
         ({"model": "qwen3-tts-0.6b"}, "missing_field", "text", "either text or segments"),
         ({"segments": []}, "invalid_field", "segments", "at least 1"),
@@ -220,3 +225,30 @@ def test_a_markdown_book_becomes_a_script_with_chapters_in_m4b() -> None:
 )
 def test_bad_books_are_rejected(book: str, code: str, field: str | None) -> None:
     rejected(book, code, field, "book.md")
+
+
+def test_a_books_rejection_names_the_chapter_and_paragraph() -> None:
+    message = rejected("# A\n\nFine.\n\n# The House\n\nOne.\n\nTwo [pause 20s].\n", "invalid_markup",
+                       "segments.4.text", "book.md").message  # fmt: skip
+    assert message.startswith("segments.4.text (chapter 2 ('The House'), paragraph 2): ")
+
+
+def test_a_pause_on_a_line_of_its_own_joins_the_paragraph_before() -> None:
+    spec = accepted("# One\n\n[pause 3s]\n\nA.\n\n[pause 2s]\n\nB.\n\n[pause 1s]\n", "book.md")
+    assert [(s.text, s.pause_ms) for s in spec.segments or ()] == [
+        ("One", 1_000),
+        ("[pause 3s] A. [pause 2s]", None),
+        ("B. [pause 1s]", None),
+    ]
+    assert [c.title for c in spec.chapters or ()] == ["One"]
+
+
+def test_chapter_titles_leave_their_markup_out() -> None:
+    spec = accepted("# Part [pause 1s] One\n\nText.\n", "book.md")
+    assert [c.title for c in spec.chapters or ()] == ["Part  One"]
+
+
+def test_a_book_over_the_segment_limit_says_so_in_book_terms(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ttsd.intake.book_jobs.MAX_SEGMENTS", 3)
+    message = rejected("# A\n\nOne.\n\nTwo.\n\nThree.\n", "too_many_segments", None, "book.md").message
+    assert "the book has 4 titles and paragraphs; the limit is 3" in message

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ttsd.markup import MAX_PAUSE_MS, Marked, MarkupError, has_pauses, parse_pauses, strip_pauses
+from ttsd.markup import MAX_PAUSE_MS, Marked, MarkupError, only_pauses, parse_pauses, strip_pauses
 
 # --- the marker syntax ---------------------------------------------------------------------------
 
@@ -44,7 +44,7 @@ def test_a_marker_asks_for_its_pause(marker: str, pause_ms: int) -> None:
 def test_other_brackets_are_ordinary_text(text: str) -> None:
     assert parse_pauses(text) == Marked(0, ((text, 0),))
     assert strip_pauses(text) == text
-    assert not has_pauses(text)
+    assert not only_pauses(text)
 
 
 def test_text_without_markers_is_one_run_and_blank_text_none() -> None:
@@ -77,11 +77,15 @@ def test_adjacent_markers_may_reach_the_cap_exactly() -> None:
     assert parse_pauses("A [pause 4s] [pause 6s] B").runs == (("A ", MAX_PAUSE_MS), (" B", 0))
 
 
-def test_has_pauses() -> None:
-    assert has_pauses("a [pause 1s] b")
-    assert has_pauses("a [ PAUSE 1s] b")
-    assert has_pauses("a [pause oops")  # malformed still counts: parse_pauses will say what is wrong
-    assert not has_pauses("a [paus 1s] b")
+def test_only_pauses() -> None:
+    assert only_pauses("[pause 1s]")
+    assert only_pauses("  [pause 1s]\n[ PAUSE 300ms ] ")
+    assert not only_pauses("a [pause 1s]")
+    assert not only_pauses("[pause 1s] b")
+    assert not only_pauses("no markers")
+    assert not only_pauses("[paus 1s]")
+    with pytest.raises(MarkupError):
+        only_pauses("[pause oops]")
 
 
 def test_strip_pauses_removes_markers_and_keeps_words_apart() -> None:
@@ -178,7 +182,7 @@ def test_hostile_input_is_linear(text: str) -> None:
     started = time.perf_counter()
     try:
         parse_pauses(text)
-        has_pauses(text)
+        only_pauses(text)
     except MarkupError:
         pass
     assert time.perf_counter() - started < 0.5

@@ -4,15 +4,19 @@ and the segment, chapter and cue times read off that (ttsd/delivery/extras.py, s
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from tests.unit.test_job_scripts import accepted
 from ttsd.audio import join_chunks, join_timed
 from ttsd.delivery.extras import Timeline, chapter_spans, segment_spans
+from ttsd.delivery.outbox import Outbox
 from ttsd.delivery.script_status import outputs_of, script_fields
 from ttsd.jobqueue.records import Outputs
 from ttsd.jobqueue.tables import ChunkRow, Job
+from ttsd.markup import MAX_PAUSE_MS
 from ttsd.synth.chunking import DEFAULT_PAUSE_MS, Boundary
 from ttsd.synth.script_plan import plan_script
 
@@ -115,3 +119,26 @@ def test_a_running_book_counts_progress_per_chapter() -> None:
 @pytest.mark.parametrize("document", [{"segments": [{"start_s": "x"}]}, {"chapters": [{}]}, {}])
 def test_outputs_of_a_document_that_does_not_hold_them_whole_is_none(document: dict[str, object]) -> None:
     assert outputs_of(document) is None
+
+
+def test_a_single_chunk_keeps_the_silence_its_markup_asks_for() -> None:
+    joined, spans = join_timed([loud(300)], [2_000], RATE)
+    assert len(joined) == 300 + 2_000 and spans == [(0, 300)] and not joined[300:].any()
+    plan = plan_script(accepted({"text": "Hello there. [pause 2s]"}))
+    assert [(c.text, c.pause_after_ms) for c in plan.chunks] == [("Hello there.", 2_000)]
+
+
+def test_silences_that_meet_across_segments_are_capped_too() -> None:
+    spec = accepted({"segments": [{"text": "One.", "pause_ms": 10_000}, {"text": "[pause 10s] Two."}]})
+    assert [c.pause_after_ms for c in plan_script(spec).chunks] == [MAX_PAUSE_MS, 0]
+
+
+def test_a_later_job_of_the_name_removes_the_extras_it_does_not_deliver(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    for name in ("book.srt", "book.vtt", "book.ch01.m4b", "book.ch02.m4b", "book.m4b", "bookish.srt"):
+        (tmp_path / name).write_bytes(b"x")
+    # Another job's output that only looks like a chapter file: it has a status file of its own.
+    (tmp_path / "book.ch03.wav").write_bytes(b"x")
+    (tmp_path / "book.ch03.status.json").write_text("{}")
+    stale = outbox.stale_extras("book", {"book.vtt", "book.ch01.m4b", "book.m4b"})
+    assert sorted(path.name for path in stale) == ["book.ch02.m4b", "book.srt"]

@@ -14,11 +14,11 @@ from ttsd.delivery.extras import (
     chapter_audio,
     chapter_marks,
     chapter_spans,
+    chunks_per_chapter,
     segment_spans,
     subtitle_text,
 )
 from ttsd.delivery.outbox import Outbox, StagedAudio, StagedFile, finished_audio
-from ttsd.delivery.script_status import chapter_of
 from ttsd.faults import crash_point
 from ttsd.jobqueue.protocols import WorkerQueue
 from ttsd.jobqueue.records import AudioInfo, Outputs, RunInfo
@@ -47,10 +47,14 @@ def deliver(
         staged, outputs = _stage(outbox, spec, audio, timeline, extras)
         info = replace(staged.info, outputs=outputs)
 
+        stale = outbox.stale_extras(spec.name, {extra.target.name for extra in extras})
+
         def install() -> None:
             # The audio last: once it is there, everything the job delivers is.
             for extra in extras:
                 outbox.install(extra)
+            for path in stale:
+                path.unlink(missing_ok=True)
             crash_point("after_audio", spec.name)
 
         recorded = store.finish_done(job_id, token, info, run, install=install)
@@ -93,11 +97,6 @@ def _stage(
         subtitles=subtitles,
         cues=cues,
         chapter_files=tuple(files),
-        chapter_chunks=tuple(
-            sum(chapter_of(spec.chapters, segment) == index for segment in timeline.segments)
-            for index in range(len(spec.chapters))
-        )
-        if spec.chapters
-        else (),
+        chapter_chunks=chunks_per_chapter(spec, timeline),
     )
     return staged, outputs

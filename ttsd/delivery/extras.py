@@ -47,11 +47,23 @@ def needs_timeline(spec: JobSpec) -> bool:
 
 def segment_spans(timeline: Timeline, count: int, rate: int) -> tuple[Span, ...]:
     """Each segment's speech, from the start of its first chunk to the end of its last, in seconds."""
-    spans: list[Span] = []
-    for segment in range(count):
-        mine = [span for span, owner in zip(timeline.spans, timeline.segments, strict=True) if owner == segment]
-        spans.append((_seconds(mine[0][0], rate), _seconds(mine[-1][1], rate)) if mine else (0.0, 0.0))
-    return tuple(spans)
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for (start, end), owner in zip(timeline.spans, timeline.segments, strict=True):
+        first.setdefault(owner, start)
+        last[owner] = end
+    return tuple(
+        (_seconds(first[segment], rate), _seconds(last[segment], rate)) if segment in first else (0.0, 0.0)
+        for segment in range(count)
+    )
+
+
+def chunks_per_chapter(spec: JobSpec, timeline: Timeline) -> tuple[int, ...]:
+    """How many chunks each chapter was spoken in."""
+    counts = [0] * len(spec.chapters or ())
+    for segment in timeline.segments if counts else ():
+        counts[spec.chapter_of(segment)] += 1
+    return tuple(counts)
 
 
 def chapter_spans(spec: JobSpec, timeline: Timeline, rate: int) -> tuple[Span, ...]:
@@ -59,11 +71,14 @@ def chapter_spans(spec: JobSpec, timeline: Timeline, rate: int) -> tuple[Span, .
     the end), so the chapters cover the whole file as players expect."""
     if not spec.chapters:
         return ()
-    starts = [0]
-    for chapter in spec.chapters[1:]:
-        first = next((a for (a, _), owner in zip(timeline.spans, timeline.segments, strict=True)
-                      if owner >= chapter.segment), timeline.total)  # fmt: skip
-        starts.append(first)
+    starts = [0] + [timeline.total] * (len(spec.chapters) - 1)
+    for (start, _), segment in zip(timeline.spans, timeline.segments, strict=True):
+        chapter = spec.chapter_of(segment)
+        if chapter > 0 and starts[chapter] == timeline.total:
+            starts[chapter] = start
+    # A chapter that spoke no chunk starts where the next one does.
+    for index in range(len(starts) - 2, 0, -1):
+        starts[index] = min(starts[index], starts[index + 1])
     ends = [*starts[1:], timeline.total]
     return tuple((_seconds(a, rate), _seconds(b, rate)) for a, b in zip(starts, ends, strict=True))
 

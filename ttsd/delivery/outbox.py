@@ -4,9 +4,11 @@ outbox, under a name checked again here as a last guard. A crash leaves at most 
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -123,6 +125,20 @@ class Outbox:
     def read_status(self, name: str) -> dict[str, Any] | None:
         """The current status document of `name`, or None if absent or not one of ours."""
         return read_status_document(self.status_path(name))
+
+    def stale_extras(self, name: str, delivered: Collection[str]) -> list[Path]:
+        """The subtitle and chapter files an earlier job of output `name` delivered that a new one
+        does not (`delivered`: the file names it does): left in place they would describe another
+        take. A `<name>.chNN.<ext>` with a status file of its own is another job's output, not ours."""
+        pattern = re.compile(rf"{re.escape(name)}(\.(srt|vtt)|\.ch\d+\.[a-z0-9]+)")
+        stale = []
+        for path in self.root.glob(f"{glob.escape(name)}.*"):
+            if path.name in delivered or not pattern.fullmatch(path.name) or not path.is_file():
+                continue
+            if ".ch" in path.name[len(name) :] and (self.root / (path.name.rsplit(".", 1)[0] + STATUS_SUFFIX)).exists():
+                continue
+            stale.append(path)
+        return stale
 
     def sweep(self) -> list[Path]:
         """Remove temp files a crash left behind; returns what was removed."""

@@ -10,8 +10,7 @@ from ttsd.delivery.status import iso, status_document
 from ttsd.errors import TtsdError
 from ttsd.jobqueue.protocols import JobLookup, StatusRebuild
 from ttsd.jobqueue.states import JobState
-from ttsd.jobqueue.tables import ChunkRow, Job
-from ttsd.jobspec import JobSpec
+from ttsd.jobqueue.tables import Job
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +22,8 @@ def publish(store: JobLookup, outbox: Outbox, job_id: str) -> Job:
     # By name only (a name may look like another job's id), as the outbox's file system sees names.
     newest = store.newest_named(job.name, fold=outbox.folds_names)
     if newest is not None and newest.id == job.id:
-        outbox.write_status(job.name, status_document(job, _chunks_for_progress(store, job)))
+        outbox.write_status(job.name, status_document(job, store.chunks))
     return job
-
-
-def _chunks_for_progress(store: JobLookup, job: Job) -> list[ChunkRow] | None:
-    """A running book's chunk rows (its status counts them per chapter); None for anything else."""
-    if job.state != JobState.RUNNING:
-        return None
-    return store.chunks(job.id) if JobSpec.model_validate_json(job.spec_json).chapters else None
 
 
 def rebuild_status_files(store: StatusRebuild, outbox: Outbox) -> int:

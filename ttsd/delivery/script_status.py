@@ -8,7 +8,7 @@ from typing import Any
 
 from ttsd.jobqueue.records import Outputs, Span
 from ttsd.jobqueue.tables import ChunkRow, Job
-from ttsd.jobspec import ChapterStart, JobSpec
+from ttsd.jobspec import JobSpec
 
 
 def script_fields(job: Job, spec: JobSpec, chunks: Sequence[ChunkRow] | None) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def script_fields(job: Job, spec: JobSpec, chunks: Sequence[ChunkRow] | None) ->
             "cues": outputs.cues if outputs else None,
         }
     if spec.chapters is not None:
-        fields["chapters"] = _chapters(spec.chapters, outputs, chunks)
+        fields["chapters"] = _chapters(spec, outputs, chunks)
     return fields
 
 
@@ -46,16 +46,18 @@ def _times(spans: Sequence[Span], index: int) -> dict[str, float | None]:
     return {"start_s": start, "end_s": end}
 
 
-def _chapters(
-    chapters: Sequence[ChapterStart], outputs: Outputs | None, chunks: Sequence[ChunkRow] | None
-) -> list[dict[str, Any]]:
+def _chapters(spec: JobSpec, outputs: Outputs | None, chunks: Sequence[ChunkRow] | None) -> list[dict[str, Any]]:
+    chapters = spec.chapters or ()
     if outputs is not None:
         done: Sequence[int | None] = outputs.chapter_chunks
         total: Sequence[int | None] = outputs.chapter_chunks
     elif chunks:
-        owners = [chapter_of(chapters, chunk.segment) for chunk in chunks]
-        done = [sum(c.done for c, o in zip(chunks, owners, strict=True) if o == i) for i in range(len(chapters))]
-        total = [owners.count(i) for i in range(len(chapters))]
+        counted_done, counted = [0] * len(chapters), [0] * len(chapters)
+        for chunk in chunks:
+            owner = spec.chapter_of(chunk.segment)
+            counted[owner] += 1
+            counted_done[owner] += chunk.done
+        done, total = counted_done, counted
     else:
         done, total = [0] * len(chapters), [None] * len(chapters)
     files = outputs.chapter_files if outputs else ()
@@ -70,11 +72,6 @@ def _chapters(
         }
         for index, chapter in enumerate(chapters)
     ]
-
-
-def chapter_of(chapters: Sequence[ChapterStart], segment: int) -> int:
-    """The chapter a script segment belongs to."""
-    return max((i for i, chapter in enumerate(chapters) if chapter.segment <= segment), default=0)
 
 
 def outputs_of(document: dict[str, Any]) -> Outputs | None:

@@ -4,7 +4,7 @@ always be rebuilt from it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -59,9 +59,9 @@ def progress(job: Job) -> dict[str, Any]:
     }
 
 
-def status_document(job: Job, chunks: Sequence[ChunkRow] | None = None) -> dict[str, Any]:
-    """The status file of a job, in whatever state it is (`chunks`: its chunk rows, for a book's
-    progress per chapter)."""
+def status_document(job: Job, chunks_of: Callable[[str], Sequence[ChunkRow]] | None = None) -> dict[str, Any]:
+    """The status file of a job, in whatever state it is (`chunks_of` reads a job's chunk rows: a
+    running book's status counts them per chapter)."""
     if job.state == JobState.REJECTED:
         return rejection_document(job)
     spec = JobSpec.model_validate_json(job.spec_json)
@@ -102,7 +102,9 @@ def status_document(job: Job, chunks: Sequence[ChunkRow] | None = None) -> dict[
         "timing": {"queue_s": _seconds(job.created_at, job.started_at), "synth_s": job.synth_s, "rtf": rtf},
         "cache_hit": job.cache_hit,
         "seed": job.seed,
-        **script_fields(job, spec, chunks),
+        **script_fields(
+            job, spec, chunks_of(job.id) if chunks_of and spec.chapters and not job.state.terminal else None
+        ),
     }
 
 

@@ -29,17 +29,18 @@ def voice_fields(
     door: FrontDoor, model: str, voice: str | None, instruct: str | None, explicit_model: bool = False
 ) -> dict[str, Any]:
     """The job fields a voice and an instruction make for this model's kind (`model`: a registry
-    name, as `names.model_name` gives it): a saved voice of the library speaks as itself, on its own
-    model unless the client named a registry model (`explicit_model`: the job's checks then say
-    whether they fit); else a CustomVoice model speaks as a speaker (OpenAI voice names mapped), a
-    VoiceDesign model as the instruction describes, a Base model clones the recording of that name
-    in the inbox's voices/ folder. Reads the library: call it off the event loop."""
-    saved = _saved_voice(door, voice)
+    name, as `names.model_name` gives it). A saved voice of the library speaks as itself, on its own
+    model, unless the client named a registry model that is not a Base model (`explicit_model`): a
+    saved voice never takes over a speaker's name on a CustomVoice model. Otherwise a CustomVoice
+    model speaks as a speaker (OpenAI voice names mapped), a VoiceDesign model as the instruction
+    describes, a Base model clones the recording of that name in the inbox's voices/ folder. Reads
+    the library: call it off the event loop."""
+    entry: ModelEntry | None = door.registry.get(model)
+    kind = entry.kind if entry is not None else "custom_voice"
+    saved = _saved_voice(door, voice) if kind == "base" or not explicit_model else None
     if saved is not None:
         return {"voice": saved.name} if explicit_model else {"voice": saved.name, "model": saved.model}
-    entry: ModelEntry | None = door.registry.get(model)
     fields: dict[str, Any] = {}
-    kind = entry.kind if entry is not None else "custom_voice"
     if kind == "custom_voice":
         if voice:
             fields["speaker"] = speaker_name(voice)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ttsd.audio import change_speed, chunk_piece, trim_bounds
+from ttsd.audio import change_speed, chunk_piece, joined_alone, trim_bounds
 from ttsd.encoding import STREAM_FORMATS, StreamEncoder, decode_file
 from ttsd.http.answers import audio_path, ended_problem, file_blocks, open_audio
 from ttsd.http.door import FrontDoor, blocking
@@ -24,7 +24,7 @@ from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import ChunkRow, Job
 from ttsd.jobspec import JobSpec
 from ttsd.synth.engine.progressive import SAMPLE_RATE as CODEC_RATE
-from ttsd.synth.script_plan import plan_script
+from ttsd.synth.script_plan import lead_ms
 
 LIVE_POLL_S = 0.1
 """How often a stream looks for more live audio of the chunk being generated."""
@@ -56,7 +56,7 @@ def chunks_streamable(spec: JobSpec) -> bool:
     waveform when delivered (tempo change is not additive over pieces), an m4b's index and chapters
     exist only at its end, and a script that opens with a pause has silence that is no chunk's: the
     stream of any of them starts when the file exists and is that file."""
-    return spec.speed == 1.0 and spec.format in STREAM_FORMATS and plan_script(spec).lead_ms == 0
+    return spec.speed == 1.0 and spec.format in STREAM_FORMATS and lead_ms(spec) == 0
 
 
 async def first_piece(stream: AsyncIterator[bytes]) -> bytes:
@@ -156,7 +156,8 @@ def _ready_pieces(door: FrontDoor, job: Job, spec: JobSpec, progress: _Progress,
             if live:
                 pieces.extend(_live_piece(door, job, row, progress))
             break
-        pieces.append(_finished_piece(audio, row, spec, progress, alone=len(rows) == 1))
+        alone = joined_alone([r.pause_after_ms for r in rows])
+        pieces.append(_finished_piece(audio, row, spec, progress, alone=alone))
     return pieces
 
 

@@ -37,12 +37,13 @@ from ttsd.intake.scripts import (
     SavedVoices,
     SegmentFile,
     check_markup,
+    check_voice,
     reject,
     resolve_segments,
     resolve_voice,
     voice_model,
 )
-from ttsd.jobspec import ChapterStart, Generation, JobSpec, SubtitleFormat, VoiceFields
+from ttsd.jobspec import ChapterStart, Generation, JobSpec, SubtitleFormat
 from ttsd.names import name_problem, sanitize_name
 from ttsd.voicelib import VoiceLibrary
 
@@ -148,39 +149,36 @@ class ParsedEntry:
     rejection: JobRejected | None = None
 
 
-_reject = reject
-
-
 def _checked_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     # A JSON escape can smuggle in a lone UTF-16 surrogate, which no UTF-8 writer (status file,
     # SQLite, the content key) can encode later: refuse it here, where every key and value passes.
     result: dict[str, Any] = {}
     for key, value in pairs:
         if _SURROGATE.search(key):
-            raise _reject("encoding", "a key holds an unpaired UTF-16 surrogate escape")
+            raise reject("encoding", "a key holds an unpaired UTF-16 surrogate escape")
         if key in result:
-            raise _reject("duplicate_key", f"the key {key!r} appears twice")
+            raise reject("duplicate_key", f"the key {key!r} appears twice")
         if isinstance(value, str) and _SURROGATE.search(value):
-            raise _reject("encoding", "holds an unpaired UTF-16 surrogate escape", key)
+            raise reject("encoding", "holds an unpaired UTF-16 surrogate escape", key)
         result[key] = value
     return result
 
 
 def _no_constants(token: str) -> Any:
-    raise _reject("invalid_number", f"{token} is not a valid JSON number")
+    raise reject("invalid_number", f"{token} is not a valid JSON number")
 
 
 def _finite_float(token: str) -> float:
     value = float(token)
     if not math.isfinite(value):
-        raise _reject("invalid_number", f"{token} is out of range for a number")
+        raise reject("invalid_number", f"{token} is out of range for a number")
     return value
 
 
 def _short_int(token: str) -> int:
     digits = len(token.lstrip("-"))
     if digits > _MAX_INT_DIGITS:
-        raise _reject("invalid_number", f"a {digits}-digit integer is out of range")
+        raise reject("invalid_number", f"a {digits}-digit integer is out of range")
     return int(token)
 
 
@@ -188,18 +186,18 @@ def decode_text(data: bytes, max_bytes: int) -> str:
     """Strict UTF-8 (a leading BOM tolerated), or UTF-16/UTF-32 when a BOM says so (what Notepad and
     TextEdit save as "Unicode"), within the size cap."""
     if len(data) > max_bytes:
-        raise _reject("too_large", f"the file is {len(data)} bytes; the limit is {max_bytes}")
+        raise reject("too_large", f"the file is {len(data)} bytes; the limit is {max_bytes}")
     encoding = _bom_encoding(data)
     # In UTF-16 and UTF-32 most characters hold zero bytes: only a decoded NUL means binary there.
     if encoding == "utf-8-sig" and b"\x00" in data:
-        raise _reject("binary", "the file holds NUL bytes: it is not a text job file")
+        raise reject("binary", "the file holds NUL bytes: it is not a text job file")
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:
         name = encoding.removesuffix("-sig").upper()
-        raise _reject("encoding", f"not valid {name} at byte {exc.start}: save the file as UTF-8") from exc
+        raise reject("encoding", f"not valid {name} at byte {exc.start}: save the file as UTF-8") from exc
     if "\x00" in text:
-        raise _reject("binary", "the file holds NUL characters: it is not a text job file")
+        raise reject("binary", "the file holds NUL characters: it is not a text job file")
     return text
 
 
@@ -222,9 +220,9 @@ def decode_json(text: str) -> Any:
             parse_int=_short_int,
         )
     except RecursionError as exc:
-        raise _reject("too_deep", "the JSON is nested too deeply") from exc
+        raise reject("too_deep", "the JSON is nested too deeply") from exc
     except json.JSONDecodeError as exc:
-        raise _reject("invalid_json", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+        raise reject("invalid_json", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
 
 
 _NESTED: dict[str, type[BaseModel]] = {"generation": Generation, "chunking": Chunking, "segments": SegmentFile}
@@ -237,10 +235,10 @@ def _validation_rejection(exc: ValidationError) -> JobRejected:
         # The allowed keys of the object the stray key sits in, not always the top level's.
         parent = _NESTED.get(str(first["loc"][0])) if len(first["loc"]) > 1 else None
         allowed = ", ".join((parent or JobFile).model_fields)
-        return _reject("unknown_field", f"unknown field (allowed: {allowed})", field)
+        return reject("unknown_field", f"unknown field (allowed: {allowed})", field)
     if first["type"] == "missing":
-        return _reject("missing_field", "is required", field)
-    return _reject("invalid_field", first["msg"], field)
+        return reject("missing_field", "is required", field)
+    return reject("invalid_field", first["msg"], field)
 
 
 def _check_safe_strings(job: JobFile) -> None:
@@ -256,15 +254,13 @@ def _check_strings(fields: BaseModel, where: str) -> None:
             continue
         # The text itself may well read a URL out loud; every other string names or steers something.
         if field != "text" and _URL.match(value.strip()):
-            raise _reject(
-                "url_refused", "URLs are not accepted: ttsd never fetches anything a job names", where + field
-            )
+            raise reject("url_refused", "URLs are not accepted: ttsd never fetches anything a job names", where + field)
         if _SURROGATE.search(value):
-            raise _reject("encoding", "holds an unpaired UTF-16 surrogate, which no file can store", where + field)
+            raise reject("encoding", "holds an unpaired UTF-16 surrogate, which no file can store", where + field)
         bad = _CONTROL.search(value) if field in _IDENTIFIER_FIELDS else None
         if "\x00" in value or bad:
             char = "\x00" if bad is None else bad.group()
-            raise _reject("invalid_field", f"must not contain the control character {char!r}", where + field)
+            raise reject("invalid_field", f"must not contain the control character {char!r}", where + field)
 
 
 def resolve(
@@ -280,29 +276,29 @@ def resolve(
     entry = defaults.registry.get(model)
     if entry is None:
         known = ", ".join(sorted(defaults.registry))
-        raise _reject("unknown_model", f"unknown model {model!r} (known: {known})", "model")
+        raise reject("unknown_model", f"unknown model {model!r} (known: {known})", "model")
     own = {field: getattr(job, field) for field in (*_VOICE_KEYS, "language")}
     segments = None
     if job.segments is not None:
+        # The job's own fields are its segments' defaults: checked here, required only of segments.
+        voice = check_voice(own, entry, defaults.voices)
         segments = resolve_segments(job.segments, own, entry, defaults.voices)
-        # The job's own fields are its segments' defaults, checked in each segment that takes them.
-        voice = VoiceFields.model_validate({**own, "language": job.language or "Auto"})
     else:
         check_markup(text, "text")
         voice = resolve_voice(own, entry, defaults.voices)
     if job.chapter_files and not chapters:
-        raise _reject("invalid_field", "only a Markdown book (.md job file) has chapters", "chapter_files")
+        raise reject("invalid_field", "only a Markdown book (.md job file) has chapters", "chapter_files")
     sample_rate = job.sample_rate or defaults.default_sample_rate
     problem = rate_problem(job.format, sample_rate)
     if problem:
-        raise _reject("invalid_field", problem, "sample_rate")
+        raise reject("invalid_field", problem, "sample_rate")
     max_chars = job.chunking.max_chars
     if max_chars is not None and max_chars > defaults.max_text_length:
-        raise _reject("invalid_field", f"must be at most {defaults.max_text_length}", "chunking.max_chars")
+        raise reject("invalid_field", f"must be at most {defaults.max_text_length}", "chunking.max_chars")
     if job.output is not None:
         problem = name_problem(job.output)
         if problem:
-            raise _reject("invalid_output", problem, "output")
+            raise reject("invalid_output", problem, "output")
         name = job.output
     return JobSpec(
         name=name,
@@ -338,13 +334,13 @@ def resolve(
 def _script_text(job: JobFile, defaults: JobDefaults) -> str:
     """The job's whole text (a script's segments joined by blank lines), checked for size."""
     if (job.text is None) == (job.segments is None):
-        raise _reject("missing_field", "give either text or segments (a script), not both or neither", "text")
+        raise reject("missing_field", "give either text or segments (a script), not both or neither", "text")
     text = job.text if job.text is not None else "\n\n".join(s.text for s in job.segments or ())
     if job.text is not None and not text.strip():
-        raise _reject("blank_text", "must not be blank", "text")
+        raise reject("blank_text", "must not be blank", "text")
     if len(text) > defaults.max_job_chars:
         field = "text" if job.text is not None else "segments"
-        raise _reject("text_too_long", f"is {len(text)} characters; the limit is {defaults.max_job_chars}", field)
+        raise reject("text_too_long", f"is {len(text)} characters; the limit is {defaults.max_job_chars}", field)
     return text
 
 
@@ -353,7 +349,7 @@ def parse_object(
 ) -> JobSpec:
     """A decoded JSON value -> a resolved spec, or JobRejected (`chapters`: a book's)."""
     if not isinstance(obj, dict):
-        raise _reject("not_an_object", f"a job must be a JSON object, not {type(obj).__name__}")
+        raise reject("not_an_object", f"a job must be a JSON object, not {type(obj).__name__}")
     try:
         job = JobFile.model_validate(obj)
     except ValidationError as exc:
@@ -366,8 +362,11 @@ def _parse_json(text: str, name: str, defaults: JobDefaults) -> JobSpec:
 
 
 def _parse_book(text: str, name: str, defaults: JobDefaults) -> JobSpec:
-    obj, chapters = book_object(text)
-    return parse_object(obj, name, defaults, chapters)
+    book = book_object(text)
+    try:
+        return parse_object(book.job, name, defaults, book.chapters)
+    except JobRejected as rejection:
+        raise book.in_book_terms(rejection) from None
 
 
 def _entry(name: str, line: int | None, build: Callable[[], JobSpec]) -> ParsedEntry:
@@ -389,7 +388,7 @@ def parse_job_file(file_name: str, data: bytes, defaults: JobDefaults) -> list[P
     stem_name = sanitize_name(path.stem)
     suffix = path.suffix.lower()
     if suffix not in JOB_SUFFIXES:
-        rejection = _reject("unsupported_file", f"only {', '.join(JOB_SUFFIXES)} files are jobs")
+        rejection = reject("unsupported_file", f"only {', '.join(JOB_SUFFIXES)} files are jobs")
         return [ParsedEntry(name=stem_name, line=None, rejection=rejection)]
     try:
         text = decode_text(data, defaults.max_file_bytes)
@@ -409,9 +408,9 @@ def _parse_lines(text: str, stem_name: str, defaults: JobDefaults) -> list[Parse
     # allows raw inside a string. A "\r" left over from CRLF is whitespace to the JSON decoder.
     lines = [(number, line) for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
     if not lines:
-        return [ParsedEntry(name=stem_name, line=None, rejection=_reject("empty", "the file holds no job lines"))]
+        return [ParsedEntry(name=stem_name, line=None, rejection=reject("empty", "the file holds no job lines"))]
     if len(lines) > MAX_JOBS_PER_FILE:
-        rejection = _reject("too_many_jobs", f"the file holds {len(lines)} job lines; the limit is {MAX_JOBS_PER_FILE}")
+        rejection = reject("too_many_jobs", f"the file holds {len(lines)} job lines; the limit is {MAX_JOBS_PER_FILE}")
         return [ParsedEntry(name=stem_name, line=None, rejection=rejection)]
     entries = []
     for number, line in lines:

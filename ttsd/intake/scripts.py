@@ -15,7 +15,7 @@ from ttsd.jobspec import Segment, VoiceFields
 from ttsd.markup import MAX_PAUSE_MS, MarkupError, parse_pauses
 from ttsd.voicelib import SavedVoice
 
-MAX_SEGMENTS: Final = 5_000
+MAX_SEGMENTS: Final = 20_000
 _VOICE_FIELDS = ("speaker", "instruct", "ref_audio", "ref_text", "voice")
 _CLONE_FIELDS = ("voice", "ref_audio", "ref_text")
 
@@ -83,7 +83,28 @@ def resolve_voice(
     given: dict[str, str | None], entry: ModelEntry, library: SavedVoices | None, where: str = ""
 ) -> VoiceFields:
     """`given` voice fields (speaker, instruct, ref_audio, ref_text, voice, language) checked against
-    the model's kind; `where` prefixes field names in rejections (`segments.2.`)."""
+    the model's kind, with everything that kind needs present; `where` prefixes field names in
+    rejections (`segments.2.`)."""
+    voice = check_voice(given, entry, library, where)
+    if entry.kind == "voice_design" and not (voice.instruct or "").strip():
+        raise reject(
+            "missing_field", f"model {entry.name!r} (voice_design) needs a voice description", where + "instruct"
+        )
+    if entry.kind == "base" and not (voice.ref_audio or voice.voice):
+        raise reject(
+            "missing_field",
+            f"model {entry.name!r} (voice clone) needs a saved voice or a reference recording",
+            where + "ref_audio",
+        )
+    return voice
+
+
+def check_voice(
+    given: dict[str, str | None], entry: ModelEntry, library: SavedVoices | None, where: str = ""
+) -> VoiceFields:
+    """`given` voice fields checked against the model's kind, without requiring any (a script's own
+    fields are only its segments' defaults): fields the kind does not take, a reference outside the
+    voices folder, a saved voice that is unknown or made for another model, a voice with a recording."""
     accepted = (*KIND_FIELDS[entry.kind], *(("voice",) if entry.kind == "base" else ()))
     for field in _VOICE_FIELDS:
         if given.get(field) is not None and field not in accepted:
@@ -92,21 +113,14 @@ def resolve_voice(
                 f"model {entry.name!r} is a {entry.kind} model and takes {', '.join(accepted)}",
                 where + field,
             )
-    instruct, voice, ref_audio = given.get("instruct"), given.get("voice"), given.get("ref_audio")
-    if entry.kind == "voice_design" and not (instruct or "").strip():
-        raise reject(
-            "missing_field", f"model {entry.name!r} (voice_design) needs a voice description", where + "instruct"
-        )
+    voice, ref_audio = given.get("voice"), given.get("ref_audio")
     if ref_audio is not None:
         check_ref_audio(ref_audio, where + "ref_audio")
-    if entry.kind == "base" and not (ref_audio or voice):
+    if voice and (ref_audio or given.get("ref_text")):
+        field = "ref_audio" if ref_audio else "ref_text"
         raise reject(
-            "missing_field",
-            f"model {entry.name!r} (voice clone) needs a saved voice or a reference recording",
-            where + "ref_audio",
+            "conflicting_fields", f"a saved voice brings its own recording and transcript: drop {field}", where + field
         )
-    if voice and ref_audio:
-        raise reject("conflicting_fields", "give a saved voice or ref_audio, not both", where + "voice")
     sha = None
     if voice:
         saved = saved_voice(voice, library, where + "voice")
@@ -120,7 +134,7 @@ def resolve_voice(
     return VoiceFields(
         speaker=given.get("speaker"),
         language=given.get("language") or "Auto",
-        instruct=instruct,
+        instruct=given.get("instruct"),
         ref_audio=ref_audio,
         ref_text=given.get("ref_text"),
         voice=voice,

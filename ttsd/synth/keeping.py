@@ -9,6 +9,7 @@ queue and rebuilt at start when it lags behind).
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,7 +26,7 @@ from ttsd.jobspec import JobSpec
 from ttsd.synth.context import WorkContext
 from ttsd.synth.engine.base import DevicePlan
 from ttsd.synth.failures import SPACE_CHECK_S, OutOfSpace, SpaceWait, failure_of
-from ttsd.synth.script_plan import plan_script
+from ttsd.synth.script_plan import lead_ms, plan_script
 
 if TYPE_CHECKING:
     from ttsd.synth.rendering import Renderer
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 300.0
+SCRIPT_PROGRESS_EVERY_S = 1.0
+"""A script's status file lists every segment and chapter (a book's runs to hundreds of KiB): its
+progress is rewritten at most this often, not after each of its thousands of chunks."""
 
 
 def retry_delay(attempt: int) -> float:
@@ -47,6 +51,7 @@ class Keeper:
         self.context = context
         self.token = token
         self._space = space
+        self._progress_at: dict[str, float] = {}
 
     def pending_chunks(self, job: Job, spec: JobSpec, renderer: Renderer) -> list[tuple[ChunkRow, str | None]] | None:
         """The job's chunks still to speak, with their cache keys; cached ones are kept at once.
@@ -76,7 +81,15 @@ class Keeper:
         if not self.context.store.chunk_done(job.id, self.token, chunk.index, round(duration, 3), synth_s, cache_hit):
             return False
         crash_point("chunk_done", f"{job.name}#{chunk.index}")
-        self.publish(job.id)
+        if spec.segments is None or self._progress_due(job.id):
+            self.publish(job.id)
+        return True
+
+    def _progress_due(self, job_id: str) -> bool:
+        now = time.monotonic()
+        if now - self._progress_at.get(job_id, -SCRIPT_PROGRESS_EVERY_S) < SCRIPT_PROGRESS_EVERY_S:
+            return False
+        self._progress_at[job_id] = now
         return True
 
     def finish(self, job: Job, spec: JobSpec, plan: DevicePlan | None) -> None:
@@ -98,8 +111,7 @@ class Keeper:
             )
             return
         kept = [a for a in audios if a is not None]
-        lead_ms = plan_script(spec).lead_ms
-        joined, spans = join_timed(kept, [c.pause_after_ms for c in chunks], spec.sample_rate, lead_ms)
+        joined, spans = join_timed(kept, [c.pause_after_ms for c in chunks], spec.sample_rate, lead_ms(spec))
         timeline = None
         if needs_timeline(spec):
             timeline = Timeline(
@@ -140,6 +152,7 @@ class Keeper:
     def discard(self, job: Job, reason: str | None) -> None:
         """Forget a job's chunks once it is finished. A job that is only no longer ours (taken
         back, queued again) keeps them: its next worker resumes from them."""
+        self._progress_at.pop(job.id, None)
         if reason:
             log.info("job %s: result discarded because %s", job.id, reason, extra=job_extra(job))
             self.publish(job.id)
@@ -151,6 +164,7 @@ class Keeper:
         """Record a failed try: a full disk postpones the job uncounted; a transient failure queues
         it again after a backoff while attempts are left; a permanent one fails it."""
         store, settings = self.context.store, self.context.settings
+        self._progress_at.pop(job.id, None)
         if isinstance(error, OutOfSpace):
             # The machine's problem, not the job's: it waits for space, and so does this worker.
             self._space.out_of_space()

@@ -56,9 +56,14 @@ class Generated:
 
 
 def voice_of(spec: JobSpec, chunk: ChunkRow) -> VoiceFields:
-    """Who speaks a chunk: its script segment's voice."""
+    """Who speaks a chunk: its script segment's voice (a chunk planned for another script is this
+    job's failure, not a voice to guess)."""
     script = spec.script()
-    return script[chunk.segment].voice if chunk.segment < len(script) else spec.voice_fields()
+    if not 0 <= chunk.segment < len(script):
+        raise PermanentEngineError(
+            f"chunk {chunk.index} belongs to segment {chunk.segment}, but the job has {len(script)}", code="bad_plan"
+        )
+    return script[chunk.segment].voice
 
 
 class Renderer:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ttsd.errors import PermanentEngineError
 from ttsd.jobspec import JobSpec, Segment
-from ttsd.markup import parse_pauses
+from ttsd.markup import MAX_PAUSE_MS, MarkupError, parse_pauses
 from ttsd.synth.chunking import DEFAULT_PAUSE_MS, Boundary, split_text
 
 
@@ -67,15 +68,31 @@ class _Planner:
             self.add_silence(paragraph)
 
     def plan(self) -> ScriptPlan:
-        chunks = zip(self.texts, self.pauses, self.segments, strict=True)
-        return ScriptPlan(self.lead_ms, tuple(PlannedChunk(t, p, s) for t, p, s in chunks))
+        # Silences meet across segments (a segment's pause, the next one's opening markup): the
+        # cap on one pause holds for what they add up to as well.
+        pauses = [min(pause, MAX_PAUSE_MS) for pause in self.pauses]
+        chunks = zip(self.texts, pauses, self.segments, strict=True)
+        return ScriptPlan(min(self.lead_ms, MAX_PAUSE_MS), tuple(PlannedChunk(t, p, s) for t, p, s in chunks))
 
 
 def plan_script(spec: JobSpec) -> ScriptPlan:
-    """The chunks of `spec` (see the module docstring). Markup was checked when the job was
-    accepted, so a MarkupError here means a spec that bypassed intake."""
+    """The chunks of `spec` (see the module docstring). Markup is checked when a job is accepted;
+    a job accepted before markup existed may hold a marker that does not parse, and fails saying
+    so."""
     planner = _Planner(spec)
     script = spec.script()
-    for index, segment in enumerate(script):
-        planner.add_segment(index, segment, last=index == len(script) - 1)
+    try:
+        for index, segment in enumerate(script):
+            planner.add_segment(index, segment, last=index == len(script) - 1)
+    except MarkupError as exc:
+        raise PermanentEngineError(f"the text's pause markup is invalid: {exc.message}", code="invalid_markup") from exc
     return planner.plan()
+
+
+def lead_ms(spec: JobSpec) -> int:
+    """The silence before a job's first words (its opening pause markup), without planning the whole
+    script (0 for markup that does not parse: planning fails the job then)."""
+    try:
+        return min(parse_pauses(spec.script()[0].text).lead_ms, MAX_PAUSE_MS)
+    except MarkupError:
+        return 0

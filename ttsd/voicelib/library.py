@@ -240,6 +240,10 @@ class VoiceLibrary:
             try:
                 staging.rename(target)
             except OSError as exc:
+                if old is not None:
+                    # The replaced voice comes back: a failed --force must not lose it.
+                    old.rename(target)
+                    old = None
                 raise VoiceRejected(f"voice {name!r} was saved by someone else meanwhile ({exc})") from exc
             fsync_dir(self.root)
         finally:
