@@ -15,6 +15,9 @@ MAX_NAME_CHARS = 100
 # leaves room for every suffix ttsd adds, and for the NFD expansion HFS+ applies to Hangul.
 MAX_NAME_BYTES = 200
 _PUNCTUATION = frozenset(" ._-")
+# `<book>.ch01.m4b` is a book's chapter file: no output name may end like one, or its audio and the
+# book's chapter would be one file.
+_CHAPTER_TAIL = re.compile(r"\.ch\d+$", re.IGNORECASE)
 
 
 def _allowed(char: str, first: bool) -> bool:
@@ -43,6 +46,8 @@ def name_problem(name: str) -> str | None:
             )
     if name.endswith((" ", ".")):
         return "must not end with a space or a dot"
+    if _CHAPTER_TAIL.search(name):
+        return "must not end like a book's chapter file ('.ch' and a number: <book>.ch01)"
     size = len(name.encode("utf-8"))
     if size > MAX_NAME_BYTES:
         return f"must be at most {MAX_NAME_BYTES} bytes in UTF-8 (got {size})"
@@ -66,6 +71,7 @@ def sanitize_name(stem: str, suffix: str = "") -> str:
     chars = [char if _allowed(char, index == 0) else "_" for index, char in enumerate(stem)]
     room_bytes = MAX_NAME_BYTES - len(suffix.encode("utf-8"))
     cleaned = _fit("".join(chars), MAX_NAME_CHARS - len(suffix), room_bytes).rstrip(" .")
+    cleaned = _CHAPTER_TAIL.sub(lambda tail: "-" + tail.group()[1:], cleaned)
     return (cleaned or "job") + suffix
 
 

@@ -21,7 +21,10 @@ from tests.support.fakes import FAKE_MODEL, FAKE_RATE, fake_wave, scratch_dir
 from tests.support.http_rig import HttpRig, http_rig
 from ttsd.catalog import ModelEntry
 from ttsd.encoding import decode_file
+from ttsd.http.answers import ended_problem
 from ttsd.http.speech import STREAM_FIRST_CHARS, voice_fields
+from ttsd.jobqueue.states import JobState
+from ttsd.jobqueue.tables import Job
 from ttsd.voicelib import VoiceLibrary
 
 LONG = " ".join(f"Sentence number {n} is here to make the text long enough for chunks." for n in range(12))
@@ -317,3 +320,11 @@ def test_a_saved_voice_speaks_as_itself_but_never_takes_a_speakers_name(rig: Htt
     )
     assert voice_fields(with_base, "tiny-base", "vivian", None, explicit_model=True) == {"voice": "vivian"}
     assert voice_fields(rig.door, FAKE_MODEL, "alloy", None) == {"speaker": "serena"}
+
+
+def test_a_job_failed_by_what_the_request_named_is_the_clients_error() -> None:
+    job = Job(id="j", content_key="k", name="n", model="m", batch_key="b", spec_json="{}", state=JobState.FAILED)
+    job.error_code, job.error_message = "unknown_speaker", "speaker 'GOOD' is not a voice of model 'tiny'"
+    assert ended_problem(job).status == 400
+    job.error_code = "engine_error"
+    assert ended_problem(job).status == 500

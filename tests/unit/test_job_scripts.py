@@ -252,3 +252,28 @@ def test_a_book_over_the_segment_limit_says_so_in_book_terms(monkeypatch: pytest
     monkeypatch.setattr("ttsd.intake.book_jobs.MAX_SEGMENTS", 3)
     message = rejected("# A\n\nOne.\n\nTwo.\n\nThree.\n", "too_many_segments", None, "book.md").message
     assert "the book has 4 titles and paragraphs; the limit is 3" in message
+
+
+def test_a_jobs_pauses_are_bounded_in_total(monkeypatch: pytest.MonkeyPatch) -> None:
+    few_bytes = {"text": "a [pause 10s] " * 19 + "end"}  # 190 s of silence in 269 characters
+    limited = replace(WITH_VOICES, max_job_chars=10_000)
+    (entry,) = parse_job_file("job.json", json.dumps(few_bytes).encode(), limited)
+    assert entry.spec is not None
+    monkeypatch.setattr("ttsd.intake.scripts.MAX_JOB_SILENCE_S", 100)
+    (entry,) = parse_job_file("job.json", json.dumps(few_bytes).encode(), limited)
+    assert entry.rejection is not None and entry.rejection.code == "too_much_silence"
+    assert "add up to 190 s; a job's pauses are at most 100 s" in entry.rejection.message
+    script = {"model": "qwen3-tts-0.6b", "segments": [{"text": "x", "pause_ms": 10_000}] * 11}
+    rejected(script, "too_much_silence", "segments")
+    accepted({"model": "qwen3-tts-0.6b", "segments": [{"text": "x", "pause_ms": 10_000}] * 10})
+
+
+def test_a_model_picked_by_a_segments_voice_is_named_in_the_rejection() -> None:
+    job = {"segments": [{"text": "Hi.", "speaker": "Ryan"}, {"text": "Hello.", "voice": "narrator"}]}
+    message = rejected(job, "field_not_for_model", "segments.0.speaker").message
+    assert "the job names no model: it runs on 'qwen3-tts-0.6b-base', the model of voice 'narrator'" in message
+
+
+def test_no_output_name_may_look_like_a_books_chapter_file() -> None:
+    assert "chapter file" in rejected({"text": "x", "output": "novel.ch01"}, "invalid_output", "output").message
+    assert accepted({"text": "x"}, "novel.ch01.json").name == "novel-ch01"

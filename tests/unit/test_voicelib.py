@@ -267,3 +267,16 @@ def test_a_crashed_saves_leftovers_are_swept_later(library: VoiceLibrary, record
 def test_an_unreadable_recording_is_refused(library: VoiceLibrary, tmp_path: Path) -> None:
     with pytest.raises(VoiceRejected, match="cannot be read"):
         save(library, tmp_path / "absent.wav")
+
+
+def test_a_changed_prompt_is_found_when_the_voice_is_named(library: VoiceLibrary, recording: Path) -> None:
+    save(library, recording, "kept")
+    save(library, recording, "tampered")
+    path = library.prompt_path("tampered")
+    data = bytearray(path.read_bytes())
+    data[-10:] = b"x" * 10
+    path.write_bytes(bytes(data))
+    with pytest.raises(DamagedVoice, match=r"tampered.*changed since it was saved"):
+        library.get("tampered")
+    assert [voice.name for voice in library.list()] == ["kept"]
+    assert voice_name_problem("-rf") == "a voice name cannot start with '.' or '-'"

@@ -34,10 +34,27 @@ SPEECH_RESPONSE: dict[int | str, dict[str, Any]] = {
 """How the speech route describes its answer: only formats that stream (no m4b)."""
 
 
+REQUEST_FAULTS = frozenset(
+    {
+        "unknown_speaker",
+        "unknown_language",
+        "missing_reference",
+        "bad_reference",
+        "missing_voice",
+        "damaged_voice",
+        "voice_model_mismatch",
+        "invalid_markup",
+    }
+)
+"""Failures a job met because of what the request named (a speaker the model lacks, a voice that is
+gone): the worker finds them, but they are the client's to fix, so they answer 400, not 500."""
+
+
 def ended_problem(job: Job) -> HttpProblem:
     """Why a job has no audio to give (it failed, was cancelled, or is not done yet)."""
     if job.state == JobState.FAILED:
-        return HttpProblem(500, job.error_code or "failed", f"job {job.id} failed: {job.error_message}")
+        status = 400 if job.error_code in REQUEST_FAULTS else 500
+        return HttpProblem(status, job.error_code or "failed", f"job {job.id} failed: {job.error_message}")
     if job.state == JobState.CANCELLED:
         return HttpProblem(409, "cancelled", f"job {job.id} was cancelled")
     return HttpProblem(409, "not_done", f"job {job.id} is {job.state}: its audio is not made yet")

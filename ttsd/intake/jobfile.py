@@ -36,11 +36,8 @@ from ttsd.intake.scripts import (
     MAX_SEGMENTS,
     SavedVoices,
     SegmentFile,
-    check_markup,
-    check_voice,
+    job_voices,
     reject,
-    resolve_segments,
-    resolve_voice,
     voice_model,
 )
 from ttsd.jobspec import ChapterStart, Generation, JobSpec, SubtitleFormat
@@ -271,21 +268,14 @@ def resolve(
     text = _script_text(job, defaults)
     _check_safe_strings(job)
     named = [(job.voice, "voice"), *((s.voice, f"segments.{i}.voice") for i, s in enumerate(job.segments or ()))]
-    model = job.model or voice_model(named, defaults.voices)
-    model = model or defaults.default_model
+    chosen = None if job.model else voice_model(named, defaults.voices)
+    model = job.model or (chosen[0] if chosen else defaults.default_model)
     entry = defaults.registry.get(model)
     if entry is None:
         known = ", ".join(sorted(defaults.registry))
         raise reject("unknown_model", f"unknown model {model!r} (known: {known})", "model")
     own = {field: getattr(job, field) for field in (*_VOICE_KEYS, "language")}
-    segments = None
-    if job.segments is not None:
-        # The job's own fields are its segments' defaults: checked here, required only of segments.
-        voice = check_voice(own, entry, defaults.voices)
-        segments = resolve_segments(job.segments, own, entry, defaults.voices)
-    else:
-        check_markup(text, "text")
-        voice = resolve_voice(own, entry, defaults.voices)
+    voice, segments = job_voices(own, text, job.segments, entry, defaults.voices, chosen[1] if chosen else None)
     if job.chapter_files and not chapters:
         raise reject("invalid_field", "only a Markdown book (.md job file) has chapters", "chapter_files")
     sample_rate = job.sample_rate or defaults.default_sample_rate

@@ -16,6 +16,7 @@ from ttsd.markup import MAX_PAUSE_MS, MarkupError, parse_pauses
 from ttsd.voicelib import SavedVoice
 
 MAX_SEGMENTS: Final = 20_000
+MAX_JOB_SILENCE_S: Final = 3_600
 _VOICE_FIELDS = ("speaker", "instruct", "ref_audio", "ref_text", "voice")
 _CLONE_FIELDS = ("voice", "ref_audio", "ref_text")
 
@@ -47,12 +48,25 @@ def reject(code: str, message: str, field: str | None = None) -> JobRejected:
     return JobRejected(code, prefix + message, field)
 
 
-def check_markup(text: str, field: str) -> None:
-    """Refuse `[pause]` markup that is malformed or out of bounds, saying where."""
+def check_markup(text: str, field: str) -> int:
+    """The silence `text`'s `[pause]` markup asks for, in ms; markup that is malformed or out of
+    bounds is refused, saying where."""
     try:
-        parse_pauses(text)
+        marked = parse_pauses(text)
     except MarkupError as exc:
         raise reject("invalid_markup", exc.message, field) from exc
+    return marked.lead_ms + sum(pause for _, pause in marked.runs)
+
+
+def check_silence(total_ms: int, field: str) -> None:
+    """A job's asked-for silence (pause markup and segment pauses) is bounded: a few bytes of
+    `[pause 10s]` must not become hours of audio the worker has to hold and join."""
+    if total_ms > MAX_JOB_SILENCE_S * 1000:
+        raise reject(
+            "too_much_silence",
+            f"the pauses it asks for add up to {total_ms / 1000:g} s; a job's pauses are at most {MAX_JOB_SILENCE_S} s",
+            field,
+        )
 
 
 def check_ref_audio(ref_audio: str, field: str) -> None:
@@ -72,11 +86,34 @@ def saved_voice(name: str, library: SavedVoices | None, field: str) -> SavedVoic
         raise reject("unknown_voice", exc.message, field) from exc
 
 
-def voice_model(named: Sequence[tuple[str | None, str]], library: SavedVoices | None) -> str | None:
-    """The model the first saved voice named in `named` ((name, field) pairs) was made for: a job
-    naming a voice and no model runs on that model."""
+def voice_model(named: Sequence[tuple[str | None, str]], library: SavedVoices | None) -> tuple[str, str] | None:
+    """The model the first saved voice named in `named` ((name, field) pairs) was made for, and that
+    voice's name: a job naming a voice and no model runs on that model."""
     first = next(((name, field) for name, field in named if name), None)
-    return None if first is None else saved_voice(first[0], library, first[1]).model
+    return None if first is None else (saved_voice(first[0], library, first[1]).model, first[0])
+
+
+def job_voices(
+    own: dict[str, str | None],
+    text: str,
+    segments: Sequence[SegmentFile] | None,
+    entry: ModelEntry,
+    library: SavedVoices | None,
+    chosen_by: str | None,
+) -> tuple[VoiceFields, tuple[Segment, ...] | None]:
+    """The job's own voice fields and its script's segments, checked against the model; `chosen_by`
+    names the saved voice that picked the model (a job that named none), for the rejections."""
+    try:
+        if segments is None:
+            check_silence(check_markup(text, "text"), "text")
+            return resolve_voice(own, entry, library), None
+        # The job's own fields are its segments' defaults: checked here, required only of segments.
+        return check_voice(own, entry, library), resolve_segments(segments, own, entry, library)
+    except JobRejected as rejection:
+        if chosen_by is None or rejection.code not in ("field_not_for_model", "missing_field"):
+            raise
+        why = f" (the job names no model: it runs on {entry.name!r}, the model of voice {chosen_by!r})"
+        raise JobRejected(rejection.code, rejection.message + why, rejection.field) from None
 
 
 def resolve_voice(
@@ -148,11 +185,13 @@ def resolve_segments(
     """A script's segments, each speaking with its own voice fields, or the job's (`defaults`)
     where it names none. A segment naming a voice or a recording takes none of the job's."""
     resolved = []
+    silence_ms = 0
     for index, segment in enumerate(segments):
         where = f"segments.{index}."
         if not segment.text.strip():
             raise reject("blank_text", "must not be blank", where + "text")
-        check_markup(segment.text, where + "text")
+        silence_ms += check_markup(segment.text, where + "text") + (segment.pause_ms or 0)
+        check_silence(silence_ms, "segments")
         own = segment.model_dump(exclude={"text", "pause_ms"}, exclude_none=True)
         inherited = dict(defaults)
         if any(field in own for field in _CLONE_FIELDS):

@@ -13,6 +13,7 @@ qwen-tts path: one short call each, where ttsd's own loop would gain nothing.
 from __future__ import annotations
 
 import hashlib
+import io
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +31,7 @@ from ttsd.catalog import (
 )
 from ttsd.config import Settings
 from ttsd.errors import JobNotFound
+from ttsd.fsutil import NotRegularFile, read_regular_file
 from ttsd.synth.engine.base import SynthesisRequest
 from ttsd.synth.engine.clone_prompts import prompt_fields
 from ttsd.synth.engine.pool import qwen_loader
@@ -38,6 +40,8 @@ from ttsd.synth.runner import load_options
 from ttsd.voicelib import SavedVoice, Source, VoiceLibrary, VoiceRejected
 
 MAX_RECORDING_S: Final = 60.0
+MAX_RECORDING_BYTES: Final = 64 * 2**20
+"""Far above a minute of audio in any format soundfile reads (a minute of 96 kHz 32-bit stereo is 44 MiB)."""
 """Longer references only slow every job down (the reference codes go in front of each one)."""
 DEFAULT_SAMPLE_TEXT: Final = (
     "Hello! This is the voice I read with: stories, the news and my notes, clearly and at an easy pace."
@@ -139,11 +143,16 @@ def load_engine(settings: Settings, entry: ModelEntry, kind: ModelKind) -> QwenE
 def read_recording(path: Path) -> tuple[np.ndarray, int, bytes]:
     """A recording as a mono float32 waveform, its rate and the file's bytes; VoiceRejected when it is
     unreadable, empty or longer than `MAX_RECORDING_S`."""
+    if path.is_dir():
+        raise VoiceRejected(f"the recording {path} is a folder, not an audio file")
     try:
-        data = path.read_bytes()
-        audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    except IsADirectoryError:
-        raise VoiceRejected(f"the recording {path} is a folder, not an audio file") from None
+        # A regular file only, and a bounded read: /dev/zero or a pipe would be read forever.
+        data = read_regular_file(path.resolve(), MAX_RECORDING_BYTES + 1)
+        if len(data) > MAX_RECORDING_BYTES:
+            raise VoiceRejected(f"the recording {path} is over {MAX_RECORDING_BYTES // 2**20} MiB")
+        audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except NotRegularFile:
+        raise VoiceRejected(f"the recording {path} is not a regular file (a device, a pipe?)") from None
     except (OSError, RuntimeError, sf.LibsndfileError) as exc:
         raise VoiceRejected(f"the recording {path} cannot be read as audio: {exc}") from exc
     if not len(audio):

@@ -8,18 +8,19 @@ from collections.abc import Sequence
 from ttsd.errors import JobNotFound, TtsdError
 
 MAX_VOICE_NAME_CHARS = 64
-_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
 def voice_name_problem(name: str) -> str | None:
     """Why `name` cannot name a saved voice, or None when it can. The name becomes a folder name, so
-    it is plain ASCII: letters, digits, `-`, `_` and `.`, not starting with `.` (hidden, and `..`)."""
+    it is plain ASCII: letters, digits, `-`, `_` and `.`, not starting with `.` (hidden, and `..`) nor
+    with `-` (read as an option by `ttsd voices remove` and every shell tool)."""
     if not name:
         return "a voice name cannot be empty"
     if len(name) > MAX_VOICE_NAME_CHARS:
         return f"a voice name is at most {MAX_VOICE_NAME_CHARS} characters (this one has {len(name)})"
-    if name.startswith("."):
-        return "a voice name cannot start with '.'"
+    if name.startswith((".", "-")):
+        return "a voice name cannot start with '.' or '-'"
     if not _NAME.fullmatch(name):
         return "a voice name holds only letters, digits, '-', '_' and '.'"
     return None
