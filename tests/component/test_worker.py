@@ -47,7 +47,7 @@ from ttsd.synth.chunk_files import ChunkFiles
 from ttsd.synth.context import WorkContext
 from ttsd.synth.engine.base import Engine, SynthesisRequest, Takes
 from ttsd.synth.engine.pool import EnginePool
-from ttsd.synth.keeping import retry_delay
+from ttsd.synth.keeping import Keeper, retry_delay
 from ttsd.synth.worker import Worker
 
 # Every field the README names for a status file, with the fields of its nested objects.
@@ -769,6 +769,35 @@ def test_a_short_job_arriving_while_a_long_one_runs_is_delivered_at_the_next_cal
             gate.release()
         running.wait_state(long_job, JobState.DONE)
     assert_delivered(rig, short, "Hello.")
+
+
+def test_a_job_is_spoken_and_delivered_while_a_long_one_is_being_finished(
+    make_rig: MakeRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    finishing = threading.Event()
+    released = threading.Event()
+    real_finish = Keeper.finish
+
+    def slow_for_the_book(keeper: Keeper, job: Job, *args: Any) -> None:
+        if job.name == "book":
+            finishing.set()
+            # Joining and encoding hours of audio: held here until the short job is through.
+            assert released.wait(timeout=10), "the short job waited for the book's finish"
+        real_finish(keeper, job, *args)
+
+    monkeypatch.setattr(Keeper, "finish", slow_for_the_book)
+    rig = make_rig(max_batch=2)
+    book = rig.add(LONG_TEXT * 4, name="book", chunking={"max_chars": 600})
+    with Running(rig) as running:
+        assert finishing.wait(timeout=10)
+        short = rig.add("Hello.", name="hello")
+        rig.worker.wake.set()
+        running.wait_state(short, JobState.DONE)
+        assert rig.job(book).state == JobState.RUNNING
+        released.set()
+        running.wait_state(book, JobState.DONE)
+    assert_delivered(rig, short, "Hello.")
+    assert rig.job(book).chunks_done == rig.job(book).chunks_total
 
 
 def test_each_job_is_delivered_when_its_own_chunks_are_done(make_rig: MakeRig) -> None:

@@ -1,11 +1,9 @@
-"""A model's worker: it leases jobs from the queue, keeps them active, and runs generate calls over
-their chunks as the scheduler picks them, so a job that arrives while others run joins at the next
-call and each job is delivered the moment its own last chunk is kept.
-
+"""A model's worker: it leases jobs, keeps them active, and runs generate calls over their chunks as
+the scheduler picks them, so a job that arrives while others run joins at the next call, and each job
+is finished (joined and delivered, in a thread of its own) the moment its own last chunk is kept.
 Every finished chunk is kept (file + row) before its job is joined, so a job interrupted halfway
 resumes where it stopped. With `overlap`, decoding and keeping one call run in a second thread while
-the next call generates (the codec and the disk work then use the other core).
-"""
+the next call generates (the codec and the disk work then use the other core)."""
 
 from __future__ import annotations
 
@@ -28,6 +26,7 @@ from ttsd.synth.context import WorkContext
 from ttsd.synth.decoding import DecodeLane
 from ttsd.synth.engine.stepping.engine import LoopUnavailable
 from ttsd.synth.failures import SPACE_CHECK_S, SpaceWait, failure_of
+from ttsd.synth.finishing import Finisher
 from ttsd.synth.keeping import Keeper
 from ttsd.synth.lease import LeaseHeartbeat
 from ttsd.synth.ledger import CallLedger, Report
@@ -77,6 +76,7 @@ class Worker:
         self._report = report
         self._space = SpaceWait([context.outbox.root, context.chunks.root])
         self.keeper = Keeper(context, self.token, self._space)
+        self.finisher = Finisher(self.keeper.finish)
         self.renderer = Renderer(model, context)
         fixed = context.settings.max_batch
         self.scheduler = ChunkScheduler(fixed if isinstance(fixed, int) else 1)
@@ -84,8 +84,7 @@ class Worker:
         self._lock = threading.Lock()
         self._state = "starting"
         self.calls = CallLedger(report)
-        self._calls_only = False
-        """The engine speaks in generate calls only (the official path, or the loop failed here)."""
+        self._calls_only = False  # the engine speaks in generate calls only (official path, or the loop failed)
         self._streaming: Streaming | None = None
         self._next_admit = 0.0
         self._plan: dict[str, str] = {}
@@ -97,6 +96,7 @@ class Worker:
         for that long ("idle"). On the way out the call in progress (or the rows running) is
         finished and kept, and the jobs still held go back to the queue uncounted."""
         keeping = DecodeLane(self) if self.overlap else None
+        self.finisher.start()
         idle_since = time.monotonic()
         outcome = "stopped"
         try:
@@ -120,6 +120,7 @@ class Worker:
         finally:
             if keeping is not None:
                 keeping.close()
+            self.finisher.close()
             self._release()
         return outcome
 
@@ -130,8 +131,7 @@ class Worker:
             self._report(state, {})
 
     def work_once(self) -> bool:
-        """Lease what is ready and speak it until every leased job is finished, without leasing
-        more meanwhile (tests and one-shot use); False when nothing was ready."""
+        """Lease what is ready and speak and finish it all, leasing no more (tests); False: nothing ready."""
         with LeaseHeartbeat(self.context.store, self.token, max(0.2, self.context.settings.lease_s / 4)):
             if not self._admit():
                 return False
@@ -374,7 +374,7 @@ class Worker:
     def _deliver(self, held: _Held) -> None:
         # Forgotten first: from here on the job is no longer this worker's to schedule or to lose.
         self._forget(held.job.id)
-        self.keeper.finish(held.job, held.spec, self.renderer.last_plan)
+        self.finisher.put(held.job, held.spec, self.renderer.last_plan)
 
     def _fail(self, job: Job, error: EngineError) -> None:
         self._forget(job.id)
