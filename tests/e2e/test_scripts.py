@@ -157,18 +157,13 @@ def test_saved_voice_round_trip_across_a_restart(daemon_env: DaemonEnv, tmp_path
                           "--model", "tiny-base", "--json")  # fmt: skip
     assert made.returncode == 0, made.stderr
     voice = json.loads(made.stdout)
-    designed = daemon_env.cli("voices", "add", "warm", "--design", "A warm, low narrator.", "--model", "tiny-base",
-                              "--design-model", "tiny-design", "--json")  # fmt: skip
-    assert designed.returncode == 0, designed.stderr
 
     job = {"text": "Spoken by a saved voice.", "voice": "me", "seed": 11, "cache": False}
     daemon = daemon_env.start()
     daemon.wait_ready()
     daemon_env.drop_json("first.json", job)
-    daemon_env.drop_json("designed.json", {"text": "And by a designed one.", "voice": "warm"})
     first = daemon_env.wait_state("first", ("done", "failed"), timeout=120)
     assert first["state"] == "done" and first["model"] == "tiny-base", first
-    assert daemon_env.wait_state("designed", ("done", "failed"), timeout=120)["state"] == "done"
     assert daemon.terminate() == 0
 
     served = start_http_daemon(daemon_env)
@@ -197,6 +192,5 @@ def test_saved_voice_round_trip_across_a_restart(daemon_env: DaemonEnv, tmp_path
     daemon_env.drop_json("after-removal.json", {"text": "Who speaks now?", "voice": "me"})
     error = daemon_env.wait_state("after-removal", ("rejected",))["error"]
     assert error["code"] == "unknown_voice" and "'me'" in error["message"]
-    listed = json.loads(daemon_env.cli("voices", "list", "--json").stdout)
-    assert [v["name"] for v in listed] == ["warm"]
+    assert json.loads(daemon_env.cli("voices", "list", "--json").stdout) == []
     assert daemon.terminate() == 0
