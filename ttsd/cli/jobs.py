@@ -81,7 +81,7 @@ def _wait_until_finished(ctx: Context, ids: list[str], deadline: float | None, t
 def show(ctx: Context, job: str) -> None:
     """Everything about one job (by id, id prefix or output name)."""
     found = ctx.store.get(job)
-    document = status_document(found)
+    document = status_document(found, ctx.store.chunks)
     spec = json.loads(found.spec_json)  # "{}" for a rejected file: it never became a job
     document["text"] = spec.get("text", "")
     document["format"] = spec.get("format")

@@ -78,7 +78,8 @@ async def get_job(request: Request, job_ref: str) -> dict[str, Any]:
     """The job by id, unique id prefix or output name."""
     door = door_of(request)
     job = await _job(door, job_ref)
-    return {**status_document(job), **links(job)}
+    # Off the event loop: a book's document is built from a large spec and its chunk rows.
+    return {**await blocking(status_document, job, door.store.chunks), **links(job)}
 
 
 @router.get("/{job_ref}/audio", summary="A done job's audio file", responses=AUDIO_RESPONSE)
@@ -114,6 +115,7 @@ async def job_events(request: Request, job_ref: str) -> StreamingResponse:
 
     async def events() -> AsyncIterator[bytes]:
         async for current in door.watch.follow(job.id):
-            yield f"event: status\ndata: {json.dumps(status_document(current))}\n\n".encode()
+            document = await blocking(status_document, current, door.store.chunks)
+            yield f"event: status\ndata: {json.dumps(document)}\n\n".encode()
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
