@@ -130,7 +130,9 @@ def test_a_missing_voice_names_the_saved_ones(library: VoiceLibrary, recording: 
     with pytest.raises(VoiceNotFound, match="saved voices: none yet"):
         library.get("narrator")
     save(library, recording, "Amy")
-    with pytest.raises(VoiceNotFound, match=r"no saved voice 'amy'; saved voices: Amy") as caught:
+    with pytest.raises(
+        VoiceNotFound, match=r"no saved voice 'amy' \(did you mean 'Amy'\?.*saved voices: Amy"
+    ) as caught:
         library.get("amy")
     assert caught.value.voice == "amy" and caught.value.code == "missing_voice"
     with pytest.raises(VoiceNotFound, match="cannot start with"):
@@ -280,3 +282,9 @@ def test_a_changed_prompt_is_found_when_the_voice_is_named(library: VoiceLibrary
         library.get("tampered")
     assert [voice.name for voice in library.list()] == ["kept"]
     assert voice_name_problem("-rf") == "a voice name cannot start with '.' or '-'"
+
+
+def test_a_voice_named_in_another_case_is_pointed_to(library: VoiceLibrary, recording: Path) -> None:
+    save(library, recording, "good")
+    with pytest.raises(VoiceNotFound, match=r"no saved voice 'GOOD' \(did you mean 'good'\?"):
+        library.get("GOOD")

@@ -93,8 +93,10 @@ class VoiceLibrary:
         if problem is not None:
             raise VoiceNotFound(name, self.names(), why=problem)
         folder = self._folder_of(name)
-        if folder is None or folder.name != name:
+        if folder is None:
             raise VoiceNotFound(name, self.names())
+        if folder.name != name:
+            raise VoiceNotFound(name, self.names(), why=f"did you mean {folder.name!r}? a job spells a voice as saved")
         voice = self._read(folder)
         # A prompt changed or cut since it was saved is found here, when a job names the voice or
         # `ttsd voices list` shows it, not only when a worker loads it.
