@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
@@ -151,8 +152,12 @@ class JobSpec(BaseModel):
 
     def chapter_of(self, segment: int) -> int:
         """The chapter a script segment belongs to (0 for a job without chapters)."""
-        starts = [chapter.segment for chapter in self.chapters or ()]
-        return max(0, bisect.bisect_right(starts, segment) - 1)
+        return max(0, bisect.bisect_right(self._chapter_starts, segment) - 1)
+
+    @cached_property
+    def _chapter_starts(self) -> list[int]:
+        # Asked once per chunk of a book: thousands of chunks, hundreds of chapters.
+        return [chapter.segment for chapter in self.chapters or ()]
 
     def script(self) -> tuple[Segment, ...]:
         """What is spoken, in order: the segments, or the whole text as one segment."""

@@ -93,6 +93,19 @@ def voice_model(named: Sequence[tuple[str | None, str]], library: SavedVoices | 
     return None if first is None else (saved_voice(first[0], library, first[1]).model, first[0])
 
 
+class _LookedUpOnce:
+    """A library read once per voice name: a script's thousands of segments may name one voice."""
+
+    def __init__(self, library: SavedVoices) -> None:
+        self._library = library
+        self._found: dict[str, SavedVoice] = {}
+
+    def get(self, name: str) -> SavedVoice:
+        if name not in self._found:
+            self._found[name] = self._library.get(name)
+        return self._found[name]
+
+
 def job_voices(
     own: dict[str, str | None],
     text: str,
@@ -103,6 +116,7 @@ def job_voices(
 ) -> tuple[VoiceFields, tuple[Segment, ...] | None]:
     """The job's own voice fields and its script's segments, checked against the model; `chosen_by`
     names the saved voice that picked the model (a job that named none), for the rejections."""
+    library = _LookedUpOnce(library) if library is not None else None
     try:
         if segments is None:
             check_silence(check_markup(text, "text"), "text")

@@ -40,9 +40,9 @@ from ttsd.synth.runner import load_options
 from ttsd.voicelib import SavedVoice, Source, VoiceLibrary, VoiceRejected
 
 MAX_RECORDING_S: Final = 60.0
+"""Longer references only slow every job down (the reference codes go in front of each one)."""
 MAX_RECORDING_BYTES: Final = 64 * 2**20
 """Far above a minute of audio in any format soundfile reads (a minute of 96 kHz 32-bit stereo is 44 MiB)."""
-"""Longer references only slow every job down (the reference codes go in front of each one)."""
 DEFAULT_SAMPLE_TEXT: Final = (
     "Hello! This is the voice I read with: stories, the news and my notes, clearly and at an easy pace."
 )

@@ -37,7 +37,7 @@ from ttsd.fsutil import (
     temp_name,
 )
 from ttsd.voicelib.errors import DamagedVoice, VoiceNotFound, VoiceRejected, voice_name_problem
-from ttsd.voicelib.prompt_file import encode_prompt, load_prompt, saved_names, sha256_of
+from ttsd.voicelib.prompt_file import checked_prompt_bytes, encode_prompt, saved_names, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class VoiceLibrary:
         voice = self._read(folder)
         # A prompt changed or cut since it was saved is found here, when a job names the voice or
         # `ttsd voices list` shows it, not only when a worker loads it.
-        load_prompt(folder / PROMPT_FILE, voice.prompt_sha256, name)
+        checked_prompt_bytes(folder / PROMPT_FILE, voice.prompt_sha256, name)
         return voice
 
     def list(self) -> list[SavedVoice]:

@@ -64,6 +64,11 @@ def sha256_of(data: bytes) -> str:
 def load_prompt(path: Path, expected_sha256: str, voice: str) -> dict[str, Any]:
     """The prompt item's fields from `path` (see `encode_prompt`), after checking the file is the one
     saved: VoiceNotFound when it is gone, DamagedVoice when it is unreadable, changed or malformed."""
+    return decode_prompt(checked_prompt_bytes(path, expected_sha256, voice), voice)
+
+
+def checked_prompt_bytes(path: Path, expected_sha256: str, voice: str) -> bytes:
+    """The bytes of the prompt file at `path`, if they are the ones saved (errors as `load_prompt`)."""
     try:
         data = read_regular_file(path, MAX_PROMPT_BYTES + 1)
     except FileNotFoundError:
@@ -77,7 +82,7 @@ def load_prompt(path: Path, expected_sha256: str, voice: str) -> dict[str, Any]:
         raise DamagedVoice(
             voice, f"its prompt file changed since it was saved (sha256 {actual[:12]}…, saved {expected_sha256[:12]}…)"
         )
-    return decode_prompt(data, voice)
+    return data
 
 
 def decode_prompt(data: bytes, voice: str) -> dict[str, Any]:

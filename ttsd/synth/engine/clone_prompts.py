@@ -11,6 +11,7 @@ give, without the speech tokenizer and speaker encoder running again.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -71,7 +72,7 @@ def read_reference(path: Path) -> tuple[np.ndarray, int, bytes]:
     """A reference recording as a mono float32 waveform, its rate, and the file's bytes."""
     try:
         data = path.read_bytes()
-        audio, rate = sf.read(path, dtype="float32", always_2d=True)
+        audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (OSError, RuntimeError, sf.LibsndfileError) as exc:
         problem = f"reference audio {path.name!r} cannot be read: {exc}"
         raise PermanentEngineError(problem, code="bad_reference") from exc
