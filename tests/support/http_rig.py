@@ -3,6 +3,7 @@ thread: every route runs for real, and speaking takes milliseconds."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,9 +49,14 @@ class HttpRig:
         self._threads.append(thread)
 
     def files_outside_outbox(self) -> set[Path]:
-        """Every file under the rig's root except the outbox's and the queue's own."""
-        skip = (self.outbox.root, self.settings.state_dir)
-        return {p for p in self.root.rglob("*") if p.is_file() and not any(p.is_relative_to(s) for s in skip)}
+        """Every file under the rig's root except the outbox's and the queue's own. Those two are not
+        even walked: the worker adds and removes chunk folders there while this looks."""
+        skip = {self.outbox.root, self.settings.state_dir}
+        found: set[Path] = set()
+        for folder, subfolders, files in os.walk(self.root):
+            subfolders[:] = [name for name in subfolders if Path(folder, name) not in skip]
+            found.update(Path(folder, name) for name in files)
+        return found
 
     _threads: list[threading.Thread]
 
