@@ -27,6 +27,15 @@ Device = Literal["auto", "mps", "cuda", "cpu"]
 Dtype = Literal["auto", "float16", "bfloat16", "float32"]
 
 
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+"""URL schemes of `TTS_DATABASE_URL` that name a PostgreSQL database (`postgresql+psycopg` too)."""
+
+
+def is_postgres_url(url: str) -> bool:
+    """Whether `url` names a PostgreSQL database."""
+    return url.partition("://")[0].partition("+")[0] in POSTGRES_SCHEMES and "://" in url
+
+
 def default_state_dir() -> Path:
     """The per-user state folder (queue database, cache, built models): platformdirs' standard place."""
     return platformdirs.user_state_path("ttsd", appauthor=False)
@@ -105,6 +114,14 @@ class Settings(BaseModel):
     default_sample_rate: int = Field(24_000, ge=8_000, le=192_000)
 
     lease_s: float = Field(60.0, gt=0)
+    # Empty: the SQLite file in the state directory (one machine). A postgresql:// URL: the queue in
+    # PostgreSQL, shared by every host that names it (ttsd.jobqueue.postgres).
+    database_url: str = ""
+    # On a shared database, idle workers are woken by LISTEN/NOTIFY; this slow poll is the safety net.
+    database_poll_s: float = Field(5.0, gt=0, le=300)
+    # None: <state_dir>/cache. Hosts sharing a database share the cache index: point them all at one
+    # shared folder here, or hits made elsewhere are misses.
+    cache_folder: Path | None = None
     scan_interval_s: float = Field(2.0, gt=0)
     stable_s: float = Field(default_factory=default_stable_s, ge=0)
     shutdown_grace_s: float = Field(20.0, ge=0)
@@ -132,6 +149,19 @@ class Settings(BaseModel):
     http_max_body_bytes: int = Field(1024**2, ge=1024, le=64 * 1024**2)
     # How long a request that answers with audio waits for its job; the job itself goes on after.
     http_wait_s: float = Field(600.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, url: str) -> str:
+        url = url.strip()
+        if url and not is_postgres_url(url):
+            raise ValueError(f"expected empty (SQLite in the state directory) or a postgresql:// URL, got {url!r}")
+        return url
+
+    @field_validator("cache_folder")
+    @classmethod
+    def _absolute_cache_folder(cls, path: Path | None) -> Path | None:
+        return None if path is None else path.expanduser().absolute()
 
     @field_validator("inbox", "outbox", "state_dir")
     @classmethod
@@ -185,8 +215,24 @@ class Settings(BaseModel):
 
     @property
     def db_path(self) -> Path:
-        """The queue database inside the state directory."""
+        """The SQLite queue file inside the state directory (used unless `database_url` is set)."""
         return self.state_dir / "ttsd.sqlite3"
+
+    @property
+    def queue_target(self) -> Path | str:
+        """Where the queue is: the PostgreSQL URL when one is set, else the SQLite file."""
+        return self.database_url or self.db_path
+
+    @property
+    def shared_queue(self) -> bool:
+        """Whether the queue is a database several hosts may share (PostgreSQL)."""
+        return bool(self.database_url)
+
+    @property
+    def queue_poll_s(self) -> float:
+        """How often an idle worker looks at the queue unasked: each second on SQLite (cheap, one
+        host); slowly on a shared database, where notifications wake it."""
+        return self.database_poll_s if self.shared_queue else 1.0
 
     @property
     def lock_path(self) -> Path:
@@ -216,7 +262,7 @@ class Settings(BaseModel):
     @property
     def cache_dir(self) -> Path:
         """Where cached audio lives."""
-        return self.state_dir / "cache"
+        return self.cache_folder or self.state_dir / "cache"
 
 
 class LoadedSettings(BaseModel):

@@ -197,4 +197,5 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(folder: Path) 
         thread.join(timeout=60)
     assert errors == []
     assert user_version(path) == LATEST_VERSION
-    assert schema(path) == schema(open_store(folder / "alone.sqlite3").db_path)
+    open_store(folder / "alone.sqlite3")
+    assert schema(path) == schema(folder / "alone.sqlite3")

@@ -46,6 +46,7 @@ class TestSQLiteQueue(QueueContract):
     def test_database_file_is_private_durable_and_sound(self, store: Store) -> None:
         enqueue(store, "something")
         path = store.db_path
+        assert path is not None
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
         with store._read():  # an open connection keeps -wal and -shm around
@@ -58,7 +59,7 @@ class TestSQLiteQueue(QueueContract):
             assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         finally:
             raw.close()
-        for engine in (store._reader, store._writer):
+        for engine in (store.backend.reader, store.backend.writer):
             with engine.connect() as connection:
                 assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2
                 assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"

@@ -49,7 +49,7 @@ class Context:
     def store(self) -> PeopleQueue:
         """The queue database (created if this is the first use)."""
         if self._store is None:
-            self._store = Store(self.settings.db_path)
+            self._store = Store(self.settings.queue_target)
         return self._store
 
     def daemon_folders(self) -> DaemonFolders:

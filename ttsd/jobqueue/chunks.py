@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
-from ttsd.jobqueue.database import Database
+from ttsd.jobqueue.database import Database, transient
 from ttsd.jobqueue.queries import leased
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import ChunkRow, Job
@@ -24,11 +24,13 @@ def _chunks(session: Session, job_id: str) -> list[ChunkRow]:
 class ChunkRecords(Database):
     """The chunks of jobs that are being, or were being, synthesized."""
 
+    @transient
     def chunks(self, job_id: str) -> list[ChunkRow]:
         """A job's chunks in order (empty before its first claim)."""
         with self._read() as session:
             return _chunks(session, job_id)
 
+    @transient
     def plan_chunks(self, job_id: str, token: str, pieces: list[tuple[str, int, int]]) -> list[ChunkRow] | None:
         """The job's chunks: the ones recorded earlier (a resumed job), else `pieces` (text, pause
         after in ms, script segment) recorded now. None if `token` no longer holds the job."""
@@ -51,13 +53,14 @@ class ChunkRecords(Database):
             session.add(job)
             return rows
 
+    @transient
     def chunk_done(
         self, job_id: str, token: str, index: int, duration_s: float, synth_s: float, cache_hit: bool
     ) -> bool:
         """Record a finished chunk and the job's progress, only while `token` holds the job."""
         with self._write() as session:
             job = leased(session, job_id, token)
-            chunk = session.get(ChunkRow, (job_id, index))
+            chunk = session.get(ChunkRow, (job_id, index), with_for_update=True)
             if job is None or chunk is None:
                 return False
             if not chunk.done:
@@ -70,11 +73,13 @@ class ChunkRecords(Database):
                 session.add_all([chunk, job])
             return True
 
+    @transient
     def drop_chunks(self, job_id: str) -> None:
         """Forget a finished job's chunks (their audio is in the delivered file now)."""
         with self._write() as session:
             delete_chunks(session, job_id)
 
+    @transient
     def jobs_with_chunks(self) -> dict[str, JobState]:
         """Job id -> state, for every job that still has chunk rows."""
         with self._read() as session:

@@ -10,41 +10,60 @@ from pathlib import Path
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from ttsd.jobqueue.database import Database
-from ttsd.jobqueue.tables import DaemonRecord, utcnow
+from ttsd.jobqueue.database import Database, transient
+from ttsd.jobqueue.tables import DaemonRecord
 
 
 class DaemonRecords(Database):
     """The daemons' own rows."""
 
-    def register_daemon(self, inbox: Path, outbox: Path, version: str) -> DaemonRecord:
-        """Record this daemon's start."""
-        record = DaemonRecord(
-            id=uuid.uuid4().hex[:12],
-            pid=os.getpid(),
-            hostname=os.uname().nodename,
-            inbox=str(inbox),
-            outbox=str(outbox),
-            version=version,
-        )
+    @transient
+    def register_daemon(self, inbox: Path, outbox: Path, version: str, role: str = "run") -> DaemonRecord:
+        """Record this daemon's start (`role`: `run`, or `worker` for a host that only synthesizes)."""
         with self._write() as session:
+            now = self._now(session)
+            record = DaemonRecord(
+                id=uuid.uuid4().hex[:12],
+                pid=os.getpid(),
+                hostname=os.uname().nodename,
+                started_at=now,
+                heartbeat_at=now,
+                inbox=str(inbox),
+                outbox=str(outbox),
+                version=version,
+                role=role,
+            )
             session.add(record)
         return record
 
+    @transient
     def daemon_heartbeat(self, daemon_id: str, device_plan: str, loaded_models: str) -> None:
         """Show that the daemon is alive, with what it has loaded."""
         with self._write() as session:
             session.execute(
                 update(DaemonRecord)
                 .where(col(DaemonRecord.id) == daemon_id)
-                .values(heartbeat_at=utcnow(), device_plan=device_plan, loaded_models=loaded_models)
+                .values(heartbeat_at=self._now(session), device_plan=device_plan, loaded_models=loaded_models)
             )
 
+    @transient
     def daemon_stopped(self, daemon_id: str) -> None:
         """Record a clean stop."""
         with self._write() as session:
-            session.execute(update(DaemonRecord).where(col(DaemonRecord.id) == daemon_id).values(stopped_at=utcnow()))
+            stopped = update(DaemonRecord).where(col(DaemonRecord.id) == daemon_id)
+            session.execute(stopped.values(stopped_at=self._now(session)))
 
+    @transient
+    def daemons(self, limit: int = 50) -> list[DaemonRecord]:
+        """Recent daemons, running or not, on every host: those still running first, each group
+        newest heartbeat first."""
+        with self._read() as session:
+            query = select(DaemonRecord).order_by(
+                col(DaemonRecord.stopped_at).is_not(None), col(DaemonRecord.heartbeat_at).desc()
+            )
+            return list(session.exec(query.limit(limit)))
+
+    @transient
     def latest_daemon(self) -> DaemonRecord | None:
         """The most recently started daemon, running or not."""
         with self._read() as session:

@@ -1,154 +1,195 @@
-"""The queue's SQLite file: engines, PRAGMAs, transactions, file modes, and the schema at open.
+"""The open queue database, whichever backend holds it: a SQLite file (one machine, the default) or
+a PostgreSQL database (`TTS_DATABASE_URL`, shared by several machines).
 
-SQLite in WAL mode with `synchronous=FULL`, so a committed transaction survives a crash and a power
-loss. pysqlite's own transaction handling is switched off and every write transaction starts with
-`BEGIN IMMEDIATE` (a deferred one that upgrades to a write can fail with SQLITE_BUSY at once,
-whatever the busy timeout says). No transaction is ever held while audio is synthesized: a claim
-is a short write, and the result is recorded by a guarded update that only the lease holder wins.
+The aggregates (`ttsd.jobqueue.lifecycle` and the others) are written once for both. They take
+their transactions, the database's clock, their locks and their notifications from here, and each
+backend supplies what its engine needs: SQLite serializes every write transaction, so a lock here
+is a no-op there; PostgreSQL locks rows and keys, and tells idle hosts that work arrived.
+
+A transaction that fails because the connection to PostgreSQL was lost (a server restart, a
+network cut) is run again from the start by `transient`, with backoff, for up to
+`RECONNECT_FOR_S`. Every public method of the queue is one or a few whole transactions, each
+written so that running it again after a failed commit does what one run would have done.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sqlite3
-import sys
+import functools
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
+from ttsd.config import is_postgres_url
+from ttsd.errors import StoreError
 from ttsd.jobqueue.migrations import migrate
+from ttsd.jobqueue.postgres import WORK_CHANNEL, PostgresDatabase, lock_key
+from ttsd.jobqueue.sqlite_file import SqliteFile
+from ttsd.jobqueue.tables import utcnow
+
+log = logging.getLogger(__name__)
+
+RECONNECT_FOR_S: Final = 120.0
+"""How long a transaction is retried while the database is unreachable before the call fails."""
+_BACKOFF_S: Final = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def _make_engine(db_path: Path, immediate: bool) -> Engine:
-    engine = create_engine(
-        f"sqlite:///{db_path}",
-        # Pooled connections are handed to one thread at a time; opening one per query (and running
-        # its PRAGMAs) cost more than the queries themselves. ttsd never forks with a connection open
-        # (hooks start programs through subprocess, which execs at once).
-        connect_args={"check_same_thread": False, "timeout": 30},
-        pool_size=4,
-        max_overflow=16,
-    )
+class Backend(Protocol):
+    """What `Database` needs from a backend."""
 
-    @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        if sys.platform == "darwin":
-            # macOS fsync does not reach the platter; F_FULLFSYNC does.
-            cursor.execute("PRAGMA fullfsync=ON")
-            cursor.execute("PRAGMA checkpoint_fullfsync=ON")
-        cursor.close()
+    @property
+    def dialect(self) -> str: ...
 
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    @property
+    def shared(self) -> bool:
+        """Whether several hosts may use the database at once."""
 
-    return engine
+    @property
+    def db_path(self) -> Path | None: ...
 
+    @property
+    def writer(self) -> Engine: ...
 
-WAL_SWITCH_TIMEOUT_S = 30.0
+    @property
+    def reader(self) -> Engine: ...
+
+    def finish_opening(self) -> None: ...
+
+    def describe(self) -> str: ...
+
+    def integrity_check(self, session: Session) -> str: ...
+
+    def is_transient(self, error: BaseException) -> bool: ...
+
+    def close(self) -> None: ...
 
 
-def _enable_wal(db_path: Path) -> None:
-    """Put the file in WAL mode (it stays so) before any pool opens it. Switching a new file needs an
-    exclusive lock, and SQLite refuses that at once, busy timeout or not, while another process or
-    thread opening the same new file holds a lock on it: so the switch is retried for a while. On a
-    file already in WAL mode the pragma is a no-op that takes no lock."""
-    deadline = time.monotonic() + WAL_SWITCH_TIMEOUT_S
-    while True:
-        try:
-            with contextlib.closing(sqlite3.connect(db_path, timeout=WAL_SWITCH_TIMEOUT_S)) as connection:
-                connection.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
+def open_backend(target: Path | str) -> Backend:
+    """The backend of `target`: a `postgresql://` URL, else the path of a SQLite file."""
+    if isinstance(target, str) and is_postgres_url(target):
+        return PostgresDatabase(target)
+    return SqliteFile(Path(target))
+
+
+def transient(method: Callable[P, R]) -> Callable[P, R]:
+    """Run a queue method again, from the start, when its database connection was lost; after
+    `RECONNECT_FOR_S` the loss is a `StoreError`."""
+
+    @functools.wraps(method)
+    def retried(*args: P.args, **kwargs: P.kwargs) -> R:
+        database = args[0]
+        assert isinstance(database, Database)
+        return database._retried(functools.partial(method, *args, **kwargs))
+
+    return retried
 
 
 class Database:
-    """The open queue file: a writer and a reader engine, and a session from each per transaction.
+    """The open queue: a writer and a reader engine, and a session from each per transaction.
 
-    Opening creates the file (private) if needed and brings its schema up to date.
+    Opening brings the schema up to date (SQLite also creates its file, private, if needed).
     """
 
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = db_path
-        db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Create the file private before SQLite opens it (SQLite gives -wal and -shm the same mode),
-        # so the queue is never readable by others, not even for a moment.
-        os.close(os.open(db_path, os.O_RDWR | os.O_CREAT, 0o600))
-        _enable_wal(db_path)
-        self._writer = _make_engine(db_path, immediate=True)
-        self._reader = _make_engine(db_path, immediate=False)
+    def __init__(self, target: Path | str) -> None:
+        self.backend = open_backend(target)
+        self.location = self.backend.describe()
+        self.db_path = self.backend.db_path
+        self.shared = self.backend.shared
         try:
-            migrate(self._writer, db_path)
+            _open_with_retries(self.backend)
         except BaseException:
-            self.close()
+            self.backend.close()
             raise
-        for suffix in ("", "-wal", "-shm"):
-            path = Path(f"{db_path}{suffix}")
-            if path.exists():
-                path.chmod(0o600)
+        self.backend.finish_opening()
 
     def close(self) -> None:
         """Release the connection pools."""
-        self._writer.dispose()
-        self._reader.dispose()
+        self.backend.close()
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
-        """A write transaction (`BEGIN IMMEDIATE`), committed when the block ends without error."""
-        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+        """A write transaction, committed when the block ends without error."""
+        with Session(self.backend.writer, expire_on_commit=False) as session, session.begin():
             yield session
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
         """A read transaction: one consistent snapshot for the block."""
-        with Session(self._reader, expire_on_commit=False) as session, session.begin():
+        with Session(self.backend.reader, expire_on_commit=False) as session, session.begin():
             yield session
 
-    def integrity_check(self) -> str:
-        """SQLite's own verdict on the database file ("ok" when sound)."""
+    def _retried(self, transaction: Callable[[], R]) -> R:
+        """`transaction()`, run again while the backend calls its failure transient (see `transient`)."""
+        deadline = time.monotonic() + RECONNECT_FOR_S
+        attempt = 0
+        while True:
+            try:
+                return transaction()
+            except Exception as exc:
+                if not self.backend.is_transient(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise StoreError(f"the queue database {self.location} is unreachable: {exc}") from exc
+                pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
+                log.warning("queue database connection lost (%s); retrying in %.2fs", type(exc).__name__, pause)
+                time.sleep(pause)
+                attempt += 1
+
+    def _now(self, session: Session) -> datetime:
+        """Now, by the database's clock (PostgreSQL's transaction time; SQLite lives on this host)."""
+        if self.backend.dialect == "sqlite":
+            return utcnow()
+        moment: datetime = session.execute(select(func.now())).scalar_one()
+        return moment
+
+    def _serialize(self, session: Session, what: str) -> None:
+        """Hold a lock named `what` until the transaction ends (SQLite holds its write lock anyway)."""
+        if self.backend.dialect == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(what)})
+
+    def _announce(self, session: Session, models: Collection[str]) -> None:
+        """Tell idle hosts, when this transaction commits, that these models' queues got work."""
+        if self.backend.dialect == "postgresql":
+            for model in sorted(set(models)):
+                session.execute(text("SELECT pg_notify(:channel, :model)"), {"channel": WORK_CHANNEL, "model": model})
+
+    def _insert(self) -> Any:
+        """The dialect's INSERT, which knows ON CONFLICT (upserts)."""
+        return postgresql.insert if self.backend.dialect == "postgresql" else sqlite.insert
+
+    @transient
+    def clock(self) -> datetime:
+        """Now, by the database's clock: what leases and heartbeats are measured against."""
         with self._read() as session:
-            return str(session.connection().exec_driver_sql("PRAGMA integrity_check").scalar())
+            return self._now(session)
+
+    @transient
+    def integrity_check(self) -> str:
+        """The backend's verdict on the database ("ok" when sound)."""
+        with self._read() as session:
+            return self.backend.integrity_check(session)
 
 
-def inspect_database(db_path: Path) -> str:
-    """SQLite's verdict on a queue file, read-only and without migrating it ("ok" when sound), for
-    `ttsd doctor`: anything else is what is wrong, such as "file is not a database"."""
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)) as connection:
-            rows = connection.execute("PRAGMA integrity_check").fetchall()
-    except sqlite3.DatabaseError as exc:
-        return str(exc)
-    verdict = "; ".join(str(row[0]) for row in rows[:5])
-    return verdict or "no answer"
-
-
-def quarantine_damaged(db_path: Path) -> tuple[Path, str] | None:
-    """Move a queue file that SQLite finds damaged aside (with its -wal and -shm), so the daemon can
-    start on a fresh one; returns where it went and what was wrong, or None when it is sound."""
-    if not db_path.exists():
-        return None
-    verdict = inspect_database(db_path)
-    if verdict == "ok":
-        return None
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    moved = db_path.with_name(f"{db_path.name}.damaged-{stamp}")
-    for suffix in ("", "-wal", "-shm"):
-        source = Path(f"{db_path}{suffix}")
-        if source.exists():
-            source.replace(Path(f"{moved}{suffix}"))
-    return moved, verdict
+def _open_with_retries(backend: Backend) -> None:
+    """Migrate the schema; a PostgreSQL server still starting (or restarting) is waited for."""
+    deadline = time.monotonic() + RECONNECT_FOR_S
+    attempt = 0
+    while True:
+        try:
+            migrate(backend.writer, backend.describe())
+            return
+        except Exception as exc:
+            if not backend.is_transient(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
+            attempt += 1

@@ -16,10 +16,11 @@ from sqlmodel.sql.expression import SelectOfScalar
 from ttsd.errors import StoreError
 from ttsd.jobqueue import records, transitions
 from ttsd.jobqueue.chunks import delete_chunks
+from ttsd.jobqueue.database import transient
 from ttsd.jobqueue.queries import LIVE_STATES, JobQueries, leased
 from ttsd.jobqueue.records import AudioInfo, EnqueueResult, Finished, Rejection, RunInfo
 from ttsd.jobqueue.states import JobState
-from ttsd.jobqueue.tables import Job, utcnow
+from ttsd.jobqueue.tables import Job
 from ttsd.jobspec import JobSpec
 from ttsd.names import name_key
 
@@ -37,8 +38,11 @@ def claim_query(model: str, now: datetime) -> SelectOfScalar[Job]:
     )
 
 
-def _new_job(key: str, spec: JobSpec, source_file: str | None, job_id: str | None = None) -> Job:
-    now = utcnow()
+ENQUEUE_LOCK = "enqueue"
+"""Held by every transaction that may create jobs: one job per content, whichever host records it."""
+
+
+def _new_job(key: str, spec: JobSpec, source_file: str | None, now: datetime, job_id: str | None = None) -> Job:
     return Job(
         id=job_id or records.new_job_id(),
         created_at=now,
@@ -57,6 +61,23 @@ def _new_job(key: str, spec: JobSpec, source_file: str | None, job_id: str | Non
     )
 
 
+def _rejected_row(rejection: Rejection, now: datetime) -> Job:
+    row = Job(
+        id=records.new_job_id(),
+        content_key=f"rejected:{uuid.uuid4().hex}",  # never a duplicate of anything
+        name=rejection.name,
+        name_key=name_key(rejection.name),
+        model="",
+        batch_key="",
+        spec_json="{}",
+        source_file=rejection.source_file,
+        created_at=now,
+        named_at=now,
+    )
+    transitions.reject(row, rejection, now)
+    return row
+
+
 class JobLifecycle(JobQueries):
     """Every write that moves a job."""
 
@@ -64,12 +85,15 @@ class JobLifecycle(JobQueries):
         """Record a job, unless the same resolved job is already queued, running or done."""
         return self.enqueue_many([(spec, source_file)])[0]
 
+    @transient
     def enqueue_many(self, items: Sequence[tuple[JobSpec, str | None]]) -> list[EnqueueResult]:
         """`enqueue` for several jobs (spec, source file) in one transaction: a burst of files pays
         one commit instead of one each. The same job twice in `items` is one job."""
         results: list[EnqueueResult] = []
         keyed = [(spec.content_key(), spec, source_file) for spec, source_file in items]
         with self._write() as session:
+            self._serialize(session, ENQUEUE_LOCK)
+            now = self._now(session)
             live = session.exec(
                 select(Job)
                 .where(col(Job.content_key).in_({key for key, _, _ in keyed}), col(Job.state).in_(LIVE_STATES))
@@ -81,35 +105,26 @@ class JobLifecycle(JobQueries):
                 if existing is not None:
                     results.append(EnqueueResult(existing, created=False))
                     continue
-                job = known[key] = _new_job(key, spec, source_file)
+                job = known[key] = _new_job(key, spec, source_file, now)
                 results.append(EnqueueResult(job, created=True))
-            session.add_all([result.job for result in results if result.created])
+            created = [result.job for result in results if result.created]
+            session.add_all(created)
+            self._announce(session, {job.model for job in created})
         return results
 
+    @transient
     def reject_many(self, rejections: Sequence[Rejection]) -> list[Job]:
         """Record job files (or lines) that cannot become jobs, in one transaction: each is a row,
         rejected at once, that takes its output name (its status file says why)."""
         rows = []
-        for rejection in rejections:
-            now = utcnow()
-            row = Job(
-                id=records.new_job_id(),
-                content_key=f"rejected:{uuid.uuid4().hex}",  # never a duplicate of anything
-                name=rejection.name,
-                name_key=name_key(rejection.name),
-                model="",
-                batch_key="",
-                spec_json="{}",
-                source_file=rejection.source_file,
-                created_at=now,
-                named_at=now,
-            )
-            transitions.reject(row, rejection, now)
-            rows.append(row)
         with self._write() as session:
+            now = self._now(session)
+            for rejection in rejections:
+                rows.append(_rejected_row(rejection, now))
             session.add_all(rows)
         return rows
 
+    @transient
     def restore(
         self, spec: JobSpec, source_file: str | None, job_id: str | None, finished: Finished | None
     ) -> EnqueueResult:
@@ -118,6 +133,7 @@ class JobLifecycle(JobQueries):
         A job already known by that id or content is left as it is (created False)."""
         key = spec.content_key()
         with self._write() as session:
+            self._serialize(session, ENQUEUE_LOCK)
             existing = session.get(Job, job_id) if job_id else None
             existing = (
                 existing
@@ -125,12 +141,14 @@ class JobLifecycle(JobQueries):
             )
             if existing is not None:
                 return EnqueueResult(existing, created=False)
-            job = _new_job(key, spec, source_file, job_id)
+            job = _new_job(key, spec, source_file, self._now(session), job_id)
             if finished is not None:
                 transitions.restore(job, finished)
             session.add(job)
+            self._announce(session, [job.model] if job.state == JobState.QUEUED else [])
             return EnqueueResult(job, created=True)
 
+    @transient
     def claim(
         self,
         model: str,
@@ -149,13 +167,16 @@ class JobLifecycle(JobQueries):
         worker holds nothing else), and then by itself; otherwise nothing is leased until the
         worker has drained. `min_priority` leases only jobs of at least that priority.
         Returns the lease token (needed for heartbeats and the guarded finish) and the jobs.
+
+        Rows another transaction is claiming are skipped, not waited for (`SKIP LOCKED`): workers
+        on several hosts claim side by side.
         """
-        now = now or utcnow()
         token = token or uuid.uuid4().hex
-        query = claim_query(model, now)
-        if min_priority is not None:
-            query = query.where(col(Job.priority) >= min_priority)
         with self._write() as session:
+            now = now or self._now(session)
+            query = claim_query(model, now).with_for_update(skip_locked=True)
+            if min_priority is not None:
+                query = query.where(col(Job.priority) >= min_priority)
             first = session.exec(query.limit(1)).first()
             if first is None or (transitions.runs_alone(first) and not alone_ok):
                 return token, []
@@ -172,13 +193,14 @@ class JobLifecycle(JobQueries):
                 session.add(job)
         return token, jobs
 
+    @transient
     def heartbeat(self, token: str) -> int:
         """Renew a lease; returns how many of its jobs are still running under it."""
         with self._write() as session:
             result = session.execute(
                 update(Job)
                 .where(col(Job.lease_token) == token, col(Job.state) == JobState.RUNNING)
-                .values(heartbeat_at=utcnow())
+                .values(heartbeat_at=self._now(session))
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -189,18 +211,29 @@ class JobLifecycle(JobQueries):
 
         `install` (making the audio file visible) runs inside the same write transaction, after the
         lease check: no other finish can slip in between, so a worker that lost its lease never
-        replaces the audio of the job's newer result.
+        replaces the audio of the job's newer result. Run again after a lost connection, `install`
+        runs once, and a commit that did land (only its answer was lost) is recognized: the job is
+        done with this very audio.
         """
-        with self._write() as session:
-            job = leased(session, job_id, token)
-            if job is None:
-                return False
-            if install is not None:
-                install()
-            transitions.succeed(job, audio, run, utcnow())
-            session.add(job)
-            return True
+        tries = 0
+        install_once = _once(install) if install is not None else None
 
+        def finish() -> bool:
+            nonlocal tries
+            tries += 1
+            with self._write() as session:
+                job = leased(session, job_id, token)
+                if job is None:
+                    return tries > 1 and _delivered(session, job_id, audio)
+                if install_once is not None:
+                    install_once()
+                transitions.succeed(job, audio, run, self._now(session))
+                session.add(job)
+                return True
+
+        return self._retried(finish)
+
+    @transient
     def finish_failed(
         self, job_id: str, token: str, code: str, message: str, max_attempts: int, retry_after_s: float | None
     ) -> JobState | None:
@@ -210,12 +243,13 @@ class JobLifecycle(JobQueries):
             job = leased(session, job_id, token)
             if job is None:
                 return None
-            now = utcnow()
+            now = self._now(session)
             retry_at = None if retry_after_s is None else now + timedelta(seconds=retry_after_s)
             state = transitions.fail(job, code, message, max_attempts, retry_at, now)
             session.add(job)
             return state
 
+    @transient
     def postpone(self, job_id: str, token: str, code: str, message: str, retry_after_s: float) -> bool:
         """Put a leased job back in the queue without counting the try (the machine, not the job,
         stopped it); False if the lease was lost meanwhile."""
@@ -223,25 +257,30 @@ class JobLifecycle(JobQueries):
             job = leased(session, job_id, token)
             if job is None:
                 return False
-            transitions.postpone(job, code, message, utcnow() + timedelta(seconds=retry_after_s))
+            transitions.postpone(job, code, message, self._now(session) + timedelta(seconds=retry_after_s))
             session.add(job)
             return True
 
-    def release_all_running(self) -> list[str]:
-        """At shutdown, with the daemon lock held: every running job goes back to the queue, uncounted."""
+    @transient
+    def release_all_running(self, owner: str | None = None) -> list[str]:
+        """At shutdown, with the daemon lock held: every running job (of `owner`'s leases, when
+        given: other hosts' jobs are theirs) goes back to the queue, uncounted."""
         with self._write() as session:
-            jobs = list(session.exec(select(Job).where(Job.state == JobState.RUNNING)))
+            jobs = list(session.exec(_locked(_owned(select(Job).where(Job.state == JobState.RUNNING), owner))))
             for job in jobs:
                 transitions.release(job)
                 session.add(job)
+            self._announce(session, {job.model for job in jobs})
             return [job.id for job in jobs]
 
+    @transient
     def recover_interrupted(
         self,
         max_attempts: int,
         stale_before: datetime | None = None,
         free_restarts: int = 0,
         spare: Collection[str] = (),
+        owner: str | None = None,
     ) -> list[Job]:
         """Running jobs whose worker is gone: queue them again, or fail those out of attempts.
 
@@ -249,24 +288,27 @@ class JobLifecycle(JobQueries):
         that is not the job's fault, so its first `free_restarts` such interruptions are not
         counted as tries. While running, jobs whose heartbeat is older than `stale_before` belong to
         a worker that stopped answering: that try counts. Leases in `spare` are left alone (their
-        workers are alive and watched by other means).
+        workers are alive and watched by other means). With `owner`, only the leases `owner` minted
+        are looked at (on a queue shared by several hosts, a daemon starting again recovers its own).
         """
-        query = select(Job).where(Job.state == JobState.RUNNING)
+        query = _owned(select(Job).where(Job.state == JobState.RUNNING), owner)
         if stale_before is not None:
             query = query.where(col(Job.heartbeat_at) < stale_before)
         if spare:
             query = query.where(col(Job.lease_token).not_in(list(spare)))
         with self._write() as session:
-            jobs = list(session.exec(query))
-            now = utcnow()
+            jobs = list(session.exec(_locked(query)))
+            now = self._now(session)
             for job in jobs:
                 if stale_before is None and job.restarts < free_restarts:
                     transitions.resume(job)
                 else:
                     transitions.interrupt(job, max_attempts, now)
                 session.add(job)
+            self._announce(session, {job.model for job in jobs if job.state == JobState.QUEUED})
             return jobs
 
+    @transient
     def interrupt_lease(self, token: str, max_attempts: int, only: Collection[str] | None = None) -> list[Job]:
         """The worker holding `token` died (a signal, an abort, out of memory): each of its jobs (or
         those in `only`: the ones in the calls it died in) is charged the try, so it runs alone next
@@ -275,46 +317,87 @@ class JobLifecycle(JobQueries):
         if only is not None:
             query = query.where(col(Job.id).in_(list(only)))
         with self._write() as session:
-            jobs = list(session.exec(query))
-            now = utcnow()
+            jobs = list(session.exec(_locked(query)))
+            now = self._now(session)
             for job in jobs:
                 transitions.interrupt(job, max_attempts, now)
                 session.add(job)
+            self._announce(session, {job.model for job in jobs if job.state == JobState.QUEUED})
             return jobs
 
+    @transient
     def release_lease(self, token: str) -> list[str]:
         """The worker holding `token` stopped when asked (or was stopped past the grace period):
         its jobs go back to the queue, uncounted; their finished chunks are kept."""
         with self._write() as session:
-            jobs = list(session.exec(select(Job).where(Job.state == JobState.RUNNING, Job.lease_token == token)))
+            query = select(Job).where(Job.state == JobState.RUNNING, Job.lease_token == token)
+            jobs = list(session.exec(_locked(query)))
             for job in jobs:
                 transitions.release(job)
                 session.add(job)
+            self._announce(session, {job.model for job in jobs})
             return [job.id for job in jobs]
 
+    @transient
     def cancel(self, ref: str) -> Job:
         """Cancel a queued or running job (a running job's result will be discarded)."""
         job_id = self.get(ref).id
         with self._write() as session:
             current = _still_there(session, job_id)
-            transitions.cancel(current, utcnow())
+            transitions.cancel(current, self._now(session))
             session.add(current)
             return current
 
+    @transient
     def retry(self, ref: str) -> Job:
         """Queue a failed, cancelled or done job again, with a fresh attempt budget."""
         job_id = self.get(ref).id
         with self._write() as session:
             current = _still_there(session, job_id)
-            transitions.retry(current, utcnow())
+            transitions.retry(current, self._now(session))
             session.add(current)
             delete_chunks(session, job_id)
+            self._announce(session, [current.model])
             return current
+
+
+def _owned(query: SelectOfScalar[Job], owner: str | None) -> SelectOfScalar[Job]:
+    """Only the jobs leased under tokens `owner` minted (`<owner>.<random>`), when given."""
+    if owner is None:
+        return query
+    return query.where(col(Job.lease_token).startswith(f"{owner}.", autoescape=True))
+
+
+def _locked(query: SelectOfScalar[Job]) -> SelectOfScalar[Job]:
+    """The rows locked until the transaction ends, always in one order (two hosts recovering the
+    same rows then queue up instead of deadlocking)."""
+    return query.order_by(col(Job.id)).with_for_update()
+
+
+def _once(action: Callable[[], None]) -> Callable[[], None]:
+    done = False
+
+    def run_once() -> None:
+        nonlocal done
+        if not done:
+            action()
+            done = True
+
+    return run_once
+
+
+def _delivered(session: Session, job_id: str, audio: AudioInfo) -> bool:
+    """Whether the job is already done with exactly this audio: an earlier try of this very finish
+    committed, and only its answer was lost with the connection."""
+    job = session.get(Job, job_id)
+    if job is None or job.state != JobState.DONE:
+        return False
+    return job.audio_sha256 == audio.sha256 and job.audio_file == audio.file
 
 
 def _still_there(session: Session, job_id: str) -> Job:
     # Jobs are never deleted today; a row gone between the lookup and this write is a damaged queue.
-    job = session.get(Job, job_id)
+    job = session.get(Job, job_id, with_for_update=True)
     if job is None:
         raise StoreError(f"job {job_id} is gone")
     return job

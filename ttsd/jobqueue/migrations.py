@@ -1,12 +1,16 @@
-"""The queue's schema, as numbered steps applied in order, tracked in SQLite's `PRAGMA user_version`.
+"""The queue's schema, as numbered steps applied in order.
 
-A database records the last step applied to it. Opening one applies the steps it lacks, each in its
-own write transaction together with the version bump, so a crash mid-upgrade leaves the previous
-version intact and the next open finishes the job. Two processes opening the same old file at once
-serialize on `BEGIN IMMEDIATE`, and the second finds the step already done.
+A database records the last step applied to it: SQLite in `PRAGMA user_version`, PostgreSQL in the
+`ttsd_schema` table. Opening one applies the steps it lacks, each in its own write transaction
+together with the version bump, so a crash mid-upgrade leaves the previous version intact and the
+next open finishes the job. Two processes (or hosts) opening the same old database at once
+serialize, on `BEGIN IMMEDIATE` in SQLite and on an advisory lock in PostgreSQL (whose DDL is
+transactional too), and the second finds the step already done.
 
-ttsd 0.1.0 created its tables without recording a version (user_version 0). Step 1 is exactly that
-schema, so such a file is recognized by its `job` table and marked as version 1 as it is.
+ttsd 0.1.0 created its SQLite tables without recording a version (user_version 0). Step 1 is exactly
+that schema, so such a file is recognized by its `job` table and marked as version 1 as it is.
+PostgreSQL databases start at version 7, created at once (`schema_postgres`); steps after 7 are
+written for both.
 
 To change the schema, append a step; never edit one that has shipped.
 """
@@ -15,11 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 
 from ttsd.errors import StoreError
+from ttsd.jobqueue.postgres import lock_key
+from ttsd.jobqueue.schema_postgres import POSTGRES_VERSION_7
 from ttsd.names import name_key
 
 
@@ -179,6 +184,36 @@ def _add_scripts(connection: Connection) -> None:
     connection.exec_driver_sql("ALTER TABLE job ADD COLUMN outputs_json VARCHAR")
 
 
+def _add_shared_hosts(connection: Connection) -> None:
+    # Several hosts on one queue: each inbox file is taken by one of them, decided here (the key is
+    # the file as it was seen: name, size, times and content), and each daemon says its role.
+    for statement in (
+        """
+        CREATE TABLE inbox_file (
+            "key" VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            folder VARCHAR NOT NULL,
+            taken_by VARCHAR NOT NULL,
+            taken_at TIMESTAMP NOT NULL,
+            PRIMARY KEY ("key")
+        )
+        """,
+        "CREATE INDEX ix_inbox_file_taken_at ON inbox_file (taken_at)",
+        "ALTER TABLE daemonrecord ADD COLUMN role VARCHAR NOT NULL DEFAULT 'run'",
+    ):
+        connection.execute(text(statement))
+
+
+def _create_postgres_version_7(connection: Connection) -> None:
+    for statement in POSTGRES_VERSION_7:
+        connection.execute(text(statement))
+
+
+SHARED_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(8, "inbox files taken once across hosts, and each daemon's role", _add_shared_hosts),
+)
+"""Steps after version 7, the same on both backends (dialect-neutral SQL only)."""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the ttsd 0.1.0 schema", _create_0_1_0_schema),
     Migration(2, "one index in claim order for the claim query", _add_claim_index),
@@ -187,55 +222,94 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "the field a rejected job file got wrong", _add_error_field),
     Migration(6, "restarts of the daemon a job lived through, uncharged", _add_restarts),
     Migration(7, "the segment of each chunk, and what a job delivered besides its audio", _add_scripts),
+    *SHARED_MIGRATIONS,
+)
+POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(7, "the whole schema of version 7, at once", _create_postgres_version_7),
+    *SHARED_MIGRATIONS,
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
 
 def schema_version(connection: Connection) -> int:
     """The last migration applied to the database (0: none recorded)."""
+    if connection.dialect.name == "postgresql":
+        if connection.execute(text("SELECT to_regclass('ttsd_schema')")).scalar() is None:
+            return 0
+        return int(connection.execute(text("SELECT coalesce(max(version), 0) FROM ttsd_schema")).scalar_one())
     return int(connection.exec_driver_sql("PRAGMA user_version").scalar_one())
 
 
-def migrate(engine: Engine, db_path: Path) -> int:
-    """Apply the migrations `db_path` lacks, in order, one transaction each; returns its version.
+def migrate(engine: Engine, location: str) -> int:
+    """Apply the migrations the database at `location` lacks, in order, one transaction each;
+    returns its version.
 
-    `engine` must start its transactions with `BEGIN IMMEDIATE`, so the version is read under the
-    write lock that the step then uses. A database newer than this ttsd is refused untouched.
+    A SQLite `engine` must start its transactions with `BEGIN IMMEDIATE`, so the version is read
+    under the write lock that the step then uses; PostgreSQL takes an advisory lock for it. A
+    database newer than this ttsd is refused untouched.
     """
+    postgres = engine.dialect.name == "postgresql"
+    steps = POSTGRES_MIGRATIONS if postgres else MIGRATIONS
     version = _version_outside_transactions(engine)
-    _refuse_newer(version, db_path)
-    for migration in MIGRATIONS:
+    _refuse_newer(version, location)
+    for migration in steps:
         if version >= migration.version:
             continue
         with engine.begin() as connection:
+            if postgres:
+                _lock_schema(connection)
             version = schema_version(connection)
-            _refuse_newer(version, db_path)
+            _refuse_newer(version, location)
             if version < migration.version:
                 migration.apply(connection)
-                # PRAGMA takes no bound parameters; the version is our own integer.
-                connection.exec_driver_sql(f"PRAGMA user_version = {migration.version:d}")
+                _record_version(connection, migration)
                 version = migration.version
     return version
 
 
+def _lock_schema(connection: Connection) -> None:
+    # Taken before the version table is even created: two hosts creating it at once would collide.
+    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key("schema")})
+    connection.execute(
+        text(
+            "CREATE TABLE IF NOT EXISTS ttsd_schema (version INTEGER PRIMARY KEY, summary VARCHAR NOT NULL, "
+            "applied_at TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'))"
+        )
+    )
+
+
+def _record_version(connection: Connection, migration: Migration) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            text("INSERT INTO ttsd_schema (version, summary) VALUES (:version, :summary)"),
+            {"version": migration.version, "summary": migration.summary},
+        )
+    else:
+        # PRAGMA takes no bound parameters; the version is our own integer.
+        connection.exec_driver_sql(f"PRAGMA user_version = {migration.version:d}")
+
+
 def _version_outside_transactions(engine: Engine) -> int:
     # A database that is up to date (nearly every open) is left without taking the write lock; the
-    # driver connection runs in autocommit, where the engine's BEGIN IMMEDIATE is never issued.
-    connection = engine.raw_connection()
+    # SQLite driver connection runs in autocommit, where the engine's BEGIN IMMEDIATE is never issued.
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            return schema_version(connection)
+    raw = engine.raw_connection()
     try:
-        cursor = connection.cursor()
+        cursor = raw.cursor()
         cursor.execute("PRAGMA user_version")
         (version,) = cursor.fetchone() or (0,)
         cursor.close()
     finally:
-        connection.close()
+        raw.close()
     return int(version)
 
 
-def _refuse_newer(version: int, db_path: Path) -> None:
+def _refuse_newer(version: int, location: str) -> None:
     if version > LATEST_VERSION:
         raise StoreError(
-            f"the queue database {db_path} has schema version {version}, but this ttsd knows versions "
+            f"the queue database {location} has schema version {version}, but this ttsd knows versions "
             f"up to {LATEST_VERSION}: it was written by a newer ttsd; run that one (or a newer one)"
         )
 

@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 
 from ttsd.errors import JobNotFound
 from ttsd.jobqueue import transitions
-from ttsd.jobqueue.database import Database
+from ttsd.jobqueue.database import Database, transient
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job
 from ttsd.jobspec import JobSpec
@@ -24,7 +24,8 @@ LIVE_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.DONE)
 
 def leased(session: Session, job_id: str, token: str) -> Job | None:
     """The job, if it is running under `token` (not cancelled, recovered or finished meanwhile)."""
-    job = session.get(Job, job_id)
+    # Locked (on PostgreSQL) until the transaction ends: nothing else moves the job meanwhile.
+    job = session.get(Job, job_id, with_for_update=True)
     return job if job is not None and transitions.holds_lease(job, token) else None
 
 
@@ -49,6 +50,7 @@ def job_mark(job: Job) -> tuple[object, ...]:
 class JobQueries(Database):
     """Reads of the job table."""
 
+    @transient
     def get(self, ref: str) -> Job:
         """A job by id, by output name (the newest with that name), or by a unique id prefix."""
         with self._read() as session:
@@ -64,17 +66,20 @@ class JobQueries(Database):
             raise JobNotFound(f"no job with id or name {ref!r}")
         return job
 
+    @transient
     def newest_named(self, name: str, fold: bool = False) -> Job | None:
         """The job that took output `name` last (enqueued, retried or delivered): it owns the name's
         audio and status. With `fold`, names one case-insensitive file are one name."""
         with self._read() as session:
             return _newest_named(session, name, fold)
 
+    @transient
     def holds_lease(self, job_id: str, token: str) -> bool:
         """Whether `token` still owns the running job (it was not cancelled or recovered meanwhile)."""
         with self._read() as session:
             return leased(session, job_id, token) is not None
 
+    @transient
     def pending_count(self, model: str) -> int:
         """Jobs of `model` queued or running: what backpressure measures."""
         with self._read() as session:
@@ -82,11 +87,13 @@ class JobQueries(Database):
                 select(func.count()).select_from(Job).where(Job.model == model, col(Job.state).in_(PENDING_STATES))
             ).one()
 
+    @transient
     def pending_total(self) -> int:
         """Jobs queued or running, across every model."""
         with self._read() as session:
             return session.exec(select(func.count()).select_from(Job).where(col(Job.state).in_(PENDING_STATES))).one()
 
+    @transient
     def is_known(self, spec: JobSpec) -> bool:
         """Whether enqueueing `spec` would find a job already there (a duplicate, not a new one)."""
         key = spec.content_key()
@@ -94,6 +101,7 @@ class JobQueries(Database):
             query = select(Job.id).where(Job.content_key == key, col(Job.state).in_(LIVE_STATES)).limit(1)
             return session.exec(query).first() is not None
 
+    @transient
     def jobs_by_id(self, ids: Collection[str]) -> dict[str, Job]:
         """The jobs among `ids` that exist, by id."""
         found: dict[str, Job] = {}
@@ -102,6 +110,7 @@ class JobQueries(Database):
                 found.update((job.id, job) for job in session.exec(select(Job).where(col(Job.id).in_(part))))
         return found
 
+    @transient
     def job_marks(self, ids: Collection[str]) -> dict[str, tuple[object, ...]]:
         """For each of `ids` that exists, what a follower of the job is told about (its state, chunks
         done and planned, attempts, audio file, error), without the job's text: a watcher asks for
@@ -115,17 +124,20 @@ class JobQueries(Database):
                     marks[row[0]] = tuple(row[1:])
         return marks
 
+    @transient
     def leased_ids(self, token: str) -> set[str]:
         """The jobs still running under `token` (a cancel or a recovery takes a job out of it)."""
         with self._read() as session:
             query = select(Job.id).where(Job.state == JobState.RUNNING, Job.lease_token == token)
             return set(session.exec(query))
 
+    @transient
     def models_with_queued_jobs(self) -> list[str]:
         """Models that have work waiting."""
         with self._read() as session:
             return list(session.exec(select(Job.model).where(Job.state == JobState.QUEUED).distinct()))
 
+    @transient
     def jobs(
         self,
         state: str | None = None,
@@ -146,6 +158,7 @@ class JobQueries(Database):
         with self._read() as session:
             return list(session.exec(query))
 
+    @transient
     def latest_per_name(self, fold: bool = False) -> list[Job]:
         """For each output name, the job that took it last: the one its status file must describe.
         With `fold`, names one case-insensitive file are one name."""
@@ -155,6 +168,7 @@ class JobQueries(Database):
         with self._read() as session:
             return list(session.exec(query))
 
+    @transient
     def counts(self) -> dict[str, dict[str, int]]:
         """Number of jobs per model and state."""
         with self._read() as session:
@@ -164,6 +178,7 @@ class JobQueries(Database):
                 counts.setdefault(model, {})[state] = number
             return counts
 
+    @transient
     def finished_since(self, since: datetime) -> list[Job]:
         """Jobs that reached done or failed since `since` (for per-model metrics)."""
         with self._read() as session:
@@ -176,11 +191,13 @@ class JobQueries(Database):
                 )
             )
 
+    @transient
     def source_files(self) -> set[str]:
         """The inbox names of every job file the queue has taken (accepted or rejected)."""
         with self._read() as session:
             return {name for name in session.exec(select(Job.source_file).distinct()) if name is not None}
 
+    @transient
     def failed_job_ids(self) -> list[str]:
         """Ids of every failed job."""
         with self._read() as session:

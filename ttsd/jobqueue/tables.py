@@ -135,6 +135,8 @@ class DaemonRecord(SQLModel, table=True):
     device_plan: str = "{}"
     loaded_models: str = "[]"
     version: str = ""
+    role: str = "run"
+    """`run` (intake and workers) or `worker` (synthesis only)."""
 
 
 class CacheEntry(SQLModel, table=True):
@@ -145,6 +147,19 @@ class CacheEntry(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_used_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     hits: int = 0
+
+
+class InboxFile(SQLModel, table=True):
+    """An inbox file some host took: the database, not a rename race, decides which host did, and
+    `folder` is where it goes (`accepted` or `rejected`), should that host die before moving it."""
+
+    __tablename__ = "inbox_file"
+
+    key: str = Field(primary_key=True)
+    name: str
+    folder: str
+    taken_by: str
+    taken_at: datetime = Field(sa_type=UTCDateTime)
 
 
 class Counter(SQLModel, table=True):

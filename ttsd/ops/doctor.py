@@ -17,7 +17,7 @@ from ttsd.config import LoadedSettings
 from ttsd.errors import FolderUnusable, TtsdError
 from ttsd.fsutil import probe_folder
 from ttsd.intake.access import recorded_inbox_problem
-from ttsd.jobqueue.database import inspect_database
+from ttsd.jobqueue.sqlite_file import inspect_database
 from ttsd.ops.effective import DaemonSettings, compare, settings_view
 from ttsd.ops.lock import other_inbox_daemon
 from ttsd.synth.engine.device import Hardware, plan_device, probe_hardware

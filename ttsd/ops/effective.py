@@ -7,7 +7,8 @@ record names the daemon's pid, which must be the lock holder's, so a stale recor
 marking each value this command would set otherwise.
 
 Nothing secret is recorded: settings hold no secret (HF_TOKEN is huggingface_hub's, never a
-setting), and a setting named like one would be left out all the same. The file is private (0600).
+setting), a setting named like one would be left out all the same, and a database URL is recorded
+with its password hidden. The file is private (0600).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 from ttsd.config import LoadedSettings, Settings
 from ttsd.fsutil import atomic_write
+from ttsd.jobqueue.postgres import masked
 from ttsd.ops.lock import running_daemon_pid
 
 log = logging.getLogger(__name__)
@@ -43,10 +45,16 @@ def settings_view(loaded: LoadedSettings) -> SettingsView:
     """Each setting's value as text and where it came from, secrets left out."""
     settings = loaded.settings
     return {
-        name: {"value": str(getattr(settings, name)), "source": loaded.sources.get(name, "default")}
+        name: {"value": _shown(name, getattr(settings, name)), "source": loaded.sources.get(name, "default")}
         for name in type(settings).model_fields
         if not is_secret(name)
     }
+
+
+def _shown(name: str, value: object) -> str:
+    if name == "database_url" and value:
+        return masked(str(value))
+    return str(value)
 
 
 def record_effective_settings(loaded: LoadedSettings) -> None:

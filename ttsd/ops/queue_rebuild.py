@@ -26,9 +26,9 @@ from ttsd.delivery.status import STATUS_SUFFIX
 from ttsd.fsutil import read_regular_file
 from ttsd.intake.folders import ACCEPTED_DIR, original_name
 from ttsd.intake.jobfile import job_defaults, parse_job_file
-from ttsd.jobqueue.database import quarantine_damaged
 from ttsd.jobqueue.protocols import Queue
 from ttsd.jobqueue.records import AudioInfo, Finished, RunInfo
+from ttsd.jobqueue.sqlite_file import quarantine_damaged
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.store import Store
 from ttsd.jobspec import JobSpec
@@ -47,12 +47,13 @@ class Rebuilt:
 
 
 def open_queue(settings: Settings, outbox: Outbox) -> Queue:
-    """The queue, with a damaged database file moved aside and a lost queue rebuilt from disk."""
-    damaged = quarantine_damaged(settings.db_path)
-    if damaged is not None:
-        moved, verdict = damaged
-        log.error("the queue database was damaged (%s): moved aside to %s; rebuilding it from disk", verdict, moved)
-    store = Store(settings.db_path)
+    """The queue, with a damaged SQLite file moved aside and a lost queue rebuilt from disk."""
+    if not settings.shared_queue:
+        damaged = quarantine_damaged(settings.db_path)
+        if damaged is not None:
+            moved, verdict = damaged
+            log.error("the queue database was damaged (%s): moved aside to %s; rebuilding it from disk", verdict, moved)
+    store = Store(settings.queue_target)
     if store.jobs(limit=1) or not _evidence(settings.inbox / ACCEPTED_DIR, outbox.root):
         return store
     rebuilt = rebuild(store, settings, outbox)

@@ -89,7 +89,7 @@ class Channel:
 
 def build_worker(settings: Settings, model: str, token: str, loader: EngineLoader, channel: Channel) -> Worker:
     """The worker of `model` with its own connection to the queue and its own files' helpers."""
-    store = Store(settings.db_path)
+    store = Store(settings.queue_target)
     outbox = Outbox(settings.outbox)
     registry = build_registry(settings.models)
     context = WorkContext(

@@ -1,0 +1,91 @@
+"""The queue on PostgreSQL: one database that the daemons and workers of several machines share.
+
+Transactions run at READ COMMITTED. What SQLite gets from serializing every write (`BEGIN
+IMMEDIATE`), PostgreSQL gets from locks taken where they matter: claims take their rows with
+`FOR UPDATE SKIP LOCKED` (two hosts never wait on, nor take, each other's rows), every other change
+of a job locks its row first, enqueueing takes a transaction-scoped advisory lock (one new job per
+content, whichever host records it), and counters are upserts. Time is the database's `now()`, in
+UTC on every connection, so leases and heartbeats mean the same on every host whatever its clock.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Final
+
+import psycopg
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlmodel import Session
+
+WORK_CHANNEL: Final = "ttsd_work"
+"""The NOTIFY channel: its payload is the model whose queue got work."""
+
+
+def lock_key(name: str) -> int:
+    """A stable 32-bit advisory lock key for `name` (the same on every host and Python)."""
+    return zlib.crc32(f"ttsd:{name}".encode())
+
+
+def engine_url(url: str) -> URL:
+    """The URL for SQLAlchemy, always through psycopg 3 (SQLAlchemy 2.0 reads a bare `postgresql://`
+    as psycopg2, which ttsd does not use)."""
+    return make_url(url).set(drivername="postgresql+psycopg")
+
+
+def masked(url: str) -> str:
+    """The URL with its password hidden, for logs, `ttsd status` and `ttsd doctor`."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def connect_listener(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    """A connection of its own (never a pooled one) in autocommit, for LISTEN."""
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return psycopg.connect(plain, autocommit=True, options="-c timezone=UTC", connect_timeout=10)
+
+
+class PostgresDatabase:
+    """The PostgreSQL backend: one pooled engine for reads and writes."""
+
+    dialect = "postgresql"
+    shared = True
+    db_path = None
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        engine = create_engine(
+            engine_url(url),
+            # Every timestamp is UTC: `now()` and the naive TIMESTAMP columns then agree.
+            connect_args={"options": "-c timezone=UTC", "connect_timeout": 10},
+            # A pooled connection broken by a server restart is found and replaced before use.
+            pool_pre_ping=True,
+            pool_size=4,
+            max_overflow=16,
+        )
+        self.writer: Engine = engine
+        self.reader: Engine = engine
+
+    def finish_opening(self) -> None:
+        """Nothing to do once the schema is in place."""
+
+    def describe(self) -> str:
+        """Where the queue is, for messages (without the password)."""
+        return masked(self.url)
+
+    def integrity_check(self, session: Session) -> str:
+        """PostgreSQL keeps its own data sound; "ok" when the server answers."""
+        return "ok" if session.execute(text("SELECT 1")).scalar() == 1 else "no answer"
+
+    def is_transient(self, error: BaseException) -> bool:
+        """Whether repeating the transaction may succeed: the connection was lost (a server restart,
+        a network cut), or PostgreSQL chose this transaction as a deadlock's victim."""
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            return True
+        if isinstance(error, OperationalError):
+            return True
+        return isinstance(error, psycopg.OperationalError)
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.writer.dispose()
