@@ -1,6 +1,11 @@
 """The composition root: lock, recover, sweep, start intake and the worker supervisor, serve, shut
 down. The daemon process never imports torch: synthesis runs in worker processes (one per model,
-`ttsd.synth.runner`), so intake and status stay responsive while a model loads or a worker dies."""
+`ttsd.synth.runner`), so intake and status stay responsive while a model loads or a worker dies.
+
+Two roles: `run` (intake, workers and the HTTP front door) and `worker` (workers only: a host that
+synthesizes for a queue other hosts fill). On a shared queue (PostgreSQL) several daemons serve one
+database: each recovers and releases only the leases it minted (`ttsd.ops.identity`), and is woken
+by the database when work arrives (`ttsd.jobqueue.work_signal`)."""
 
 from __future__ import annotations
 
@@ -9,11 +14,14 @@ import logging
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from types import FrameType
+from typing import Literal
 
 from ttsd import __version__
 from ttsd.catalog import build_registry
@@ -27,9 +35,10 @@ from ttsd.intake.intake import Intake, IntakeSettings
 from ttsd.intake.watcher import Hint, InboxWatcher
 from ttsd.joblog import job_extra
 from ttsd.jobqueue.protocols import Queue
-from ttsd.jobqueue.tables import utcnow
+from ttsd.jobqueue.work_signal import WorkListener
 from ttsd.ops.drain import DrainTracker
 from ttsd.ops.hooks import HookRunner
+from ttsd.ops.identity import host_id
 from ttsd.ops.lock import daemon_lock, inbox_lock
 from ttsd.ops.queue_rebuild import open_queue
 from ttsd.synth.chunk_files import ChunkFiles, sweep_finished_chunks
@@ -38,6 +47,9 @@ from ttsd.synth.supervisor import Supervisor, SupervisorHooks
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 1.0
+SHARED_TEMP_AGE_S = 3600.0
+"""On a shared outbox, temp files younger than this may be another host's writes in progress."""
+Role = Literal["run", "worker"]
 FREE_RESTARTS = 25
 """Restarts of the whole daemon a running job lives through uncounted (kills and power cuts are not
 its fault); past that they count, so a job cannot loop forever."""
@@ -51,21 +63,30 @@ class _Parts:
     outbox: Outbox
     hooks: HookRunner
     drain: DrainTracker
-    intake: Intake
-    watcher: InboxWatcher
+    intake: Intake | None
+    watcher: InboxWatcher | None
     workers: Supervisor
     publisher: StatusPublisher
     daemon_id: str
     front_door: HttpFrontDoor | None
+    listener: WorkListener | None
 
 
 class Daemon:
     """One running ttsd: owns the store, the engines, the intake thread and the workers."""
 
     def __init__(
-        self, settings: Settings, loader: str | None = None, on_start: Callable[[], None] = lambda: None
+        self,
+        settings: Settings,
+        loader: str | None = None,
+        on_start: Callable[[], None] = lambda: None,
+        role: Role = "run",
     ) -> None:
         self.settings = settings
+        self.role = role
+        # Set in run(), once the state directory is locked.
+        self.host = ""
+        self._next_poll = 0.0
         self.on_start = on_start  # runs once the locks are held
         self.stop_event = threading.Event()
         self.hurry = threading.Event()
@@ -82,7 +103,13 @@ class Daemon:
 
     def run(self) -> int:
         """Serve until asked to stop; returns the exit status."""
-        with daemon_lock(self.settings), inbox_lock(self.settings):
+        with ExitStack() as locks:
+            locks.enter_context(daemon_lock(self.settings))
+            if self.role == "run" and not self.settings.shared_queue:
+                # One machine: one daemon per inbox. On a shared queue several hosts take from one
+                # inbox, and the database decides which takes each file.
+                locks.enter_context(inbox_lock(self.settings))
+            self.host = host_id(self.settings.state_dir)
             self.on_start()
             parts = self._assemble()
             self._start(parts)
@@ -101,7 +128,7 @@ class Daemon:
         make_folder(settings.outbox, "outbox")
         outbox = Outbox(settings.outbox)
         store = open_queue(settings, outbox)
-        record = store.register_daemon(settings.inbox, settings.outbox, __version__)
+        record = store.register_daemon(settings.inbox, settings.outbox, __version__, self.role)
         self._recover(store, outbox)
         chunk_files = ChunkFiles(settings.state_dir / "chunks")
         sweep_finished_chunks(store, chunk_files)
@@ -116,32 +143,43 @@ class Daemon:
             publish=partial(_publish_quietly, publisher),
             owe=publisher.owe,
         )
-        workers = Supervisor(settings, store, supervisor_hooks, self._loader)
-        intake_settings = IntakeSettings.from_settings(settings)
-        intake = Intake(
-            intake_settings, store, outbox, hints, self.stop_event, on_enqueued=workers.ensure, publisher=publisher
-        )
-        front_door = None
-        if settings.http is not None:
-            front_door = HttpFrontDoor.build(settings, store, publisher, workers, chunk_files, self.stop_event)
+        workers = Supervisor(settings, store, supervisor_hooks, self._loader, owner=self.host)
+        intake = watcher = front_door = listener = None
+        if self.role == "run":
+            intake = Intake(
+                IntakeSettings.from_settings(settings),
+                store,
+                outbox,
+                hints,
+                self.stop_event,
+                on_enqueued=workers.ensure,
+                publisher=publisher,
+            )
+            watcher = InboxWatcher(settings.inbox, hints)
+            if settings.http is not None:
+                front_door = HttpFrontDoor.build(settings, store, publisher, workers, chunk_files, self.stop_event)
+        if settings.shared_queue:
+            listener = WorkListener(settings.database_url, partial(_wake, store, workers), self.stop_event)
         return _Parts(
             store=store,
             outbox=outbox,
             hooks=hooks,
             drain=drain,
             intake=intake,
-            watcher=InboxWatcher(settings.inbox, hints),
+            watcher=watcher,
             workers=workers,
             publisher=publisher,
             daemon_id=record.id,
             front_door=front_door,
+            listener=listener,
         )
 
     def _start(self, parts: _Parts) -> None:
         settings = self.settings
         parts.hooks.start()
-        parts.watcher.start()
-        parts.intake.start()
+        for thread in (parts.watcher, parts.intake, parts.listener):
+            if thread is not None:
+                thread.start()
         for model in settings.preload_models:
             parts.workers.ensure(model, preload=True)
         for model in parts.store.models_with_queued_jobs():
@@ -149,13 +187,24 @@ class Daemon:
         if parts.front_door is not None:
             parts.front_door.start()
         log.info(
-            "ttsd %s serving %s -> %s (state %s)", __version__, settings.inbox, settings.outbox, settings.state_dir
+            "ttsd %s (%s, host %s) serving %s -> %s (state %s, queue %s)",
+            __version__,
+            self.role,
+            self.host,
+            settings.inbox,
+            settings.outbox,
+            settings.state_dir,
+            parts.store.location,
         )
 
     def _recover(self, store: Queue, outbox: Outbox) -> None:
         # The daemon stopped without giving these back (a kill, a crash, a power cut): its workers
-        # went with it, and that is not the jobs' fault.
-        interrupted = store.recover_interrupted(self.settings.max_attempts, free_restarts=FREE_RESTARTS)
+        # went with it, and that is not the jobs' fault. On a shared queue, only its own leases:
+        # other hosts' running jobs are alive.
+        shared = self.settings.shared_queue
+        interrupted = store.recover_interrupted(
+            self.settings.max_attempts, free_restarts=FREE_RESTARTS, owner=self.host if shared else None
+        )
         for job in interrupted:
             log.warning(
                 "job %s (%s) was interrupted by the daemon's end; now %s after %d attempt(s)",
@@ -165,8 +214,12 @@ class Daemon:
                 job.attempts,
                 extra=job_extra(job),
             )
-        swept = outbox.sweep()
-        rebuilt = rebuild_status_files(store, outbox)
+        for job in interrupted if shared else ():
+            publish(store, outbox, job.id)
+        swept = outbox.sweep(older_than_s=SHARED_TEMP_AGE_S if shared else 0.0)
+        # On a shared outbox other hosts are writing the status files of their running jobs; only
+        # finished jobs' files (one a killed host may not have written) are this host's to mend.
+        rebuilt = rebuild_status_files(store, outbox, finished_only=shared)
         if interrupted or swept or rebuilt:
             log.info(
                 "recovery: %d interrupted job(s), %d temp file(s) swept, %d status file(s) rebuilt",
@@ -182,7 +235,7 @@ class Daemon:
             summary = parts.drain.poll()
             if summary is not None:
                 parts.hooks.queue_drained(summary)
-            stale_before = utcnow() - timedelta(seconds=self.settings.lease_s)
+            stale_before = store.clock() - timedelta(seconds=self.settings.lease_s)
             # Live workers are watched through their pipes (a silent one is killed as hung); only a
             # lease no live worker holds can go stale here.
             spare = parts.workers.live_tokens()
@@ -200,8 +253,10 @@ class Daemon:
                     _job_finished(store, parts.hooks, parts.drain, outbox, job.id)
                 parts.workers.ensure(job.model)
             parts.workers.poll()
-            for model in store.models_with_queued_jobs():
-                parts.workers.ensure(model)
+            if time.monotonic() >= self._next_poll:
+                self._next_poll = time.monotonic() + self.settings.queue_poll_s
+                for model in store.models_with_queued_jobs():
+                    parts.workers.ensure(model)
             loaded = parts.workers.loaded()
             device = json.dumps(loaded[0] if loaded else {})
             store.daemon_heartbeat(parts.daemon_id, device, json.dumps(loaded))
@@ -214,10 +269,15 @@ class Daemon:
         self.stop_event.set()
         if parts.front_door is not None:
             parts.front_door.stop()
-        parts.watcher.stop()
-        parts.intake.join(timeout=5)
+        if parts.watcher is not None:
+            parts.watcher.stop()
+        if parts.intake is not None:
+            parts.intake.join(timeout=5)
         parts.workers.stop(self.settings.shutdown_grace_s, self.hurry)
-        for job_id in store.release_all_running():
+        if parts.listener is not None:
+            parts.listener.join(timeout=5)
+        owner = self.host if self.settings.shared_queue else None
+        for job_id in store.release_all_running(owner):
             job = publish(store, parts.outbox, job_id)
             log.warning(
                 "job %s did not finish within the grace period: back to the queue", job_id, extra=job_extra(job)
@@ -237,6 +297,17 @@ def _job_finished(store: Queue, hooks: HookRunner, drain: DrainTracker, outbox: 
         hooks.queue_drained(summary)
 
 
+def _wake(store: Queue, workers: Supervisor, model: str | None) -> None:
+    """Work arrived for `model` (None: for any model, as far as anyone knows): wake its workers."""
+    try:
+        models = [model] if model is not None else store.models_with_queued_jobs()
+    except TtsdError:
+        log.exception("could not read which models have work")
+        return
+    for name in models:
+        workers.ensure(name)
+
+
 def _publish_quietly(publisher: StatusPublisher, job_id: str) -> None:
     """Write a status file the supervisor changed (a failed write is owed, not lost)."""
     try:
@@ -251,9 +322,11 @@ def install_signal_handlers(daemon: Daemon) -> None:
     signal.signal(signal.SIGINT, daemon.request_stop)
 
 
-def run_daemon(settings: Settings, loader: str | None = None, on_start: Callable[[], None] = lambda: None) -> int:
-    """Run a daemon in the foreground until SIGTERM/SIGINT; the `ttsd run` entry point. `on_start`
-    runs once the daemon holds its locks."""
-    daemon = Daemon(settings, loader, on_start)
+def run_daemon(
+    settings: Settings, loader: str | None = None, on_start: Callable[[], None] = lambda: None, role: Role = "run"
+) -> int:
+    """Run a daemon in the foreground until SIGTERM/SIGINT; the `ttsd run` (and, with `role`
+    "worker", `ttsd worker`) entry point. `on_start` runs once the daemon holds its locks."""
+    daemon = Daemon(settings, loader, on_start, role)
     install_signal_handlers(daemon)
     return daemon.run()

@@ -21,6 +21,7 @@ import errno
 import fcntl
 import os
 import stat
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -199,12 +200,18 @@ def open_regular_file(path: Path) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def sweep_temp_files(folder: Path, recursive: bool = False) -> list[Path]:
-    """Remove the temp files a crash left in `folder` (and below it, with `recursive`)."""
+def sweep_temp_files(folder: Path, recursive: bool = False, older_than_s: float = 0.0) -> list[Path]:
+    """Remove the temp files a crash left in `folder` (and below it, with `recursive`), only those
+    last changed over `older_than_s` ago when that is given."""
     pattern = f"{TEMP_PREFIX}*{TEMP_SUFFIX}"
     removed = []
+    cutoff = time.time() - older_than_s
     for path in folder.rglob(pattern) if recursive else folder.glob(pattern):
-        if path.is_file() and not path.is_symlink():
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(info.st_mode) and (older_than_s <= 0 or info.st_mtime < cutoff):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

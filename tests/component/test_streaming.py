@@ -349,8 +349,8 @@ def test_the_daemons_loop_keeps_the_rows_in_a_second_thread(
 ) -> None:
     """`Worker.run` with `overlap` (as the daemon runs it): rows that end are decoded and kept by the
     decode lane while the batch steps on."""
-    monkeypatch.setattr(worker_module, "WAKE_POLL_S", 0.05)  # nobody wakes it when the lane is done
     rig = make_rig(loop_engine)
+    rig.worker.poll_s = 0.05  # nobody wakes it when the lane is done
     rig.worker.overlap = True
     jobs = [
         rig.add("Hi.", "hi"),

@@ -140,9 +140,10 @@ class Outbox:
             stale.append(path)
         return stale
 
-    def sweep(self) -> list[Path]:
-        """Remove temp files a crash left behind; returns what was removed."""
-        return sweep_temp_files(self.root)
+    def sweep(self, older_than_s: float = 0.0) -> list[Path]:
+        """Remove temp files a crash left behind (those older than `older_than_s`: on an outbox other
+        hosts write to, a young one may be their write in progress); returns what was removed."""
+        return sweep_temp_files(self.root, older_than_s=older_than_s)
 
 
 def finished_audio(audio: np.ndarray, sample_rate: int, normalize: bool, speed: float) -> np.ndarray:

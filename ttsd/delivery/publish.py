@@ -26,10 +26,13 @@ def publish(store: JobLookup, outbox: Outbox, job_id: str) -> Job:
     return job
 
 
-def rebuild_status_files(store: StatusRebuild, outbox: Outbox) -> int:
-    """At start: rewrite every status file that is missing or disagrees with the queue."""
+def rebuild_status_files(store: StatusRebuild, outbox: Outbox, finished_only: bool = False) -> int:
+    """At start: rewrite every status file (or, `finished_only`, every finished job's) that is
+    missing or disagrees with the queue."""
     rewritten = 0
     for job in store.latest_per_name(fold=outbox.folds_names):
+        if finished_only and not job.state.terminal:
+            continue
         current = outbox.read_status(job.name)
         if current is not None and _newer_rejection(current, job):
             continue

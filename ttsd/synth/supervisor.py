@@ -99,8 +99,11 @@ class Supervisor:
         hooks: SupervisorHooks,
         loader: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        owner: str = "",
     ) -> None:
         self._settings = settings
+        # Every lease token starts with the daemon's host id (`ttsd.ops.identity`).
+        self._token_prefix = f"{owner}." if owner else ""
         self._store = store
         self._hooks = hooks
         self._loader = loader
@@ -152,7 +155,7 @@ class Supervisor:
         return False
 
     def _spawn(self, model: str, preload: bool) -> _Process:
-        token = f"{model}-{uuid.uuid4().hex[:12]}"
+        token = f"{self._token_prefix}{model}-{uuid.uuid4().hex[:12]}"
         command = [sys.executable, "-m", "ttsd.synth.runner", model, token, *(["--preload"] if preload else [])]
         if self._loader:
             command += ["--loader", self._loader]

@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 ACTIVE_PER_ROW = 2
 """Jobs held per row of a call: enough to group similar lengths, few enough that `running` means being worked on."""
 MIN_ACTIVE = 4
-WAKE_POLL_S = 1.0
 STREAM_ADMIT_S = 0.2
 """While a batch runs, how often the queue is asked for new jobs (unless woken by the supervisor)."""
 
@@ -72,6 +71,7 @@ class Worker:
         self.token = token or f"{model}-{uuid.uuid4().hex}"
         self.overlap = overlap
         self.wake = threading.Event()
+        self.poll_s = context.settings.queue_poll_s  # how often an idle worker looks at the queue unasked
         self.batch: BatchChoice | None = None
         self._report = report
         self._space = SpaceWait([context.outbox.root, context.chunks.root])
@@ -113,7 +113,7 @@ class Worker:
                             outcome = "idle"
                             break
                     self.context.publisher.settle()
-                    self.wake.wait(timeout=WAKE_POLL_S)
+                    self.wake.wait(timeout=self.poll_s)
                     self.wake.clear()
                 if self._streaming is not None:
                     self._streaming.finish(keeping)

@@ -1,0 +1,28 @@
+"""This daemon's name among the hosts sharing a queue: a random id kept in its state directory, so
+it survives restarts. Every lease its workers take starts with it, which lets a daemon starting again
+after a crash give back its own interrupted jobs, and only its own, while other hosts keep theirs."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from pathlib import Path
+
+from ttsd.fsutil import atomic_write
+
+HOST_ID_FILE = "host-id"
+_VALID = re.compile(r"[0-9a-f]{12}")
+
+
+def host_id(state_dir: Path) -> str:
+    """The id recorded in `state_dir`, made (and recorded) on first use."""
+    path = state_dir / HOST_ID_FILE
+    try:
+        recorded = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        recorded = ""
+    if _VALID.fullmatch(recorded):
+        return recorded
+    made = secrets.token_hex(6)
+    atomic_write(path, f"{made}\n".encode("ascii"), mode=0o600)
+    return made
