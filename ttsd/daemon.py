@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 HOUSEKEEPING_S = 1.0
 SHARED_TEMP_AGE_S = 3600.0
 """On a shared outbox, temp files younger than this may be another host's writes in progress."""
+FORGET_EVERY_S = 3600.0
+"""How often the record of inbox files taken long ago is trimmed."""
 Role = Literal["run", "worker"]
 FREE_RESTARTS = 25
 """Restarts of the whole daemon a running job lives through uncounted (kills and power cuts are not
@@ -86,7 +88,7 @@ class Daemon:
         self.role = role
         # Set in run(), once the state directory is locked.
         self.host = ""
-        self._next_poll = 0.0
+        self._next_poll = self._next_forget = 0.0
         self.on_start = on_start  # runs once the locks are held
         self.stop_event = threading.Event()
         self.hurry = threading.Event()
@@ -147,7 +149,7 @@ class Daemon:
         intake = watcher = front_door = listener = None
         if self.role == "run":
             intake = Intake(
-                IntakeSettings.from_settings(settings),
+                IntakeSettings.from_settings(settings, self.host),
                 store,
                 outbox,
                 hints,
@@ -257,6 +259,9 @@ class Daemon:
                 self._next_poll = time.monotonic() + self.settings.queue_poll_s
                 for model in store.models_with_queued_jobs():
                     parts.workers.ensure(model)
+            if time.monotonic() >= self._next_forget:
+                self._next_forget = time.monotonic() + FORGET_EVERY_S
+                store.forget_taken_files()
             loaded = parts.workers.loaded()
             device = json.dumps(loaded[0] if loaded else {})
             store.daemon_heartbeat(parts.daemon_id, device, json.dumps(loaded))

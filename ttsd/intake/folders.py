@@ -3,6 +3,7 @@ leaves alone, and how file names and file versions are told apart."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from datetime import UTC, datetime
@@ -57,3 +58,10 @@ def unique_destination(folder: Path, name: str) -> Path:
     stamp = datetime.now(UTC).strftime(_STAMP_FORMAT)
     stem, dot, suffix = name.rpartition(".")
     return folder / (f"{stem}.{stamp}.{suffix}" if dot and stem else f"{name}.{stamp}")
+
+
+def file_key(name: str, info: os.stat_result, data: bytes) -> str:
+    """An inbox file's identity as hosts sharing the inbox see it: its name, size, times and
+    content. A file dropped again later (even with the same content) has another change time."""
+    seen = f"{name}\0{info.st_size}\0{info.st_mtime_ns}\0{info.st_ctime_ns}\0".encode("utf-8", "surrogateescape")
+    return hashlib.sha256(seen + hashlib.sha256(data).digest()).hexdigest()

@@ -3,9 +3,11 @@
 A file is taken once it is complete (`ttsd.intake.arrivals` says when: at once after a rename,
 otherwise once its writer is done with it and it has stayed unchanged for `stable_s`).
 
-Only after its jobs are committed is a file moved to `accepted/` (or `rejected/`), so a crash in
-between leaves it in the inbox, and taking it again finds the same jobs (content key) instead of new
-ones.
+Only after its jobs are committed is a file moved to `accepted/` (or `rejected/`). The queue records,
+in the same transaction, that the file (as it was seen: name, size, times, content) was taken and
+where it goes: when several hosts scan one shared inbox, the database decides which one takes each
+file. A file found taken is left to its taker for `taken_grace_s`, then moved by whoever sees it (a
+crash between recording and moving leaves it in the inbox; its jobs are recorded already).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from ttsd.intake.folders import (
     REJECTED_DIR,
     FileSignature,
     display_name,
+    file_key,
     file_signature,
     is_ignored,
     unique_destination,
@@ -48,13 +51,15 @@ from ttsd.intake.watcher import Hint
 from ttsd.intake.writers import WRITERS, WriterCheck
 from ttsd.joblog import job_extra
 from ttsd.jobqueue.protocols import IntakeQueue
-from ttsd.jobqueue.records import EnqueueResult, Rejection
+from ttsd.jobqueue.records import EnqueueResult, InboxTake, Rejection, TakeResult
 from ttsd.jobqueue.tables import Job
 from ttsd.names import sanitize_name
 
 log = logging.getLogger(__name__)
 
 INTAKE_GROUP = 64  # files recorded per queue transaction in a burst
+SHARED_TAKEN_GRACE_S = 30.0
+"""On a shared inbox: how long a file another host took may stay before this one moves it."""
 
 
 @dataclass(frozen=True)
@@ -67,9 +72,13 @@ class IntakeSettings:
     stable_s: float
     scan_interval_s: float
     problem_record: Path | None = None  # where a failing inbox listing is recorded for the CLI
+    taken_by: str = "local"
+    """Who takes files (the daemon's host id), as the queue records it."""
+    taken_grace_s: float = 0.0
+    """How long a file found taken is left to its taker (none with one host: it is us, restarted)."""
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> IntakeSettings:
+    def from_settings(cls, settings: Settings, host: str = "local") -> IntakeSettings:
         """Intake's share of the daemon's settings."""
         return cls(
             inbox=settings.inbox,
@@ -78,6 +87,8 @@ class IntakeSettings:
             stable_s=settings.stable_s,
             scan_interval_s=settings.scan_interval_s,
             problem_record=settings.state_dir / RECORD_NAME,
+            taken_by=host,
+            taken_grace_s=SHARED_TAKEN_GRACE_S if settings.shared_queue else 0.0,
         )
 
 
@@ -88,6 +99,14 @@ class Outcome:
     queued: int = 0
     duplicates: int = 0
     rejected: int = 0
+
+
+def _take(path: Path, entries: list[ParsedEntry], key: str) -> InboxTake:
+    source = display_name(path.name)
+    specs = tuple((entry.spec, source) for entry in entries if entry.spec is not None)
+    refused = (_rejection(entry, source) for entry in entries)
+    rejections = tuple(rejection for rejection in refused if rejection is not None)
+    return InboxTake(key, source, ACCEPTED_DIR if specs else REJECTED_DIR, specs, rejections)
 
 
 def _rejection(entry: ParsedEntry, source_file: str) -> Rejection | None:
@@ -219,18 +238,20 @@ class Intake(threading.Thread):
         return any(self._room_for(model) <= 0 for model in models)
 
     def _take_group(self, paths: list[Path]) -> list[Outcome]:
-        """Parse each file, record all their jobs in one transaction, then publish and move each."""
-        parsed: list[tuple[Path, list[ParsedEntry]]] = []
+        """Parse each file, take them and record their jobs in one transaction, then publish and
+        move each file this host took."""
+        parsed: list[tuple[Path, list[ParsedEntry], str]] = []
         outcomes: dict[Path, Outcome] = {}
         for path in paths:
             try:
-                entries = self._parse(path)
+                read = self._parse(path)
             except (TtsdError, OSError):
                 log.exception("intake of %s failed; it stays in the inbox", display_name(path.name))
-                entries = None
-            if entries is None:
+                read = None
+            if read is None:
                 outcomes[path] = Outcome()
                 continue
+            entries, key = read
             if self._held_back(entries):
                 self._remember_held_back(path, entries)
                 outcomes[path] = Outcome()
@@ -239,42 +260,54 @@ class Intake(threading.Thread):
             for entry in entries:
                 if entry.spec is not None and self._room is not None and entry.spec.model in self._room:
                     self._room[entry.spec.model] -= 1
-            parsed.append((path, entries))
-        specs = [(e.spec, display_name(path.name)) for path, entries in parsed for e in entries if e.spec]
-        refused = [_rejection(entry, display_name(path.name)) for path, entries in parsed for entry in entries]
-        rejections = [rejection for rejection in refused if rejection is not None]
+            parsed.append((path, entries, key))
         try:
-            results = iter(self.store.enqueue_many(specs) if specs else [])
-            rejected_rows = iter(self.store.reject_many(rejections) if rejections else [])
+            takes = self.store.take_files([_take(*item) for item in parsed], self.settings.taken_by)
         except (TtsdError, OSError):
             log.exception("could not record %d job file(s); they stay in the inbox", len(parsed))
             return [outcomes.get(path, Outcome()) for path in paths]
-        for path, entries in parsed:
-            outcome = self._record(path, entries, results, rejected_rows)
-            crash_point("before_move", path.name)
-            folder = ACCEPTED_DIR if outcome.queued + outcome.duplicates else REJECTED_DIR
-            try:
-                self._move(path, folder, entries)
-            except OSError:
-                log.exception("could not move %s out of the inbox", display_name(path.name))
-            outcomes[path] = outcome
+        for (path, entries, _key), take in zip(parsed, takes, strict=True):
+            outcomes[path] = self._settle(path, entries, take)
         return [outcomes[path] for path in paths]
 
-    def _parse(self, path: Path) -> list[ParsedEntry] | None:
-        """The file's entries (each a spec or a rejection), or None if it vanished meanwhile."""
+    def _settle(self, path: Path, entries: list[ParsedEntry], take: TakeResult) -> Outcome:
+        """Publish and move a file this host took; move one taken before, once its taker had time."""
+        if not take.taken:
+            if take.taken_s_ago >= self.settings.taken_grace_s:
+                log.info(
+                    "%s was taken %.0fs ago and is still here: moving it", display_name(path.name), take.taken_s_ago
+                )
+                self._move_quietly(path, take.folder, entries)
+            return Outcome()
+        outcome = self._record(path, entries, iter(take.results), iter(take.rejected))
+        crash_point("before_move", path.name)
+        self._move_quietly(path, take.folder, entries)
+        return outcome
+
+    def _move_quietly(self, path: Path, folder: str, entries: list[ParsedEntry]) -> None:
         try:
+            self._move(path, folder, entries)
+        except OSError:
+            log.exception("could not move %s out of the inbox", display_name(path.name))
+
+    def _parse(self, path: Path) -> tuple[list[ParsedEntry], str] | None:
+        """The file's entries (each a spec or a rejection) and its identity (`file_key`), or None
+        if it vanished meanwhile."""
+        try:
+            info = path.lstat()
             rejection = self._entry_problem(path)
         except FileNotFoundError:
             return None
+        fallback = sanitize_name(Path(path.name).stem)
         if rejection is not None:
-            return [ParsedEntry(name=sanitize_name(Path(path.name).stem), line=None, rejection=rejection)]
+            return [ParsedEntry(name=fallback, line=None, rejection=rejection)], file_key(path.name, info, b"")
         try:
             data = self._read(path)
         except JobRejected as problem:
-            return [ParsedEntry(name=sanitize_name(Path(path.name).stem), line=None, rejection=problem)]
+            return [ParsedEntry(name=fallback, line=None, rejection=problem)], file_key(path.name, info, b"")
         except FileNotFoundError:
             return None
-        return parse_job_file(path.name, data, self.settings.job_defaults)
+        return parse_job_file(path.name, data, self.settings.job_defaults), file_key(path.name, info, data)
 
     def _entry_problem(self, path: Path) -> JobRejected | None:
         info = path.lstat()

@@ -14,15 +14,15 @@ from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from ttsd.errors import StoreError
-from ttsd.jobqueue import records, transitions
+from ttsd.jobqueue import transitions
 from ttsd.jobqueue.chunks import delete_chunks
 from ttsd.jobqueue.database import transient
+from ttsd.jobqueue.new_rows import ENQUEUE_LOCK, add_jobs, new_job, rejected_row
 from ttsd.jobqueue.queries import LIVE_STATES, JobQueries, leased
 from ttsd.jobqueue.records import AudioInfo, EnqueueResult, Finished, Rejection, RunInfo
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job
 from ttsd.jobspec import JobSpec
-from ttsd.names import name_key
 
 
 def claim_query(model: str, now: datetime) -> SelectOfScalar[Job]:
@@ -38,46 +38,6 @@ def claim_query(model: str, now: datetime) -> SelectOfScalar[Job]:
     )
 
 
-ENQUEUE_LOCK = "enqueue"
-"""Held by every transaction that may create jobs: one job per content, whichever host records it."""
-
-
-def _new_job(key: str, spec: JobSpec, source_file: str | None, now: datetime, job_id: str | None = None) -> Job:
-    return Job(
-        id=job_id or records.new_job_id(),
-        created_at=now,
-        named_at=now,
-        content_key=key,
-        name=spec.name,
-        name_key=name_key(spec.name),
-        client_id=spec.client_id,
-        model=spec.model,
-        batch_key=spec.batch_key(),
-        spec_json=spec.model_dump_json(),
-        source_file=source_file,
-        priority=spec.priority,
-        seed=spec.seed,
-        chunks_total=1,
-    )
-
-
-def _rejected_row(rejection: Rejection, now: datetime) -> Job:
-    row = Job(
-        id=records.new_job_id(),
-        content_key=f"rejected:{uuid.uuid4().hex}",  # never a duplicate of anything
-        name=rejection.name,
-        name_key=name_key(rejection.name),
-        model="",
-        batch_key="",
-        spec_json="{}",
-        source_file=rejection.source_file,
-        created_at=now,
-        named_at=now,
-    )
-    transitions.reject(row, rejection, now)
-    return row
-
-
 class JobLifecycle(JobQueries):
     """Every write that moves a job."""
 
@@ -89,27 +49,10 @@ class JobLifecycle(JobQueries):
     def enqueue_many(self, items: Sequence[tuple[JobSpec, str | None]]) -> list[EnqueueResult]:
         """`enqueue` for several jobs (spec, source file) in one transaction: a burst of files pays
         one commit instead of one each. The same job twice in `items` is one job."""
-        results: list[EnqueueResult] = []
-        keyed = [(spec.content_key(), spec, source_file) for spec, source_file in items]
         with self._write() as session:
             self._serialize(session, ENQUEUE_LOCK)
-            now = self._now(session)
-            live = session.exec(
-                select(Job)
-                .where(col(Job.content_key).in_({key for key, _, _ in keyed}), col(Job.state).in_(LIVE_STATES))
-                .order_by(col(Job.created_at))
-            )
-            known: dict[str, Job] = {job.content_key: job for job in live}  # the newest wins
-            for key, spec, source_file in keyed:
-                existing = known.get(key)
-                if existing is not None:
-                    results.append(EnqueueResult(existing, created=False))
-                    continue
-                job = known[key] = _new_job(key, spec, source_file, now)
-                results.append(EnqueueResult(job, created=True))
-            created = [result.job for result in results if result.created]
-            session.add_all(created)
-            self._announce(session, {job.model for job in created})
+            results = add_jobs(session, items, self._now(session))
+            self._announce(session, {result.job.model for result in results if result.created})
         return results
 
     @transient
@@ -120,7 +63,7 @@ class JobLifecycle(JobQueries):
         with self._write() as session:
             now = self._now(session)
             for rejection in rejections:
-                rows.append(_rejected_row(rejection, now))
+                rows.append(rejected_row(rejection, now))
             session.add_all(rows)
         return rows
 
@@ -141,7 +84,7 @@ class JobLifecycle(JobQueries):
             )
             if existing is not None:
                 return EnqueueResult(existing, created=False)
-            job = _new_job(key, spec, source_file, self._now(session), job_id)
+            job = new_job(key, spec, source_file, self._now(session), job_id)
             if finished is not None:
                 transitions.restore(job, finished)
             session.add(job)

@@ -12,7 +12,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from ttsd.jobqueue.records import AudioInfo, CacheStats, EnqueueResult, Finished, Rejection, RunInfo
+from ttsd.jobqueue.records import (
+    AudioInfo,
+    CacheStats,
+    EnqueueResult,
+    Finished,
+    InboxTake,
+    Rejection,
+    RunInfo,
+    TakeResult,
+)
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import ChunkRow, DaemonRecord, Job
 from ttsd.jobspec import JobSpec
@@ -35,6 +44,8 @@ class IntakeQueue(JobLookup, Protocol):
     def enqueue_many(self, items: Sequence[tuple[JobSpec, str | None]]) -> list[EnqueueResult]: ...
 
     def reject_many(self, rejections: Sequence[Rejection]) -> list[Job]: ...
+
+    def take_files(self, takes: Sequence[InboxTake], taken_by: str) -> list[TakeResult]: ...
 
     def pending_count(self, model: str) -> int: ...
 
@@ -185,6 +196,8 @@ class DaemonQueue(Protocol):
     def release_lease(self, token: str) -> list[str]: ...
 
     def release_all_running(self, owner: str | None = None) -> list[str]: ...
+
+    def forget_taken_files(self, before: datetime | None = None, older_than_s: float = 7 * 86400.0) -> int: ...
 
     def models_with_queued_jobs(self) -> list[str]: ...
 

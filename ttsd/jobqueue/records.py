@@ -11,6 +11,7 @@ from typing import Any
 
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job
+from ttsd.jobspec import JobSpec
 
 
 def new_job_id() -> str:
@@ -124,3 +125,27 @@ class CacheStats:
         """Hits over lookups, or None before the first lookup."""
         lookups = self.hits + self.misses
         return None if lookups == 0 else round(self.hits / lookups, 4)
+
+
+@dataclass(frozen=True)
+class InboxTake:
+    """One inbox file, parsed, for `take_files`: its identity as it was seen (`key`: name, size,
+    times and content), where it goes once recorded, and the jobs and rejections it holds."""
+
+    key: str
+    name: str
+    folder: str
+    jobs: tuple[tuple[JobSpec, str | None], ...]
+    rejections: tuple[Rejection, ...]
+
+
+@dataclass(frozen=True)
+class TakeResult:
+    """What `take_files` did with one file: taken now (with its jobs and rejected rows, in order), or
+    taken before (by this host or another), `taken_s_ago` seconds ago, into `folder`."""
+
+    taken: bool
+    folder: str
+    taken_s_ago: float
+    results: tuple[EnqueueResult, ...] = ()
+    rejected: tuple[Job, ...] = ()

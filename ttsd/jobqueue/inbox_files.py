@@ -1,0 +1,57 @@
+"""Inbox files taken once: when several hosts scan one shared inbox, the database decides which of
+them takes each file (a row keyed by the file as it was seen), in the same transaction that records
+the file's jobs. A host that finds a file taken leaves it to its taker, or, when the taker has not
+moved it out of the inbox in a while (it died between recording and moving), moves it itself."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete
+from sqlmodel import col, select
+
+from ttsd.jobqueue.database import Database, transient
+from ttsd.jobqueue.new_rows import ENQUEUE_LOCK, add_jobs, rejected_row
+from ttsd.jobqueue.records import InboxTake, TakeResult
+from ttsd.jobqueue.tables import InboxFile
+
+
+class InboxFiles(Database):
+    """Which inbox files were taken, by whom, and where they go."""
+
+    @transient
+    def take_files(self, takes: Sequence[InboxTake], taken_by: str) -> list[TakeResult]:
+        """Take each file not taken before, and record its jobs and rejections, all in one
+        transaction; a file taken before is reported as such, its jobs untouched."""
+        with self._write() as session:
+            self._serialize(session, ENQUEUE_LOCK)
+            now = self._now(session)
+            keys = [take.key for take in takes]
+            before = {row.key: row for row in session.exec(select(InboxFile).where(col(InboxFile.key).in_(keys)))}
+            results: list[TakeResult] = []
+            models: set[str] = set()
+            for take in takes:
+                earlier = before.get(take.key)
+                if earlier is not None:
+                    age = max(0.0, (now - earlier.taken_at).total_seconds())
+                    results.append(TakeResult(taken=False, folder=earlier.folder, taken_s_ago=age))
+                    continue
+                row = InboxFile(key=take.key, name=take.name, folder=take.folder, taken_by=taken_by, taken_at=now)
+                before[take.key] = row
+                session.add(row)
+                jobs = tuple(add_jobs(session, take.jobs, now)) if take.jobs else ()
+                rejected = tuple(rejected_row(rejection, now) for rejection in take.rejections)
+                session.add_all(rejected)
+                models.update(result.job.model for result in jobs if result.created)
+                results.append(TakeResult(True, take.folder, 0.0, jobs, rejected))
+            self._announce(session, models)
+            return results
+
+    @transient
+    def forget_taken_files(self, before: datetime | None = None, older_than_s: float = 7 * 86400.0) -> int:
+        """Forget files taken over `older_than_s` ago (long moved out of the inbox); returns how many."""
+        with self._write() as session:
+            cutoff = (before or self._now(session)) - timedelta(seconds=older_than_s)
+            result = session.execute(delete(InboxFile).where(col(InboxFile.taken_at) < cutoff))
+            return int(result.rowcount)  # type: ignore[attr-defined]
