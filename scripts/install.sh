@@ -31,7 +31,7 @@ if [ "$(uname -s)" = "Linux" ] && ! command -v nvidia-smi >/dev/null 2>&1; then
 fi
 
 stamp=.venv/.ttsd-install
-fingerprint=$(cat pyproject.toml scripts/install.sh scripts/install_chromium.sh scripts/constraints-linux.txt scripts/fix_torchaudio.py \
+fingerprint=$(cat pyproject.toml scripts/install.sh scripts/install_chromium.sh scripts/install_postgres.sh scripts/constraints-linux.txt scripts/fix_torchaudio.py \
               | sha256sum | cut -c1-16)"$extras${constraints[*]:-}"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$fingerprint" ]; then
   exit 0
@@ -41,6 +41,6 @@ fi
 # qwen-tts's metadata pulls gradio for its web demo; its real needs are in our pyproject.
 "${pip[@]}" install "${constraints[@]}" --no-deps "qwen-tts==0.1.1"
 .venv/bin/python scripts/fix_torchaudio.py
-if [ -n "$extras" ]; then scripts/install_chromium.sh; fi
+if [ -n "$extras" ]; then scripts/install_chromium.sh; scripts/install_postgres.sh; fi
 echo "$fingerprint" > "$stamp"
 echo "ttsd installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
