@@ -28,7 +28,7 @@ import ttsd.jobqueue.records as records_module
 from tests.support.fakes import FAKE_MODEL, OTHER_MODEL, make_spec
 from ttsd.errors import JobNotFound, StoreError
 from ttsd.jobqueue.protocols import Queue
-from ttsd.jobqueue.records import AudioInfo, CacheStats, RunInfo
+from ttsd.jobqueue.records import AudioInfo, CacheStats, InboxTake, Rejection, RunInfo
 from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.tables import Job, utcnow
 
@@ -622,3 +622,58 @@ class QueueContract:
         second = open_queue()
         assert second.get(job.id).state == JobState.QUEUED
         assert not second.enqueue(make_spec("persist me")).created
+
+    # -- several hosts on one queue --------------------------------------------------------------------
+
+    def test_an_inbox_file_is_taken_once_and_its_jobs_recorded_with_it(self, open_queue: OpenQueue) -> None:
+        first, second = open_queue(), open_queue()
+        refusal = Rejection("bad", "bad.json", "invalid_json", "not JSON", None)
+        takes = [
+            InboxTake("k-good", "good.txt", "accepted", ((make_spec("taken once"), "good.txt"),), ()),
+            InboxTake("k-bad", "bad.json", "rejected", (), (refusal,)),
+        ]
+        good, bad = first.take_files(takes, "host-a")
+        assert (good.taken, good.folder, bad.taken, bad.folder) == (True, "accepted", True, "rejected")
+        assert [result.created for result in good.results] == [True]
+        assert [row.state for row in bad.rejected] == [JobState.REJECTED]
+        again = second.take_files(takes, "host-b")
+        assert [(take.taken, take.folder) for take in again] == [(False, "accepted"), (False, "rejected")]
+        assert all(take.results == () and take.rejected == () for take in again)
+        assert all(0 <= take.taken_s_ago < 60 for take in again)
+        assert len(first.jobs(limit=None)) == 2
+        # The same content in another file (another key) is the same job again, as ever.
+        [copy] = second.take_files([InboxTake("k-copy", "copy.txt", "accepted", takes[0].jobs, ())], "host-b")
+        assert copy.taken and [result.created for result in copy.results] == [False]
+
+    def test_taken_files_are_forgotten_after_a_while(self, store: Queue) -> None:
+        store.take_files([InboxTake("k-old", "old.txt", "accepted", ((make_spec("old"), "old.txt"),), ())], "a")
+        assert store.forget_taken_files(older_than_s=3600) == 0
+        assert store.forget_taken_files(before=store.clock() + timedelta(days=8)) == 1
+        [again] = store.take_files([InboxTake("k-old", "old.txt", "accepted", (), ())], "a")
+        assert again.taken
+
+    def test_a_daemon_recovers_and_releases_only_the_leases_it_minted(self, store: Queue) -> None:
+        mine = enqueue(store, "mine")
+        theirs = enqueue(store, "theirs")
+        store.claim(FAKE_MODEL, max_batch=1, token="aaaa.tiny-1")
+        store.claim(FAKE_MODEL, max_batch=1, token="bbbb.tiny-1")
+        [recovered] = store.recover_interrupted(max_attempts=3, free_restarts=5, owner="aaaa")
+        assert recovered.id == mine.id and store.get(mine.id).state == JobState.QUEUED
+        assert store.get(theirs.id).state == JobState.RUNNING
+        store.claim(FAKE_MODEL, max_batch=1, token="aaaa.tiny-2")
+        assert store.release_all_running(owner="aaaa") == [mine.id]
+        assert store.get(theirs.id).state == JobState.RUNNING
+        # A `_` or `%` in an owner is not a wildcard.
+        assert store.release_all_running(owner="bb_b") == []
+
+    def test_the_database_clock_is_utc_now(self, store: Queue) -> None:
+        moment = store.clock()
+        assert moment.utcoffset() == timedelta(0)
+        assert abs(moment - utcnow()) < timedelta(seconds=5)
+
+    def test_daemons_lists_every_host_running_ones_first(self, store: Queue, tmp_path: Path) -> None:
+        stopped = store.register_daemon(tmp_path / "in", tmp_path / "out", "1.0", role="run")
+        worker = store.register_daemon(tmp_path / "in", tmp_path / "out", "1.0", role="worker")
+        store.daemon_stopped(stopped.id)
+        listed = store.daemons()
+        assert [(record.id, record.role) for record in listed] == [(worker.id, "worker"), (stopped.id, "run")]

@@ -4,12 +4,21 @@ migrations by several hosts at once, and claims that skip rows another host is c
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.component.queue_contract import QueueContract
+import ttsd.jobqueue.database as database_module
+from tests.component.queue_contract import AUDIO, RUN, QueueContract, enqueue
+from tests.support.fakes import FAKE_MODEL, OTHER_MODEL, make_spec
+from tests.support.postgres import Cluster
+from ttsd.errors import StoreError
+from ttsd.jobqueue.records import EnqueueResult
+from ttsd.jobqueue.states import JobState
 from ttsd.jobqueue.store import Store
+from ttsd.jobqueue.work_signal import WorkListener
 
 
 class TestPostgresQueue(QueueContract):
@@ -30,3 +39,88 @@ class TestPostgresQueue(QueueContract):
     @pytest.fixture
     def store(self, open_queue: Callable[[], Store]) -> Store:
         return open_queue()
+
+
+def test_a_server_restart_between_calls_goes_unnoticed(pg_cluster: Cluster, pg_url: str) -> None:
+    store = Store(pg_url)
+    try:
+        job = enqueue(store, "before the restart")
+        pg_cluster.restart("fast")
+        token, [claimed] = store.claim(FAKE_MODEL, max_batch=1)
+        assert claimed.id == job.id
+        assert store.finish_done(job.id, token, AUDIO, RUN)
+    finally:
+        store.close()
+
+
+def test_a_call_while_the_server_is_down_waits_for_it_and_succeeds(pg_cluster: Cluster, pg_url: str) -> None:
+    store = Store(pg_url)
+    outcome: list[object] = []
+    try:
+        enqueue(store, "warm the pool")
+        pg_cluster.stop("immediate")
+        caller = threading.Thread(target=lambda: outcome.append(store.enqueue(make_spec("while it was down"))))
+        try:
+            caller.start()
+            caller.join(timeout=1.0)
+            assert caller.is_alive(), "the call should wait for the server, not fail"
+        finally:
+            pg_cluster.start()
+        caller.join(timeout=60)
+        assert not caller.is_alive()
+        [result] = outcome
+        assert isinstance(result, EnqueueResult) and result.created
+        assert store.get(result.job.id).state == JobState.QUEUED
+    finally:
+        store.close()
+
+
+def test_a_call_fails_clearly_when_the_server_stays_away(
+    pg_cluster: Cluster, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(pg_url)
+    monkeypatch.setattr(database_module, "RECONNECT_FOR_S", 0.5)
+    try:
+        pg_cluster.stop("fast")
+        with pytest.raises(StoreError, match="is unreachable"):
+            store.pending_total()
+    finally:
+        pg_cluster.start()
+        store.close()
+
+
+def test_workers_are_told_when_work_arrives_and_after_every_reconnection(pg_cluster: Cluster, pg_url: str) -> None:
+    store = Store(pg_url)
+    heard: queue.Queue[str | None] = queue.Queue()
+    stop = threading.Event()
+    listener = WorkListener(pg_url, heard.put, stop)
+    listener.start()
+    try:
+        assert heard.get(timeout=30) is None  # connected: anything may have changed
+        enqueue(store, "news", model=OTHER_MODEL)
+        assert heard.get(timeout=30) == OTHER_MODEL
+        token, [_job] = store.claim(OTHER_MODEL, max_batch=1)
+        store.release_lease(token)  # given back: someone else may take it now
+        assert heard.get(timeout=30) == OTHER_MODEL
+        pg_cluster.restart("fast")
+        assert heard.get(timeout=30) is None  # listening again
+        enqueue(store, "after the restart")
+        assert heard.get(timeout=30) == FAKE_MODEL
+    finally:
+        stop.set()
+        listener.join(timeout=10)
+        store.close()
+    assert not listener.is_alive()
+
+
+def test_leases_are_measured_by_the_database_clock(pg_url: str) -> None:
+    store = Store(pg_url)
+    try:
+        job = enqueue(store, "timed")
+        before = store.clock()
+        token, _ = store.claim(FAKE_MODEL, max_batch=1)
+        store.heartbeat(token)
+        beat = store.get(job.id).heartbeat_at
+        assert beat is not None and before <= beat <= store.clock()
+    finally:
+        store.close()

@@ -344,9 +344,7 @@ def test_the_batch_never_holds_more_rows_than_the_batch_size(make_rig: MakeRig, 
     assert_every_call_settled(rig.events)
 
 
-def test_the_daemons_loop_keeps_the_rows_in_a_second_thread(
-    make_rig: MakeRig, loop_engine: LoopEngine, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_daemons_loop_keeps_the_rows_in_a_second_thread(make_rig: MakeRig, loop_engine: LoopEngine) -> None:
     """`Worker.run` with `overlap` (as the daemon runs it): rows that end are decoded and kept by the
     decode lane while the batch steps on."""
     rig = make_rig(loop_engine)
