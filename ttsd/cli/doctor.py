@@ -8,7 +8,7 @@ import sys
 import click
 
 from ttsd.cli.app import EXIT_FAILED, Context, json_option, main, pass_context
-from ttsd.cli.views import worker_line
+from ttsd.cli.views import host_lines, hosts_view, this_hosts_daemon, worker_line
 from ttsd.ops.lock import daemon_running
 
 
@@ -23,9 +23,17 @@ def doctor(ctx: Context) -> None:
 
     running = daemon_running(ctx.settings)
     report = diagnose(ctx.loaded, running, daemon_settings=running_daemon_settings(ctx.settings) if running else None)
-    record = ctx.store.latest_daemon() if running else None
+    settings = ctx.settings
+    # The queue is opened only where it was before (SQLite: a running daemon's, so doctor never
+    # creates nor migrates a file) or where the queue check just reached it (a shared queue: an
+    # unreachable one would be retried for minutes).
+    readable = report.facts["queue"]["readable"] if settings.shared_queue else running
+    records = ctx.store.daemons() if readable else []
+    record = this_hosts_daemon(ctx.store, settings, records) if readable and running else None
     # The workers the daemon runs now: their device plans and the batch size each one chose.
     report.facts["workers"] = json.loads(record.loaded_models) if record is not None else []
+    # Every host serving the queue, as `ttsd status` lists them (see there for the silence limit).
+    report.facts["hosts"] = hosts_view(records, ctx.store.clock(), settings.lease_s) if readable else []
 
     def human() -> None:
         versions = report.facts["versions"]
@@ -39,6 +47,9 @@ def doctor(ctx: Context) -> None:
             click.echo(f"  {row['model']:<24} {row['kind']:<13} {where}")
         for worker in report.facts["workers"]:
             click.echo(worker_line(worker))
+        if settings.shared_queue and readable:
+            for line in host_lines(report.facts["hosts"]):
+                click.echo(line)
         of = report.facts["settings_of"]
         if of["who"] == "daemon":
             click.echo(f"settings of the running daemon (pid {of['pid']}; * this command would use another value)")

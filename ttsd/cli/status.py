@@ -1,27 +1,35 @@
-"""`ttsd status`: is the daemon up, what has it loaded, and what is in the queue."""
+"""`ttsd status`: is the daemon up, what has it loaded, which hosts serve the queue, and what is in it."""
 
 from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ttsd.cli.app import Context, json_option, main, pass_context
-from ttsd.cli.views import cache_view, job_row, worker_line
+from ttsd.cli.views import (
+    cache_view,
+    host_lines,
+    hosts_view,
+    job_row,
+    queue_location,
+    this_hosts_daemon,
+    worker_line,
+)
 from ttsd.delivery.status import iso
 from ttsd.intake.access import recorded_inbox_problem
 from ttsd.intake.folders import ACCEPTED_DIR, INTAKE_FOLDERS, is_ignored, original_name
 from ttsd.jobqueue.metrics import model_metrics
 from ttsd.jobqueue.states import JobState
+from ttsd.jobqueue.tables import DaemonRecord
 from ttsd.ops.lock import daemon_running, other_inbox_daemon
 
 
-def _daemon_view(ctx: Context) -> dict[str, Any]:
-    record = ctx.store.latest_daemon()
+def _daemon_view(ctx: Context, record: DaemonRecord | None) -> dict[str, Any]:
     running = daemon_running(ctx.settings)
     view: dict[str, Any] = {"running": running}
     if record is not None:
@@ -69,13 +77,19 @@ def stray_accepted_files(accepted: Path, taken: set[str]) -> list[str]:
 @json_option
 @pass_context
 def status(ctx: Context) -> None:
-    """Is the daemon up, on which device, and what is in the queue."""
-    daemon = _daemon_view(ctx)
+    """Is the daemon up, on which device, which hosts serve the queue, and what is in it."""
+    records = ctx.store.daemons()
+    now = ctx.store.clock()
+    daemon = _daemon_view(ctx, this_hosts_daemon(ctx.store, ctx.settings, records))
+    # Silent for longer than a lease: the queue then gives that daemon's running jobs to the others,
+    # so "alive" never outlives the queue's own view; a shorter limit would also call a daemon
+    # gone while it retries a lost database connection (its heartbeat, every second, waits then).
+    hosts = hosts_view(records, now, silent_after_s=ctx.settings.lease_s)
     counts = ctx.store.counts()
     running = [job_row(job) for job in ctx.store.jobs(state=JobState.RUNNING.value, limit=None)]
     cache = cache_view(ctx.store.cache_stats(), ctx.settings)
     failures = [job_row(job) for job in ctx.store.jobs(state=JobState.FAILED.value, limit=3)]
-    last_hour = model_metrics(ctx.store.finished_since(datetime.now(UTC) - timedelta(hours=1)))
+    last_hour = model_metrics(ctx.store.finished_since(now - timedelta(hours=1)))
     folders = ctx.daemon_folders()
     waiting = waiting_files(folders.inbox)
     strays = stray_accepted_files(folders.inbox / ACCEPTED_DIR, ctx.store.source_files())
@@ -85,6 +99,9 @@ def status(ctx: Context) -> None:
     problem = recorded_inbox_problem(ctx.settings.state_dir) if daemon["running"] else None
     data = {
         "daemon": daemon,
+        "queue_location": queue_location(ctx.settings),
+        "shared_queue": ctx.settings.shared_queue,
+        "hosts": hosts,
         "queue": counts,
         "inbox_problem": problem,
         "inbox_waiting": waiting,
@@ -112,6 +129,12 @@ def status(ctx: Context) -> None:
         if daemon.get("inbox"):
             click.echo(f"folders  {daemon['inbox']} -> {daemon['outbox']}")
         click.echo(f"state    {ctx.settings.state_dir}")
+        if ctx.settings.shared_queue:
+            click.echo(f"queue    {data['queue_location']} (shared)")
+            for line in host_lines(hosts):
+                click.echo(line)
+        else:  # the daemon lines above are all the hosts there are
+            click.echo(f"queue    {data['queue_location']} (this machine only)")
         states = [s.value for s in JobState if s is not JobState.REJECTED]
         click.echo("")
         click.echo(f"{'model':<24}" + "".join(f"{s:>10}" for s in states))

@@ -1,9 +1,12 @@
-"""How the CLI shows things: job rows, coloured states, progress bars, cache figures, and how it
-reads a `--since` value. Shared by the subcommand modules."""
+"""How the CLI shows things: job rows, coloured states, progress bars, cache figures, the hosts
+serving the queue, and how it reads a `--since` value. Shared by the subcommand modules."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,8 +14,10 @@ import click
 
 from ttsd.config import Settings
 from ttsd.delivery.status import iso
+from ttsd.jobqueue.postgres import masked
+from ttsd.jobqueue.protocols import PeopleQueue
 from ttsd.jobqueue.records import CacheStats
-from ttsd.jobqueue.tables import Job
+from ttsd.jobqueue.tables import DaemonRecord, Job
 
 STATE_COLOURS = {
     "done": "green",
@@ -23,6 +28,8 @@ STATE_COLOURS = {
 }
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+HOSTS_GONE_SHOWN = 10
+"""Stopped or silent daemons listed after the live ones: enough to see a host that just went away."""
 
 
 def styled_state(state: str) -> str:
@@ -96,3 +103,71 @@ def worker_line(worker: dict[str, Any]) -> str:
     if worker.get("batch"):
         line += f", batch {worker['batch']} ({worker.get('batch_reason')})"
     return line
+
+
+def queue_location(settings: Settings) -> str:
+    """Where the queue is: the SQLite file, or the PostgreSQL URL with its password hidden."""
+    return masked(settings.database_url) if settings.shared_queue else str(settings.db_path)
+
+
+def this_hosts_daemon(store: PeopleQueue, settings: Settings, records: Sequence[DaemonRecord]) -> DaemonRecord | None:
+    """The newest daemon of this machine (`records`: `store.daemons()`): on a shared queue the
+    newest of all may be another host's."""
+    if not settings.shared_queue:
+        return store.latest_daemon()
+    node = os.uname().nodename
+    return max((r for r in records if r.hostname == node), key=lambda r: r.started_at, default=None)
+
+
+def hosts_view(records: Sequence[DaemonRecord], now: datetime, silent_after_s: float) -> list[dict[str, Any]]:
+    """The daemons serving the queue, live ones first, then at most `HOSTS_GONE_SHOWN` stopped or
+    silent ones. `now` must be the queue's clock (`store.clock()`): heartbeats are written by it, and
+    this host's clock may be minutes off another's. A daemon is alive when it has not stopped and its
+    last heartbeat is younger than `silent_after_s`."""
+    rows = []
+    for record in records:
+        age = max(0.0, (now - record.heartbeat_at).total_seconds())
+        alive = record.stopped_at is None and age < silent_after_s
+        rows.append(
+            {
+                "id": record.id,
+                "host": record.hostname,
+                "role": record.role,
+                "pid": record.pid,
+                "alive": alive,
+                "started_at": iso(record.started_at),
+                "heartbeat_at": iso(record.heartbeat_at),
+                "heartbeat_age_s": round(age, 1),
+                "stopped_at": iso(record.stopped_at),
+                "version": record.version,
+                "inbox": record.inbox,
+                "outbox": record.outbox,
+                # What a gone daemon last had loaded is no longer there.
+                "loaded_models": json.loads(record.loaded_models) if alive else [],
+            }
+        )
+    # sorted() is stable: within each group the queue's order (newest heartbeat first) stays.
+    rows.sort(key=lambda row: not row["alive"])
+    alive_count = sum(1 for row in rows if row["alive"])
+    return rows[: alive_count + HOSTS_GONE_SHOWN]
+
+
+def host_lines(hosts: Sequence[dict[str, Any]]) -> list[str]:
+    """The hosts block of `status` and `doctor`: one line per daemon, then one per worker it runs."""
+    alive = sum(1 for host in hosts if host["alive"])
+    lines = [f"hosts    {alive} alive" + (f", {len(hosts) - alive} gone" if len(hosts) > alive else "")]
+    for host in hosts:
+        head = f"{host['host']} ({host['role']}) pid {host['pid']}"
+        if host["alive"]:
+            lines.append(
+                f"  alive   {head}, since {host['started_at']}, heartbeat {host['heartbeat_age_s']}s ago, "
+                f"ttsd {host['version'] or '?'}"
+            )
+        elif host["stopped_at"]:
+            lines.append(f"  stopped {head}, at {host['stopped_at']}")
+        else:  # killed, or cut off from the queue: its leases go to the others once they expire
+            lines.append(f"  silent  {head}, last heartbeat {host['heartbeat_age_s']:.0f}s ago")
+        for worker in host["loaded_models"]:
+            where = f" on {worker['device']}/{worker.get('dtype')}" if worker.get("device") else ""
+            lines.append(f"          {worker.get('model')}{where}, {worker.get('state')}")
+    return lines

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from ttsd.catalog import build_registry
-from ttsd.config import LoadedSettings
+from ttsd.config import LoadedSettings, Settings
 from ttsd.errors import FolderUnusable, TtsdError
 from ttsd.fsutil import probe_folder
 from ttsd.intake.access import recorded_inbox_problem
+from ttsd.jobqueue.postgres import connect_listener, masked
 from ttsd.jobqueue.sqlite_file import inspect_database
+from ttsd.jobqueue.store import Store
 from ttsd.ops.effective import DaemonSettings, compare, settings_view
 from ttsd.ops.lock import other_inbox_daemon
 from ttsd.synth.engine.device import Hardware, plan_device, probe_hardware
@@ -97,13 +99,60 @@ def _folder_check(name: str, what: str, path: Path) -> Check:
     return Check(name, writable, f"{path} (mode {mode}, {'writable' if writable else 'NOT writable'})")
 
 
-def _queue_check(db_path: Path) -> Check:
+def _queue_check(db_path: Path) -> tuple[Check, dict[str, Any]]:
+    facts: dict[str, Any] = {"location": str(db_path), "shared": False, "readable": False, "server_version": None}
     if not db_path.exists():
-        return Check("queue database", True, f"{db_path} (created on first use)")
+        return Check("queue database", True, f"{db_path} (created on first use)"), facts
     verdict = inspect_database(db_path)
     if verdict == "ok":
-        return Check("queue database", True, f"{db_path} (integrity ok)")
-    return Check("queue database", False, f"{db_path} is damaged: {verdict}")
+        facts["readable"] = True
+        return Check("queue database", True, f"{db_path} (integrity ok)"), facts
+    return Check("queue database", False, f"{db_path} is damaged: {verdict}"), facts
+
+
+def _shared_queue_check(url: str) -> tuple[Check, dict[str, Any]]:
+    """Whether the PostgreSQL queue answers, and which server it is."""
+    location = masked(url)
+    facts: dict[str, Any] = {"location": location, "shared": True, "readable": False, "server_version": None}
+    try:
+        # One plain connection first: it fails within psycopg's connect timeout, where opening the
+        # queue retries an unreachable server for minutes (right for a daemon riding out a server
+        # restart, wrong for a diagnosis). The server announces its version when it accepts.
+        with connect_listener(url) as connection:
+            facts["server_version"] = connection.info.parameter_status("server_version")
+    except Exception as exc:  # noqa: BLE001 - whatever stops the connection is the finding itself
+        return Check("queue database", False, f"{location} unreachable: {_one_line(exc)}"), facts
+    try:
+        store = Store(url)
+        try:
+            verdict = store.integrity_check()
+        finally:
+            store.close()
+    except TtsdError as exc:  # e.g. a schema written by a newer ttsd
+        return Check("queue database", False, f"{location}: {exc.message}"), facts
+    if verdict != "ok":
+        return Check("queue database", False, f"{location}: {verdict}"), facts
+    facts["readable"] = True
+    return Check("queue database", True, f"{location} (PostgreSQL {facts['server_version']}, reachable)"), facts
+
+
+def _one_line(exc: BaseException) -> str:
+    # psycopg's messages run over several lines (with hints); a check's detail is one line.
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def _shared_cache_check(settings: Settings) -> Check:
+    """Hosts sharing a queue share the cache's index: its files must be one folder they all see."""
+    folder = settings.cache_dir
+    if folder.resolve().is_relative_to(settings.state_dir.resolve()):
+        # Another host's take is then missing here: this host drops it from the shared index and
+        # makes it again, so every host's hits turn into misses.
+        detail = (
+            f"{folder} is inside this host's state directory, but the hosts share one cache index: "
+            "set TTS_CACHE_FOLDER to a folder every host shares"
+        )
+        return Check("shared cache", False, detail, blocking=False)
+    return Check("shared cache", True, f"{folder} (every host of this queue must use this folder)")
 
 
 def _read_only(path: Path) -> bool:
@@ -191,7 +240,12 @@ def diagnose(
             blocking=False,
         )
     )
-    report.checks.append(_queue_check(settings.db_path))
+    check, report.facts["queue"] = (
+        _shared_queue_check(settings.database_url) if settings.shared_queue else _queue_check(settings.db_path)
+    )
+    report.checks.append(check)
+    if settings.shared_queue and settings.enable_cache:
+        report.checks.append(_shared_cache_check(settings))
     other = other_inbox_daemon(settings.inbox, settings.state_dir)
     if other is not None:
         detail = f"{settings.inbox} is served by another daemon ({other}); a second one here would do every job twice"
