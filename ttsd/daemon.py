@@ -126,11 +126,12 @@ class Daemon:
         """Build every collaborator, in dependency order, and recover what a crash left behind."""
         settings = self.settings
         # Explicit mode: under a permissive umask the outbox must still not be world-writable.
-        make_folder(settings.inbox, "inbox")
+        if self.role == "run":
+            make_folder(settings.inbox, "inbox")
         make_folder(settings.outbox, "outbox")
         outbox = Outbox(settings.outbox)
         store = open_queue(settings, outbox)
-        record = store.register_daemon(settings.inbox, settings.outbox, __version__, self.role)
+        record = store.register_daemon(settings.inbox, settings.outbox, __version__, self.role, self.host)
         self._recover(store, outbox)
         chunk_files = ChunkFiles(settings.state_dir / "chunks")
         sweep_finished_chunks(store, chunk_files)

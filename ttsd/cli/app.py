@@ -25,6 +25,7 @@ from ttsd.config import LoadedSettings, Settings, load_settings
 from ttsd.errors import ConfigError, JobNotFound, JobRejected, TtsdError
 from ttsd.jobqueue.protocols import PeopleQueue
 from ttsd.jobqueue.store import Store
+from ttsd.ops.identity import recorded_host_id
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -54,7 +55,9 @@ class Context:
 
     def daemon_folders(self) -> DaemonFolders:
         """The folders of the daemon that owns this state directory (see ttsd.client)."""
-        return daemon_folders(self.loaded, self.store.latest_daemon())
+        # On a shared queue the newest daemon may be another host's: this state directory's own.
+        mine = (recorded_host_id(self.settings.state_dir) or "") if self.settings.shared_queue else None
+        return daemon_folders(self.loaded, self.store.latest_daemon(mine))
 
     def note_idle_daemon(self, folders: DaemonFolders) -> None:
         """Say on stderr, once, that no daemon serves these folders right now."""

@@ -4,7 +4,6 @@ serving the queue, and how it reads a `--since` value. Shared by the subcommand 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ from ttsd.jobqueue.postgres import masked
 from ttsd.jobqueue.protocols import PeopleQueue
 from ttsd.jobqueue.records import CacheStats
 from ttsd.jobqueue.tables import DaemonRecord, Job
+from ttsd.ops.identity import recorded_host_id
 
 STATE_COLOURS = {
     "done": "green",
@@ -115,8 +115,8 @@ def this_hosts_daemon(store: PeopleQueue, settings: Settings, records: Sequence[
     newest of all may be another host's."""
     if not settings.shared_queue:
         return store.latest_daemon()
-    node = os.uname().nodename
-    return max((r for r in records if r.hostname == node), key=lambda r: r.started_at, default=None)
+    mine = recorded_host_id(settings.state_dir)
+    return max((r for r in records if r.host_id == mine), key=lambda r: r.started_at, default=None)
 
 
 def hosts_view(records: Sequence[DaemonRecord], now: datetime, silent_after_s: float) -> list[dict[str, Any]]:

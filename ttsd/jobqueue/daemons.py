@@ -18,8 +18,11 @@ class DaemonRecords(Database):
     """The daemons' own rows."""
 
     @transient
-    def register_daemon(self, inbox: Path, outbox: Path, version: str, role: str = "run") -> DaemonRecord:
-        """Record this daemon's start (`role`: `run`, or `worker` for a host that only synthesizes)."""
+    def register_daemon(
+        self, inbox: Path, outbox: Path, version: str, role: str = "run", host_id: str = ""
+    ) -> DaemonRecord:
+        """Record this daemon's start (`role`: `run`, or `worker` for a host that only synthesizes;
+        `host_id`: its state directory's id)."""
         with self._write() as session:
             now = self._now(session)
             record = DaemonRecord(
@@ -32,6 +35,7 @@ class DaemonRecords(Database):
                 outbox=str(outbox),
                 version=version,
                 role=role,
+                host_id=host_id,
             )
             session.add(record)
         return record
@@ -64,7 +68,10 @@ class DaemonRecords(Database):
             return list(session.exec(query.limit(limit)))
 
     @transient
-    def latest_daemon(self) -> DaemonRecord | None:
-        """The most recently started daemon, running or not."""
+    def latest_daemon(self, host_id: str | None = None) -> DaemonRecord | None:
+        """The most recently started daemon (of the state directory `host_id`, when given), running or not."""
+        query = select(DaemonRecord).order_by(col(DaemonRecord.started_at).desc())
+        if host_id is not None:
+            query = query.where(col(DaemonRecord.host_id) == host_id)
         with self._read() as session:
-            return session.exec(select(DaemonRecord).order_by(col(DaemonRecord.started_at).desc()).limit(1)).first()
+            return session.exec(query.limit(1)).first()

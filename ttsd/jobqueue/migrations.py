@@ -200,6 +200,7 @@ def _add_shared_hosts(connection: Connection) -> None:
         """,
         "CREATE INDEX ix_inbox_file_taken_at ON inbox_file (taken_at)",
         "ALTER TABLE daemonrecord ADD COLUMN role VARCHAR NOT NULL DEFAULT 'run'",
+        "ALTER TABLE daemonrecord ADD COLUMN host_id VARCHAR NOT NULL DEFAULT ''",
     ):
         connection.execute(text(statement))
 

@@ -137,6 +137,8 @@ class DaemonRecord(SQLModel, table=True):
     version: str = ""
     role: str = "run"
     """`run` (intake and workers) or `worker` (synthesis only)."""
+    host_id: str = ""
+    """The daemon's state directory's id (`ttsd.ops.identity`): the same across its restarts."""
 
 
 class CacheEntry(SQLModel, table=True):

@@ -14,15 +14,20 @@ HOST_ID_FILE = "host-id"
 _VALID = re.compile(r"[0-9a-f]{12}")
 
 
+def recorded_host_id(state_dir: Path) -> str | None:
+    """The id recorded in `state_dir`, if a daemon ever ran there."""
+    try:
+        recorded = (state_dir / HOST_ID_FILE).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return recorded if _VALID.fullmatch(recorded) else None
+
+
 def host_id(state_dir: Path) -> str:
     """The id recorded in `state_dir`, made (and recorded) on first use."""
-    path = state_dir / HOST_ID_FILE
-    try:
-        recorded = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        recorded = ""
-    if _VALID.fullmatch(recorded):
+    recorded = recorded_host_id(state_dir)
+    if recorded is not None:
         return recorded
     made = secrets.token_hex(6)
-    atomic_write(path, f"{made}\n".encode("ascii"), mode=0o600)
+    atomic_write(state_dir / HOST_ID_FILE, f"{made}\n".encode("ascii"), mode=0o600)
     return made
