@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-import ttsd.jobqueue.database as database_module
 from tests.component.queue_contract import AUDIO, RUN, QueueContract, enqueue
 from tests.support.fakes import FAKE_MODEL, OTHER_MODEL, make_spec
 from tests.support.postgres import Cluster
@@ -75,11 +74,8 @@ def test_a_call_while_the_server_is_down_waits_for_it_and_succeeds(pg_cluster: C
         store.close()
 
 
-def test_a_call_fails_clearly_when_the_server_stays_away(
-    pg_cluster: Cluster, pg_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = Store(pg_url)
-    monkeypatch.setattr(database_module, "RECONNECT_FOR_S", 0.5)
+def test_a_call_fails_clearly_when_the_server_stays_away(pg_cluster: Cluster, pg_url: str) -> None:
+    store = Store(pg_url, reconnect_for_s=0.5)
     try:
         pg_cluster.stop("fast")
         with pytest.raises(StoreError, match="is unreachable"):

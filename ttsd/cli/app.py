@@ -31,6 +31,8 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+CLI_RECONNECT_S = 10.0
+"""How long a command waits for an unreachable shared database before it says so (a daemon waits longer)."""
 
 
 @dataclass
@@ -50,7 +52,7 @@ class Context:
     def store(self) -> PeopleQueue:
         """The queue database (created if this is the first use)."""
         if self._store is None:
-            self._store = Store(self.settings.queue_target)
+            self._store = Store(self.settings.queue_target, reconnect_for_s=CLI_RECONNECT_S)
         return self._store
 
     def daemon_folders(self) -> DaemonFolders:

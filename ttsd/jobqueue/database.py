@@ -7,9 +7,10 @@ backend supplies what its engine needs: SQLite serializes every write transactio
 is a no-op there; PostgreSQL locks rows and keys, and tells idle hosts that work arrived.
 
 A transaction that fails because the connection to PostgreSQL was lost (a server restart, a
-network cut) is run again from the start by `transient`, with backoff, for up to
-`RECONNECT_FOR_S`. Every public method of the queue is one or a few whole transactions, each
-written so that running it again after a failed commit does what one run would have done.
+network cut) is run again from the start by `transient`, with backoff, for up to `reconnect_for_s`
+(`RECONNECT_FOR_S` for a daemon). Every public method of the queue is one or a few whole
+transactions, each written so that running it again after a failed commit does what one run would
+have done.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from ttsd.jobqueue.tables import utcnow
 log = logging.getLogger(__name__)
 
 RECONNECT_FOR_S: Final = 120.0
-"""How long a transaction is retried while the database is unreachable before the call fails."""
+"""How long a daemon's transaction is retried while the database is unreachable before it fails."""
 _BACKOFF_S: Final = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 P = ParamSpec("P")
@@ -83,7 +84,7 @@ def open_backend(target: Path | str) -> Backend:
 
 def transient(method: Callable[P, R]) -> Callable[P, R]:
     """Run a queue method again, from the start, when its database connection was lost; after
-    `RECONNECT_FOR_S` the loss is a `StoreError`."""
+    the database's `reconnect_for_s` the loss is a `StoreError`."""
 
     @functools.wraps(method)
     def retried(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -98,15 +99,18 @@ class Database:
     """The open queue: a writer and a reader engine, and a session from each per transaction.
 
     Opening brings the schema up to date (SQLite also creates its file, private, if needed).
+    `reconnect_for_s` is how long an unreachable database is waited for, at opening and in each
+    call: a daemon waits out a server restart; a command someone typed gives up sooner.
     """
 
-    def __init__(self, target: Path | str) -> None:
+    def __init__(self, target: Path | str, reconnect_for_s: float = RECONNECT_FOR_S) -> None:
+        self.reconnect_for_s = reconnect_for_s
         self.backend = open_backend(target)
         self.location = self.backend.describe()
         self.db_path = self.backend.db_path
         self.shared = self.backend.shared
         try:
-            _open_with_retries(self.backend)
+            _open_with_retries(self.backend, reconnect_for_s)
         except BaseException:
             self.backend.close()
             raise
@@ -130,7 +134,7 @@ class Database:
 
     def _retried(self, transaction: Callable[[], R]) -> R:
         """`transaction()`, run again while the backend calls its failure transient (see `transient`)."""
-        deadline = time.monotonic() + RECONNECT_FOR_S
+        deadline = time.monotonic() + self.reconnect_for_s
         attempt = 0
         while True:
             try:
@@ -180,9 +184,9 @@ class Database:
             return self.backend.integrity_check(session)
 
 
-def _open_with_retries(backend: Backend) -> None:
+def _open_with_retries(backend: Backend, reconnect_for_s: float) -> None:
     """Migrate the schema; a PostgreSQL server still starting (or restarting) is waited for."""
-    deadline = time.monotonic() + RECONNECT_FOR_S
+    deadline = time.monotonic() + reconnect_for_s
     attempt = 0
     while True:
         try:
