@@ -152,6 +152,16 @@ def test_hf_token_is_never_written(settings: Settings, home: Path, monkeypatch: 
     assert any("HF_TOKEN" in note for note in plan.notes)
 
 
+def test_a_database_password_is_never_written(settings: Settings, home: Path) -> None:
+    url = "postgresql://ttsd:s3cret-pw@db.local:5432/ttsd"
+    environ = {"TTS_DATABASE_URL": url}
+    plan = launchd.plan_install(settings.model_copy(update={"database_url": url}), PYTHON, home, UID, environ)
+    env = plistlib.loads(plan.plist)["EnvironmentVariables"]
+    assert env["TTS_DATABASE_URL"] == "postgresql://ttsd@db.local:5432/ttsd"
+    assert b"s3cret-pw" not in plan.plist
+    assert any("~/.pgpass" in note for note in plan.notes)
+
+
 def test_only_the_daemon_s_variables_pass_through(settings: Settings, home: Path) -> None:
     environ = {
         "TTS_MAX_BATCH": "8",

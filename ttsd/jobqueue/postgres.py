@@ -39,6 +39,16 @@ def masked(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def without_password(url: str) -> str:
+    """The URL with no password at all (libpq then finds it in `~/.pgpass`), for files others may read."""
+    return make_url(url).set(password=None).render_as_string(hide_password=False)
+
+
+def has_password(url: str) -> bool:
+    """Whether the URL carries a password."""
+    return make_url(url).password is not None
+
+
 def connect_listener(url: str) -> psycopg.Connection[tuple[object, ...]]:
     """A connection of its own (never a pooled one) in autocommit, for LISTEN."""
     plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)

@@ -24,6 +24,7 @@ from xml.parsers.expat import ExpatError
 
 from ttsd.config import Settings
 from ttsd.errors import LaunchdError, LaunchdUnsupported
+from ttsd.jobqueue.postgres import has_password
 from ttsd.ops.plist import EXIT_TIMEOUT_MARGIN_S, LABEL, SECRETS, exit_timeout, log_dir, render_plist, write_plist
 from ttsd.privacy import protected_folder_note, protected_place
 
@@ -190,6 +191,11 @@ def plan_install(
         notes.append(
             "HF_TOKEN is set here but not copied into the plist (world readable); run `hf auth login` "
             "once so the daemon finds the token under HF_HOME"
+        )
+    if settings.database_url and has_password(settings.database_url):
+        notes.append(
+            "the database password is not copied into the plist (world readable): put it in ~/.pgpass "
+            "(mode 0600, a line `host:port:database:user:password`), where the daemon's driver finds it"
         )
     return InstallPlan(
         agent=agent,

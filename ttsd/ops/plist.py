@@ -21,6 +21,7 @@ from xml.sax.saxutils import escape
 from ttsd.config import CONFIG_FILE_NAME, ENV_PREFIX, Settings
 from ttsd.errors import LaunchdError
 from ttsd.fsutil import atomic_write
+from ttsd.jobqueue.postgres import without_password
 
 LABEL = "com.ttsd.daemon"
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "launchd" / f"{LABEL}.plist.template"
@@ -33,6 +34,7 @@ PASS_THROUGH = frozenset([ENV_PREFIX + name.upper() for name in Settings.model_f
 # Never in PASS_THROUGH, since the plist is world readable; an install that sees one set says where it
 # belongs instead.
 SECRETS = ("HF_TOKEN",)
+DATABASE_URL = ENV_PREFIX + "DATABASE_URL"
 SYSTEM_PATH = ("/opt/homebrew/bin", "/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin")
 
 
@@ -62,9 +64,12 @@ def passed_environment(
     The `TTS_*` settings variables shaped the effective settings, so they pass through, with the
     Hugging Face cache location and offline mode. A config file the daemon would not find on its own
     (`--config`, `TTS_CONFIG`, perhaps relative) is pinned by absolute path, since the agent runs in
-    another folder. Secrets never pass.
+    another folder. Secrets never pass: a database URL passes without its password (the daemon finds
+    it in `~/.pgpass`, as every libpq program does).
     """
     passed = {name: value for name, value in environ.items() if name in PASS_THROUGH and value}
+    if DATABASE_URL in passed:
+        passed[DATABASE_URL] = without_password(passed[DATABASE_URL])
     pinned = _pinned_config(settings, config_file)
     if pinned is not None:
         passed["TTS_CONFIG"] = str(pinned)
