@@ -41,7 +41,9 @@ def masked(url: str) -> str:
 
 def without_password(url: str) -> str:
     """The URL with no password at all (libpq then finds it in `~/.pgpass`), for files others may read."""
-    return make_url(url).set(password=None).render_as_string(hide_password=False)
+    parts = make_url(url)
+    bare = URL.create(parts.drivername, parts.username, None, parts.host, parts.port, parts.database, parts.query)
+    return bare.render_as_string(hide_password=False)
 
 
 def has_password(url: str) -> bool:
