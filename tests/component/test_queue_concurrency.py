@@ -135,6 +135,16 @@ def take_in_own_order(barrier: threading.Barrier, target: str, taker: int, out: 
 # --- running them ------------------------------------------------------------------------------------
 
 
+def guarded(worker: Worker, barrier: threading.Barrier, *args: Any) -> None:
+    """Run `worker(barrier, *args)` in a process; if it fails, break the barrier, so nobody waits
+    for it there until the timeout (the test fails at once, naming it)."""
+    try:
+        worker(barrier, *args)
+    except BaseException:
+        barrier.abort()
+        raise
+
+
 def run_together(worker: Worker, per_process: Sequence[tuple[Any, ...]], rounds: int = 1) -> float:
     """Run `worker(barrier, *args)` in one spawned process per `per_process` entry, released together
     `rounds` times (each process waits on the barrier that many times); returns the seconds from the
@@ -143,7 +153,7 @@ def run_together(worker: Worker, per_process: Sequence[tuple[Any, ...]], rounds:
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(len(per_process) + 1)
     processes: list[SpawnProcess] = [
-        context.Process(target=worker, args=(barrier, *args), name=f"{worker.__name__}-{n}")
+        context.Process(target=guarded, args=(worker, barrier, *args), name=f"{worker.__name__}-{n}")
         for n, args in enumerate(per_process)
     ]
     launched = time.monotonic()
@@ -175,8 +185,10 @@ def release(barrier: threading.Barrier, processes: Sequence[SpawnProcess]) -> No
     try:
         barrier.wait(timeout=START_TIMEOUT_S)
     except threading.BrokenBarrierError:
-        exited = [f"{process.name} (exit code {process.exitcode})" for process in processes if not process.is_alive()]
-        pytest.fail(f"not every process reached the start within {START_TIMEOUT_S} s; exited: {exited}")
+        for process in processes:
+            process.join(timeout=EXIT_GRACE_S)  # the one that broke it is on its way out
+        failed = [f"{process.name} (exit code {process.exitcode})" for process in processes if process.exitcode]
+        pytest.fail(f"the processes did not all reach the start (within {START_TIMEOUT_S} s, or one failed): {failed}")
 
 
 def read_json(path: Path) -> Any:
