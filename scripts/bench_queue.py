@@ -126,6 +126,20 @@ class QueueBench:
             "rows": [row.as_json() for row in self.rows],
         }
 
+    def render(self) -> list[str]:
+        """The table: one row per measurement, both backends and the ratio."""
+        width = max(len(f"{row.label} ({row.unit})") for row in self.rows)
+        lines = [
+            f"queue: {self.jobs} jobs claimed one at a time, {self.files} intake files; PostgreSQL {self.postgres} "
+            f"(fsync off) against SQLite in {self.sqlite_folder}",
+            f"{'':{width}} {'SQLite':>10} {'PostgreSQL':>11} {'PG/SQLite':>10}",
+        ]
+        for row in self.rows:
+            cells = [f"{run.per_s:.0f}" if run else "-" for run in (row.runs.get("sqlite"), row.runs.get("postgresql"))]
+            ratio = "-" if row.ratio is None else f"{row.ratio:.2f}"
+            lines.append(f"{row.label + ' (' + row.unit + ')':{width}} {cells[0]:>10} {cells[1]:>11} {ratio:>10}")
+        return lines
+
 
 # --- claims ------------------------------------------------------------------------------------------
 
@@ -251,12 +265,16 @@ def measure_intake(database_url: str, files: int, timeout_s: float, folder: Path
 # --- the run -----------------------------------------------------------------------------------------
 
 
+class PostgresMissing(RuntimeError):
+    """No PostgreSQL server binaries on this machine to start one with."""
+
+
 @contextlib.contextmanager
 def postgres_server() -> Iterator[Cluster]:
     """A throw-away PostgreSQL server, removed afterwards."""
     bindir = find_bindir()
     if bindir is None:
-        raise SystemExit("PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's `postgresql`")
+        raise PostgresMissing("PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's `postgresql`")
     cluster = Cluster(bindir)
     try:
         cluster.init()
@@ -278,7 +296,8 @@ def bench_queue(
     timeout_s: float = 600.0,
     log: Callable[[str], None] = progress,
 ) -> QueueBench:
-    """Every measurement on both backends (SQLite first each time)."""
+    """Every measurement on both backends (SQLite first each time). Raises `PostgresMissing` when
+    there is no PostgreSQL server to start."""
     bench = QueueBench(jobs, files, tuple(processes))
     with tempfile.TemporaryDirectory(prefix="ttsd-bench-queue-", dir=ram_folder()) as temp, postgres_server() as pg:
         work = Path(temp)
@@ -309,21 +328,6 @@ def bench_queue(
     return bench
 
 
-def render(bench: QueueBench) -> list[str]:
-    """The table: one row per measurement, both backends and the ratio."""
-    width = max(len(f"{row.label} ({row.unit})") for row in bench.rows)
-    lines = [
-        f"queue: {bench.jobs} jobs claimed one at a time, {bench.files} intake files; PostgreSQL {bench.postgres} "
-        f"(fsync off) against SQLite in {bench.sqlite_folder}",
-        f"{'':{width}} {'SQLite':>10} {'PostgreSQL':>11} {'PG/SQLite':>10}",
-    ]
-    for row in bench.rows:
-        cells = [f"{run.per_s:.0f}" if run else "-" for run in (row.runs.get("sqlite"), row.runs.get("postgresql"))]
-        ratio = "-" if row.ratio is None else f"{row.ratio:.2f}"
-        lines.append(f"{row.label + ' (' + row.unit + ')':{width}} {cells[0]:>10} {cells[1]:>11} {ratio:>10}")
-    return lines
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure, then print the table (or JSON)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -335,8 +339,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds any one wait may take")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
-    bench = bench_queue(args.jobs, args.processes, args.files, args.timeout)
-    print(json.dumps(bench.as_json(), indent=2) if args.json else "\n".join(render(bench)))
+    try:
+        bench = bench_queue(args.jobs, args.processes, args.files, args.timeout)
+    except PostgresMissing as exc:
+        parser.exit(2, f"bench_queue: {exc}\n")
+    print(json.dumps(bench.as_json(), indent=2) if args.json else "\n".join(bench.render()))
     return 0
 
 
