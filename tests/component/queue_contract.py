@@ -637,7 +637,10 @@ class QueueContract:
         assert [result.created for result in good.results] == [True]
         assert [row.state for row in bad.rejected] == [JobState.REJECTED]
         again = second.take_files(takes, "host-b")
-        assert [(take.taken, take.folder) for take in again] == [(False, "accepted"), (False, "rejected")]
+        assert [(t.taken, t.folder, t.taken_by) for t in again] == [
+            (False, "accepted", "host-a"),
+            (False, "rejected", "host-a"),
+        ]
         assert all(take.results == () and take.rejected == () for take in again)
         assert all(0 <= take.taken_s_ago < 60 for take in again)
         assert len(first.jobs(limit=None)) == 2

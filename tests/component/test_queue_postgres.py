@@ -7,6 +7,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -120,3 +121,13 @@ def test_leases_are_measured_by_the_database_clock(pg_url: str) -> None:
         assert beat is not None and before <= beat <= store.clock()
     finally:
         store.close()
+
+
+def test_a_database_that_does_not_exist_is_said_at_once(pg_cluster: Cluster) -> None:
+    with pytest.raises(StoreError, match='database "no_such_queue" does not exist'):
+        Store(pg_cluster.url("no_such_queue"))  # a daemon's whole reconnect budget, were it waited for
+
+
+def test_an_unreachable_server_is_said_after_the_wait(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=r"cannot open the queue database .*No such file"):
+        Store(f"postgresql://ttsd@/ttsd?host={tmp_path}&port=5432", reconnect_for_s=0.3)

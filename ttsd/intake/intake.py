@@ -273,7 +273,9 @@ class Intake(threading.Thread):
     def _settle(self, path: Path, entries: list[ParsedEntry], take: TakeResult) -> Outcome:
         """Publish and move a file this host took; move one taken before, once its taker had time."""
         if not take.taken:
-            if take.taken_s_ago >= self.settings.taken_grace_s:
+            # Taken by this host (its earlier life, or this very call whose answer was lost with the
+            # connection): nobody else is about to move it.
+            if take.taken_by == self.settings.taken_by or take.taken_s_ago >= self.settings.taken_grace_s:
                 log.info(
                     "%s was taken %.0fs ago and is still here: moving it", display_name(path.name), take.taken_s_ago
                 )

@@ -192,8 +192,13 @@ def _open_with_retries(backend: Backend, reconnect_for_s: float) -> None:
         try:
             migrate(backend.writer, backend.describe())
             return
+        except StoreError:
+            raise
         except Exception as exc:
-            if not backend.is_transient(exc) or time.monotonic() >= deadline:
+            if backend.dialect != "postgresql":
                 raise
+            if not backend.is_transient(exc) or time.monotonic() >= deadline:
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                raise StoreError(f"cannot open the queue database {backend.describe()}: {reason}") from exc
             time.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
             attempt += 1

@@ -35,7 +35,7 @@ class InboxFiles(Database):
                 earlier = before.get(take.key)
                 if earlier is not None:
                     age = max(0.0, (now - earlier.taken_at).total_seconds())
-                    results.append(TakeResult(taken=False, folder=earlier.folder, taken_s_ago=age))
+                    results.append(TakeResult(False, earlier.folder, age, earlier.taken_by))
                     continue
                 row = InboxFile(key=take.key, name=take.name, folder=take.folder, taken_by=taken_by, taken_at=now)
                 before[take.key] = row
@@ -44,7 +44,7 @@ class InboxFiles(Database):
                 rejected = tuple(rejected_row(rejection, now) for rejection in take.rejections)
                 session.add_all(rejected)
                 models.update(result.job.model for result in jobs if result.created)
-                results.append(TakeResult(True, take.folder, 0.0, jobs, rejected))
+                results.append(TakeResult(True, take.folder, 0.0, taken_by, jobs, rejected))
             self._announce(session, models)
             return results
 

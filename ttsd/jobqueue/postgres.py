@@ -16,9 +16,22 @@ from typing import Final
 import psycopg
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
+TRANSIENT_CLASSES: Final = frozenset({"08", "40", "53", "57"})
+"""SQLSTATE classes worth a retry: connection exceptions, transaction rollbacks (deadlocks,
+serialization), insufficient resources (too many connections), operator intervention (shutdown)."""
+TRANSIENT_STATES: Final = frozenset({"55P03"})
+"""Single SQLSTATEs worth a retry: a lock not available."""
+PERMANENT_CONNECT_FAILURES: Final = (
+    "does not exist",
+    "authentication failed",
+    "password",
+    "no pg_hba.conf entry",
+    "permission denied",
+)
+"""libpq's words for a connection refused for who or what was asked: no retry brings it in."""
 WORK_CHANNEL: Final = "ttsd_work"
 """The NOTIFY channel: its payload is the model whose queue got work."""
 
@@ -90,13 +103,18 @@ class PostgresDatabase:
         return "ok" if session.execute(text("SELECT 1")).scalar() == 1 else "no answer"
 
     def is_transient(self, error: BaseException) -> bool:
-        """Whether repeating the transaction may succeed: the connection was lost (a server restart,
-        a network cut), or PostgreSQL chose this transaction as a deadlock's victim."""
+        """Whether repeating the transaction may succeed: the server could not be reached or went
+        away (a restart, a network cut), or chose this transaction as a deadlock's victim. A wrong
+        database name, user or password is not: waiting would only delay saying so."""
         if isinstance(error, DBAPIError) and error.connection_invalidated:
             return True
-        if isinstance(error, OperationalError):
-            return True
-        return isinstance(error, psycopg.OperationalError)
+        cause = error.orig if isinstance(error, DBAPIError) else error
+        if not isinstance(cause, psycopg.OperationalError):
+            return False
+        if cause.sqlstate is not None:
+            return cause.sqlstate[:2] in TRANSIENT_CLASSES or cause.sqlstate in TRANSIENT_STATES
+        # A failed connection attempt carries no SQLSTATE; libpq's message says what went wrong.
+        return not any(words in str(cause) for words in PERMANENT_CONNECT_FAILURES)
 
     def close(self) -> None:
         """Release the connection pool."""

@@ -142,10 +142,11 @@ class InboxTake:
 @dataclass(frozen=True)
 class TakeResult:
     """What `take_files` did with one file: taken now (with its jobs and rejected rows, in order), or
-    taken before (by this host or another), `taken_s_ago` seconds ago, into `folder`."""
+    taken before, by `taken_by`, `taken_s_ago` seconds ago, into `folder`."""
 
     taken: bool
     folder: str
     taken_s_ago: float
+    taken_by: str
     results: tuple[EnqueueResult, ...] = ()
     rejected: tuple[Job, ...] = ()
