@@ -83,8 +83,9 @@ class PostgresDatabase:
             engine_url(url),
             # Every timestamp is UTC: `now()` and the naive TIMESTAMP columns then agree.
             connect_args={"options": "-c timezone=UTC", "connect_timeout": 10},
-            # A pooled connection broken by a server restart is found and replaced before use.
-            pool_pre_ping=True,
+            # No ping before each use (a round trip per transaction): a pooled connection that a server
+            # restart broke fails its transaction, the whole pool is discarded, and `transient`
+            # runs the transaction again on a new connection.
             pool_size=4,
             max_overflow=16,
         )
