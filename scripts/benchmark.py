@@ -58,6 +58,8 @@ uses, so every text speaks as many frames bare as in ttsd.
                    socket that accepts and never answers), so no synthesis competes with intake:
                    `--intake-files` job files renamed in at once, until every one is a row in the
                    queue (files/s); then single files, one at a time, rename -> status says queued
+  queue            `scripts/bench_queue.py`: claim+finish/s by 1 and 8 processes and intake files/s,
+                   SQLite against a throw-away PostgreSQL server (skipped without one); --no-queue
 
 The daemons speak with `--engine` (TTS_ENGINE: ttsd, its own loop with continuous batching, the
 default; or qwen-tts, the official calls), so a run can be repeated on the official engine. With
@@ -103,7 +105,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bench_engines import EngineBench, batch_list, bench_engines, ensure_checkpoint, positive
 from bench_engines import render as render_engines
@@ -124,6 +126,9 @@ from ttsd.synth.engine.talker_hooks import TalkerHooks, install_talker_hooks
 from ttsd.synth.engine.tiny_eos import Ending, end_of_speech
 from ttsd.synth.engine.weights import resolve_checkpoint
 from ttsd.synth.pacing import expected_frames, frame_budget
+
+if TYPE_CHECKING:
+    from bench_queue import QueueBench
 
 READY_LINE = "serving"
 SPEAKER = "Ryan"
@@ -206,6 +211,7 @@ class Options:
     http_stream_repeats: int = 2
     voice_widths: tuple[str, ...] = ("tiny",)
     """Base checkpoints of the voices section (empty: --no-voices)."""
+    queue: bool = True
 
 
 @dataclass(frozen=True)
@@ -408,6 +414,7 @@ class Report:
     """The HTTP section, on the synthesis daemon (None: --no-http)."""
     voices: list[dict[str, Any]] = field(default_factory=list)
     """The voices section: one bench_voices result per checkpoint."""
+    queue: QueueBench | None = None
 
     def batched_at(self, size: int | None) -> Run | None:
         """The bare run at batch `size`, if it was measured."""
@@ -1364,6 +1371,17 @@ def measure_intake(report: Report, daemon: Daemon, options: Options) -> None:
     )
 
 
+def measure_queue(report: Report, options: Options) -> None:
+    """SQLite against PostgreSQL (`scripts/bench_queue.py`); skipped without a PostgreSQL server."""
+    # Imported here, not at the top: bench_queue imports this module's helpers.
+    from bench_queue import PostgresMissing, bench_queue
+
+    try:
+        report.queue = bench_queue(timeout_s=options.timeout_s)
+    except PostgresMissing as exc:
+        progress(f"queue: skipped ({exc})")
+
+
 # --- the run ----------------------------------------------------------------------------------------
 
 
@@ -1468,6 +1486,9 @@ def benchmark(options: Options) -> Report:
                 measure_voices(report, options, work)
         with section(report, "intake daemon"):
             run_intake_daemon(report, checkpoint, options, work)
+        if options.queue:
+            with section(report, "queue"):
+                measure_queue(report, options)
         report.load_average = (started_load, os.getloadavg()[0])
     return report
 
@@ -1734,6 +1755,7 @@ def render_table(report: Report) -> str:
         latency_table(report.interactive),
         engines_table(report),
         [] if report.http is None else render_http(report.http),
+        [] if report.queue is None else report.queue.render(),
     ]
     body = [line for section in sections if section for line in [*section, ""]]
     return "\n".join([*header, *body, *figures_table(report), *notes])
@@ -1838,6 +1860,7 @@ def report_json(report: Report) -> dict[str, Any]:
         ],
         "http": None if report.http is None else report.http.as_json(),
         "voices": report.voices,
+        "queue": None if report.queue is None else report.queue.as_json(),
         "sections_s": report.sections,
         "targets": {
             key: {**asdict(target), "value": figures[key], "met": target.met(figures[key])}
@@ -1919,6 +1942,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"Base checkpoints of the voices section, comma-separated of {', '.join(VOICE_WIDTHS)} (default tiny)",
     )
     add("--no-voices", dest="voice_widths", action="store_const", const=(), help="skip the voices section")
+    add("--no-queue", dest="queue", action="store_false", help="skip the queue section (SQLite against PostgreSQL)")
     return parser
 
 
@@ -1963,6 +1987,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         http_requests=args.http_requests,
         http_stream_repeats=args.http_stream_repeats,
         voice_widths=args.voice_widths,
+        queue=args.queue,
     )
 
 
