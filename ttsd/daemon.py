@@ -54,7 +54,8 @@ FORGET_EVERY_S = 3600.0
 Role = Literal["run", "worker"]
 FREE_RESTARTS = 25
 """Restarts of the whole daemon a running job lives through uncounted (kills and power cuts are not
-its fault); past that they count, so a job cannot loop forever."""
+its fault, nor the death of another host that held it); past that they count, so a job cannot loop
+forever."""
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,9 @@ class Daemon:
             # Live workers are watched through their pipes (a silent one is killed as hung); only a
             # lease no live worker holds can go stale here.
             spare = parts.workers.live_tokens()
-            stalled = store.recover_interrupted(self.settings.max_attempts, stale_before=stale_before, spare=spare)
+            stalled = store.recover_interrupted(
+                self.settings.max_attempts, stale_before=stale_before, free_restarts=FREE_RESTARTS, spare=spare
+            )
             for job in stalled:
                 log.warning(
                     "job %s stalled (no heartbeat for %.0fs): now %s",

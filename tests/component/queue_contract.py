@@ -669,6 +669,20 @@ class QueueContract:
         # A `_` or `%` in an owner is not a wildcard.
         assert store.release_all_running(owner="bb_b") == []
 
+    def test_a_stale_lease_is_charged_only_while_its_host_lives(self, store: Queue, tmp_path: Path) -> None:
+        living = store.register_daemon(tmp_path / "in", tmp_path / "out", "1.0", host_id="aaaa")
+        on_living, on_dead = enqueue(store, "on a living host"), enqueue(store, "on a dead host")
+        store.claim(FAKE_MODEL, max_batch=1, token="aaaa.tiny-1")
+        store.claim(FAKE_MODEL, max_batch=1, token="dddd.tiny-1")
+        store.daemon_heartbeat(living.id, "{}", "[]")
+        [record] = store.daemons()
+        recovered = store.recover_interrupted(3, stale_before=record.heartbeat_at, free_restarts=5)
+        assert {job.id for job in recovered} == {on_living.id, on_dead.id}
+        charged, spared = store.get(on_living.id), store.get(on_dead.id)
+        assert (charged.attempts, charged.restarts, charged.error_code) == (1, 0, "interrupted")
+        assert (spared.attempts, spared.restarts, spared.error_code) == (0, 1, None)
+        assert spared.state == charged.state == JobState.QUEUED
+
     def test_the_database_clock_is_utc_now(self, store: Queue) -> None:
         moment = store.clock()
         assert moment.utcoffset() == timedelta(0)

@@ -132,13 +132,14 @@ class DaemonEnv:
         env.pop("TTS_FAULT", None)
         return cls(root, inbox, outbox, state, env)
 
-    def start(self, **settings: str) -> DaemonProcess:
-        """Start `ttsd run` with extra environment (e.g. TTS_FAULT="synthesis:victim")."""
+    def start(self, role: str = "run", **settings: str) -> DaemonProcess:
+        """Start `ttsd run` (or `ttsd worker`, with `role`) with extra environment (e.g.
+        TTS_FAULT="synthesis:victim")."""
         log_path = self.root / f"daemon-{len(self.processes)}.log"
         json_log = self.root / f"daemon-{len(self.processes)}.jsonl"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "ttsd", "run"],
+                [sys.executable, "-m", "ttsd", role],
                 env={**self.env, "TTS_LOG_FILE": str(json_log), **settings},
                 stdout=log,
                 stderr=subprocess.STDOUT,

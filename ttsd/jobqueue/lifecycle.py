@@ -21,7 +21,7 @@ from ttsd.jobqueue.new_rows import ENQUEUE_LOCK, add_jobs, new_job, rejected_row
 from ttsd.jobqueue.queries import LIVE_STATES, JobQueries, leased
 from ttsd.jobqueue.records import AudioInfo, EnqueueResult, Finished, Rejection, RunInfo
 from ttsd.jobqueue.states import JobState
-from ttsd.jobqueue.tables import Job
+from ttsd.jobqueue.tables import DaemonRecord, Job
 from ttsd.jobspec import JobSpec
 
 
@@ -36,6 +36,10 @@ def claim_query(model: str, now: datetime) -> SelectOfScalar[Job]:
         )
         .order_by(col(Job.priority).desc(), col(Job.created_at), col(Job.id))
     )
+
+
+HOST_SILENT_S = 5.0
+"""A host whose daemon has not beaten for this long is taken for dead (its daemon beats each second)."""
 
 
 class JobLifecycle(JobQueries):
@@ -230,9 +234,12 @@ class JobLifecycle(JobQueries):
         At start every running job was interrupted by the daemon's own end (`stale_before` None):
         that is not the job's fault, so its first `free_restarts` such interruptions are not
         counted as tries. While running, jobs whose heartbeat is older than `stale_before` belong to
-        a worker that stopped answering: that try counts. Leases in `spare` are left alone (their
-        workers are alive and watched by other means). With `owner`, only the leases `owner` minted
-        are looked at (on a queue shared by several hosts, a daemon starting again recovers its own).
+        a worker that stopped answering: that try counts, unless the host whose lease it was (the
+        token's prefix) has no recent daemon heartbeat either: a host that died (a kill, a power
+        cut) is not the job's fault, and is treated like a restart. Leases in `spare`
+        are left alone (their workers are alive and watched by other means). With `owner`, only the
+        leases `owner` minted are looked at (on a queue shared by several hosts, a daemon starting
+        again recovers its own).
         """
         query = _owned(select(Job).where(Job.state == JobState.RUNNING), owner)
         if stale_before is not None:
@@ -242,8 +249,13 @@ class JobLifecycle(JobQueries):
         with self._write() as session:
             jobs = list(session.exec(_locked(query)))
             now = self._now(session)
+            # A daemon beats once a second: one silent for seconds is gone (a killed host's last
+            # beat is about as old as its jobs' last ones, which are over a lease old by now).
+            alive: set[str] = set()
+            if stale_before is not None:
+                alive = _hosts_alive_since(session, max(stale_before, now - timedelta(seconds=HOST_SILENT_S)))
             for job in jobs:
-                if stale_before is None and job.restarts < free_restarts:
+                if _host_of(job.lease_token) not in alive and job.restarts < free_restarts:
                     transitions.resume(job)
                 else:
                     transitions.interrupt(job, max_attempts, now)
@@ -309,6 +321,22 @@ def _owned(query: SelectOfScalar[Job], owner: str | None) -> SelectOfScalar[Job]
     if owner is None:
         return query
     return query.where(col(Job.lease_token).startswith(f"{owner}.", autoescape=True))
+
+
+def _host_of(token: str | None) -> str | None:
+    """The host that minted a lease token (`<host>.<model>-<random>`), if it says."""
+    host, dot, _rest = (token or "").partition(".")
+    return host if dot else None
+
+
+def _hosts_alive_since(session: Session, since: datetime) -> set[str]:
+    """Hosts with a running daemon that heartbeat since `since`."""
+    rows = session.exec(
+        select(DaemonRecord.host_id).where(
+            col(DaemonRecord.stopped_at).is_(None), col(DaemonRecord.heartbeat_at) >= since
+        )
+    )
+    return set(rows)
 
 
 def _locked(query: SelectOfScalar[Job]) -> SelectOfScalar[Job]:
