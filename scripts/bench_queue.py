@@ -36,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
@@ -50,7 +50,7 @@ from bench_engines import batch_list, positive
 from benchmark import count_moved, count_rows, make_texts, progress, wait_until
 
 from tests.support.fakes import FAKE_MODEL, make_spec
-from tests.support.postgres import Cluster, find_bindir
+from tests.support.postgres import PostgresMissing, postgres_server
 from ttsd.client import StagedJob
 from ttsd.config import Settings
 from ttsd.delivery.outbox import Outbox
@@ -263,25 +263,6 @@ def measure_intake(database_url: str, files: int, timeout_s: float, folder: Path
 
 
 # --- the run -----------------------------------------------------------------------------------------
-
-
-class PostgresMissing(RuntimeError):
-    """No PostgreSQL server binaries on this machine to start one with."""
-
-
-@contextlib.contextmanager
-def postgres_server() -> Iterator[Cluster]:
-    """A throw-away PostgreSQL server, removed afterwards."""
-    bindir = find_bindir()
-    if bindir is None:
-        raise PostgresMissing("PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's `postgresql`")
-    cluster = Cluster(bindir)
-    try:
-        cluster.init()
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.cleanup()
 
 
 def ram_folder() -> str | None:

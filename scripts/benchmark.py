@@ -1374,7 +1374,9 @@ def measure_intake(report: Report, daemon: Daemon, options: Options) -> None:
 def measure_queue(report: Report, options: Options) -> None:
     """SQLite against PostgreSQL (`scripts/bench_queue.py`); skipped without a PostgreSQL server."""
     # Imported here, not at the top: bench_queue imports this module's helpers.
-    from bench_queue import PostgresMissing, bench_queue
+    from bench_queue import bench_queue
+
+    from tests.support.postgres import PostgresMissing
 
     try:
         report.queue = bench_queue(timeout_s=options.timeout_s)

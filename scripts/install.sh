@@ -31,7 +31,7 @@ if [ "$(uname -s)" = "Linux" ] && ! command -v nvidia-smi >/dev/null 2>&1; then
 fi
 
 stamp=.venv/.ttsd-install
-fingerprint=$(cat pyproject.toml scripts/install.sh scripts/install_chromium.sh scripts/install_postgres.sh scripts/constraints-linux.txt scripts/fix_torchaudio.py \
+fingerprint=$(cat pyproject.toml scripts/install.sh scripts/apt_install.sh scripts/install_chromium.sh scripts/install_postgres.sh scripts/constraints-linux.txt scripts/fix_torchaudio.py \
               | sha256sum | cut -c1-16)"$extras${constraints[*]:-}"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$fingerprint" ]; then
   exit 0

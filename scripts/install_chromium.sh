@@ -7,13 +7,4 @@ set -euo pipefail
 for browser in /usr/bin/chromium /usr/bin/chromium-browser; do
   [ -x "$browser" ] && exit 0
 done
-command -v apt-get >/dev/null 2>&1 || exit 0
-as_root=()
-if [ "$(id -u)" != 0 ]; then
-  sudo -n true 2>/dev/null || { echo "chromium is not installed and sudo asks for a password: the dashboard test will skip" >&2; exit 0; }
-  as_root=(sudo -n)
-fi
-echo "installing Debian's chromium for the dashboard test" >&2
-export DEBIAN_FRONTEND=noninteractive
-"${as_root[@]}" apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
-  || { "${as_root[@]}" apt-get update -q >/dev/null && "${as_root[@]}" apt-get install -y -q --no-install-recommends chromium >/dev/null; }
+exec "$(dirname "$0")/apt_install.sh" chromium "the dashboard test"

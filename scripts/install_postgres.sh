@@ -8,13 +8,4 @@
 set -euo pipefail
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && exit 0
 command -v initdb >/dev/null 2>&1 && exit 0
-command -v apt-get >/dev/null 2>&1 || exit 0
-as_root=()
-if [ "$(id -u)" != 0 ]; then
-  sudo -n true 2>/dev/null || { echo "postgresql is not installed and sudo asks for a password: the PostgreSQL tests will skip" >&2; exit 0; }
-  as_root=(sudo -n)
-fi
-echo "installing Debian's postgresql for the PostgreSQL queue tests" >&2
-export DEBIAN_FRONTEND=noninteractive
-"${as_root[@]}" apt-get install -y -q --no-install-recommends postgresql >/dev/null 2>&1 \
-  || { "${as_root[@]}" apt-get update -q >/dev/null && "${as_root[@]}" apt-get install -y -q --no-install-recommends postgresql >/dev/null; }
+exec "$(dirname "$0")/apt_install.sh" postgresql "the PostgreSQL tests"

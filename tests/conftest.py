@@ -16,7 +16,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 from tests.support.daemon_harness import GHOST_MODEL, DaemonEnv
-from tests.support.postgres import Cluster, find_bindir
+from tests.support.postgres import Cluster, PostgresMissing, postgres_server
 
 TESTS_ROOT = Path(__file__).parent
 # The folder names are the marker names (registered in pyproject.toml, so --strict-markers holds).
@@ -87,19 +87,11 @@ def ghost_env(tmp_path: Path) -> Iterator[DaemonEnv]:
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Cluster]:
     """A throw-away PostgreSQL server for the session (one per xdist worker)."""
-    bindir = find_bindir()
-    if bindir is None:
-        pytest.skip(
-            "PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's `postgresql` package "
-            "(.ci/run does) or put initdb on PATH"
-        )
-    cluster = Cluster(bindir)
     try:
-        cluster.init()
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.cleanup()
+        with postgres_server() as cluster:
+            yield cluster
+    except PostgresMissing as missing:
+        pytest.skip(str(missing))
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,25 @@ class Cluster:
         with contextlib.suppress(subprocess.CalledProcessError):
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class PostgresMissing(RuntimeError):
+    """No PostgreSQL server binaries on this machine to start one with."""
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[Cluster]:
+    """A throw-away PostgreSQL server, running until the block ends, then removed."""
+    bindir = find_bindir()
+    if bindir is None:
+        raise PostgresMissing(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's `postgresql` package "
+            "(`scripts/install.sh --dev` does where apt can) or put initdb on PATH"
+        )
+    cluster = Cluster(bindir)
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.cleanup()
