@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from ttsd.database_url import is_postgres_url, scheme_of
 from ttsd.errors import ConfigError
 from ttsd.templates import DRAIN_PLACEHOLDERS, JOB_PLACEHOLDERS, parse_template
 
@@ -25,15 +26,6 @@ VOICES_DIR = "voices"
 
 Device = Literal["auto", "mps", "cuda", "cpu"]
 Dtype = Literal["auto", "float16", "bfloat16", "float32"]
-
-
-POSTGRES_SCHEMES = ("postgresql", "postgres")
-"""URL schemes of `TTS_DATABASE_URL` that name a PostgreSQL database (`postgresql+psycopg` too)."""
-
-
-def is_postgres_url(url: str) -> bool:
-    """Whether `url` names a PostgreSQL database."""
-    return url.partition("://")[0].partition("+")[0] in POSTGRES_SCHEMES and "://" in url
 
 
 def default_state_dir() -> Path:
@@ -155,7 +147,10 @@ class Settings(BaseModel):
     def _database_url(cls, url: str) -> str:
         url = url.strip()
         if url and not is_postgres_url(url):
-            raise ValueError(f"expected empty (SQLite in the state directory) or a postgresql:// URL, got {url!r}")
+            # Never the URL itself: it may hold a password.
+            raise ValueError(
+                f"expected empty (SQLite in the state directory) or a postgresql:// URL, got {scheme_of(url)}"
+            )
         return url
 
     @field_validator("cache_folder")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import signal
 import threading
@@ -28,17 +29,18 @@ from ttsd.catalog import build_registry
 from ttsd.config import Settings
 from ttsd.delivery.outbox import Outbox
 from ttsd.delivery.publish import StatusPublisher, publish, rebuild_status_files
-from ttsd.errors import TtsdError
+from ttsd.errors import DaemonAlreadyRunning, TtsdError
 from ttsd.fsutil import make_folder
 from ttsd.http.front_door import HttpFrontDoor
 from ttsd.intake.intake import Intake, IntakeSettings
 from ttsd.intake.watcher import Hint, InboxWatcher
 from ttsd.joblog import job_extra
 from ttsd.jobqueue.protocols import Queue
+from ttsd.jobqueue.tables import Job
 from ttsd.jobqueue.work_signal import WorkListener
 from ttsd.ops.drain import DrainTracker
 from ttsd.ops.hooks import HookRunner
-from ttsd.ops.identity import host_id
+from ttsd.ops.identity import HOST_ID_FILE, host_id
 from ttsd.ops.lock import daemon_lock, inbox_lock
 from ttsd.ops.queue_rebuild import open_queue
 from ttsd.synth.chunk_files import ChunkFiles, sweep_finished_chunks
@@ -132,6 +134,7 @@ class Daemon:
         make_folder(settings.outbox, "outbox")
         outbox = Outbox(settings.outbox)
         store = open_queue(settings, outbox)
+        refuse_a_twin(store, self.host, settings)
         record = store.register_daemon(settings.inbox, settings.outbox, __version__, self.role, self.host)
         self._recover(store, outbox)
         chunk_files = ChunkFiles(settings.state_dir / "chunks")
@@ -239,14 +242,7 @@ class Daemon:
             summary = parts.drain.poll()
             if summary is not None:
                 parts.hooks.queue_drained(summary)
-            stale_before = store.clock() - timedelta(seconds=self.settings.lease_s)
-            # Live workers are watched through their pipes (a silent one is killed as hung); only a
-            # lease no live worker holds can go stale here.
-            spare = parts.workers.live_tokens()
-            stalled = store.recover_interrupted(
-                self.settings.max_attempts, stale_before=stale_before, free_restarts=FREE_RESTARTS, spare=spare
-            )
-            for job in stalled:
+            for job in self._recover_stalled(parts):
                 log.warning(
                     "job %s stalled (no heartbeat for %.0fs): now %s",
                     job.id,
@@ -271,6 +267,24 @@ class Daemon:
             store.daemon_heartbeat(parts.daemon_id, device, json.dumps(loaded))
         except Exception:
             log.exception("housekeeping failed")
+
+    def _recover_stalled(self, parts: _Parts) -> list[Job]:
+        """Running jobs whose lease went stale, queued again (or failed, out of attempts)."""
+        lease_s = self.settings.lease_s
+        if parts.store.lost_connection_within(lease_s):
+            # Every host's heartbeats failed while the database was away, and theirs may land a
+            # moment after ours: until a lease has passed, a stale lease says nothing.
+            return []
+        # Live workers are watched through their pipes (a silent one is killed as hung); only a
+        # lease no live worker holds can go stale here. On a shared queue, a stale lease of a host
+        # that died is given back free; on one machine the host is this one, alive, and a stale
+        # lease is its worker's fault.
+        return parts.store.recover_interrupted(
+            self.settings.max_attempts,
+            stale_before=parts.store.clock() - timedelta(seconds=lease_s),
+            free_restarts=FREE_RESTARTS if self.settings.shared_queue else 0,
+            spare=parts.workers.live_tokens(),
+        )
 
     def _shutdown(self, parts: _Parts) -> None:
         store = parts.store
@@ -304,6 +318,28 @@ def _job_finished(store: Queue, hooks: HookRunner, drain: DrainTracker, outbox: 
     summary = drain.job_finished(job)
     if summary is not None:
         hooks.queue_drained(summary)
+
+
+TWIN_SILENT_S = 15.0
+"""A daemon row of this host id that beat this recently, on another machine, is a live twin."""
+
+
+def refuse_a_twin(store: Queue, host: str, settings: Settings) -> None:
+    """Refuse to start when another machine serves the queue under this state directory's host id
+    (the state directory was copied, or restored from a backup, onto a second machine): each would
+    recover and release the other's running jobs as its own."""
+    now = store.clock()
+    for record in store.daemons():
+        silent_s = (now - record.heartbeat_at).total_seconds()
+        if record.host_id != host or record.hostname == os.uname().nodename or record.stopped_at is not None:
+            continue
+        if silent_s < TWIN_SILENT_S:
+            store.close()
+            raise DaemonAlreadyRunning(
+                f"host id {host} ({settings.state_dir / HOST_ID_FILE}) is in use by a daemon on {record.hostname} "
+                f"(pid {record.pid}, heard {silent_s:.0f}s ago): this state directory was copied from there. "
+                f"Remove its {HOST_ID_FILE} file here, so this host gets an id of its own"
+            )
 
 
 def _wake(store: Queue, workers: Supervisor, model: str | None) -> None:

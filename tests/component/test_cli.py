@@ -24,7 +24,7 @@ from ttsd.delivery.outbox import Outbox
 from ttsd.fsutil import hold_lock
 from ttsd.intake.access import RECORD_NAME, InboxAccess
 from ttsd.intake.jobfile import job_defaults, parse_object
-from ttsd.jobqueue.records import AudioInfo, Rejection, RunInfo
+from ttsd.jobqueue.records import AudioInfo, InboxTake, Rejection, RunInfo
 from ttsd.jobqueue.store import Store
 from ttsd.jobqueue.tables import Job
 from ttsd.names import default_output_name
@@ -336,8 +336,11 @@ def test_rejected_files_are_in_the_queue_for_jobs_show_and_status(folders: dict[
     settings = Settings(state_dir=folders["state"], inbox=folders["inbox"], outbox=folders["outbox"])
     store = Store(settings.db_path)
     try:
-        [row] = store.reject_many([Rejection("empty", "empty.txt", "blank_text", "text: must not be blank", "text")])
-        store.reject_many([Rejection("empty", "empty.json", "invalid_json", "invalid JSON at line 1", None)])
+        blank = Rejection("empty", "empty.txt", "blank_text", "text: must not be blank", "text")
+        [taken] = store.take_files([InboxTake("k1", "empty.txt", "rejected", (), (blank,))], "here")
+        [row] = taken.rejected
+        invalid = Rejection("empty", "empty.json", "invalid_json", "invalid JSON at line 1", None)
+        store.take_files([InboxTake("k2", "empty.json", "rejected", (), (invalid,))], "here")
     finally:
         store.close()
     listed = json.loads(invoke(folders, "jobs", "--state", "rejected", "--json").stdout)

@@ -5,9 +5,11 @@ session's throw-away PostgreSQL server), click's runner, no daemon."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner, Result
@@ -17,7 +19,9 @@ import ttsd.ops.logs as logs_module
 from ttsd.cli import main
 from ttsd.cli.views import HOSTS_GONE_SHOWN, hosts_view
 from ttsd.config import Settings, load_settings
-from ttsd.jobqueue.postgres import masked
+from ttsd.daemon import refuse_a_twin
+from ttsd.database_url import masked
+from ttsd.errors import DaemonAlreadyRunning
 from ttsd.jobqueue.store import Store
 from ttsd.jobqueue.tables import DaemonRecord
 from ttsd.ops.doctor import Check, diagnose
@@ -205,3 +209,20 @@ def test_doctor_on_sqlite_has_no_shared_cache_check(tmp_path: Path) -> None:
     report = diagnose(loaded, daemon_running=False, probe=lambda: CPU_ONLY, engine_import=_ok_import)
     assert "shared cache" not in {c.name for c in report.checks}
     assert not (tmp_path / "state").exists(), "doctor creates nothing"
+
+
+def test_a_copied_state_directory_is_refused_while_its_twin_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(state_dir=tmp_path / "state", inbox=tmp_path / "in", outbox=tmp_path / "out")
+    store = Store(settings.db_path)
+    try:
+        store.register_daemon(settings.inbox, settings.outbox, "1.0", host_id="abcdef012345")
+        # The same host id on this machine (a restart) or a stopped twin is fine; a live one elsewhere is not.
+        refuse_a_twin(store, "abcdef012345", settings)
+        monkeypatch.setattr(os, "uname", lambda: SimpleNamespace(nodename="another-mac"))
+        refuse_a_twin(store, "0123456789ab", settings)
+        with pytest.raises(DaemonAlreadyRunning, match="this state directory was copied from there"):
+            refuse_a_twin(store, "abcdef012345", settings)
+    finally:
+        store.close()

@@ -4,12 +4,15 @@ migrations by several hosts at once, and claims that skip rows another host is c
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
+from sqlmodel import Session
 
 from tests.component.queue_contract import AUDIO, RUN, QueueContract, enqueue
 from tests.support.fakes import FAKE_MODEL, OTHER_MODEL, make_spec
@@ -46,9 +49,11 @@ def test_a_server_restart_between_calls_goes_unnoticed(pg_cluster: Cluster, pg_u
     try:
         job = enqueue(store, "before the restart")
         pg_cluster.restart("fast")
+        assert not store.lost_connection_within(60)
         token, [claimed] = store.claim(FAKE_MODEL, max_batch=1)
         assert claimed.id == job.id
         assert store.finish_done(job.id, token, AUDIO, RUN)
+        assert store.lost_connection_within(60)  # the daemon then gives other hosts' heartbeats time
     finally:
         store.close()
 
@@ -131,3 +136,60 @@ def test_a_database_that_does_not_exist_is_said_at_once(pg_cluster: Cluster) -> 
 def test_an_unreachable_server_is_said_after_the_wait(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"cannot open the queue database .*No such file"):
         Store(f"postgresql://ttsd@/ttsd?host={tmp_path}&port=5432", reconnect_for_s=0.3)
+
+
+class LostAnswer(Exception):
+    """The commit landed; its answer never reached us (the connection broke just then)."""
+
+
+@contextlib.contextmanager
+def answers_lost(store: Store, count: int = 1) -> Iterator[list[int]]:
+    """The next `count` commits land, but each raises as a broken connection would after it."""
+    lost = [0]
+
+    def lose(_session: Session) -> None:
+        if lost[0] < count:
+            lost[0] += 1
+            raise LostAnswer
+
+    transient = store.backend.is_transient
+    store.backend.is_transient = lambda error: isinstance(error, LostAnswer) or transient(error)  # type: ignore[method-assign]
+    event.listen(Session, "after_commit", lose)
+    try:
+        yield lost
+    finally:
+        event.remove(Session, "after_commit", lose)
+        store.backend.is_transient = transient  # type: ignore[method-assign]
+
+
+def test_a_claim_whose_answer_was_lost_returns_the_jobs_it_took(pg_url: str) -> None:
+    store = Store(pg_url)
+    try:
+        jobs = [enqueue(store, f"job {number}") for number in range(3)]
+        with answers_lost(store) as lost:
+            token, claimed = store.claim(FAKE_MODEL, max_batch=2, token="host.worker-1")
+        assert lost == [1]
+        assert [job.id for job in claimed] == [job.id for job in jobs[:2]]
+        assert store.leased_ids(token) == {job.id for job in jobs[:2]}
+        assert store.get(jobs[2].id).state == JobState.QUEUED
+    finally:
+        store.close()
+
+
+def test_a_finish_cancel_or_retry_whose_answer_was_lost_still_says_it_happened(pg_url: str) -> None:
+    store = Store(pg_url)
+    try:
+        job = enqueue(store, "finished once")
+        token, _ = store.claim(FAKE_MODEL, max_batch=1)
+        installed: list[str] = []
+        with answers_lost(store):
+            assert store.finish_done(job.id, token, AUDIO, RUN, install=lambda: installed.append("audio"))
+        assert installed == ["audio"] and store.get(job.id).state == JobState.DONE
+        with answers_lost(store):
+            assert store.retry(job.id).state == JobState.QUEUED
+        other = enqueue(store, "cancelled once")
+        with answers_lost(store):
+            assert store.cancel(other.id).state == JobState.CANCELLED
+        assert not store.finish_done(job.id, token, AUDIO, RUN)  # a later call is not the lost one
+    finally:
+        store.close()

@@ -13,7 +13,7 @@ from sqlalchemy.dialects import sqlite
 
 from tests.component.queue_contract import QueueContract, enqueue
 from tests.support.fakes import FAKE_MODEL, scratch_dir
-from ttsd.jobqueue.lifecycle import claim_query
+from ttsd.jobqueue.leasing import claim_query
 from ttsd.jobqueue.store import Store
 from ttsd.jobqueue.tables import utcnow
 

@@ -27,6 +27,7 @@ FOUNDATION = frozenset(
         "ttsd",  # the root package: only __version__
         "ttsd.errors",
         "ttsd.config",
+        "ttsd.database_url",
         "ttsd.templates",
         "ttsd.fsutil",
         "ttsd.audio",

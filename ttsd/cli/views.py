@@ -12,8 +12,8 @@ from typing import Any
 import click
 
 from ttsd.config import Settings
+from ttsd.database_url import masked
 from ttsd.delivery.status import iso
-from ttsd.jobqueue.postgres import masked
 from ttsd.jobqueue.protocols import PeopleQueue
 from ttsd.jobqueue.records import CacheStats
 from ttsd.jobqueue.tables import DaemonRecord, Job

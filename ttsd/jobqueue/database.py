@@ -28,7 +28,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-from ttsd.config import is_postgres_url
+from ttsd.database_url import is_postgres_url
 from ttsd.errors import StoreError
 from ttsd.jobqueue.migrations import migrate
 from ttsd.jobqueue.postgres import WORK_CHANNEL, PostgresDatabase, lock_key
@@ -105,6 +105,7 @@ class Database:
 
     def __init__(self, target: Path | str, reconnect_for_s: float = RECONNECT_FOR_S) -> None:
         self.reconnect_for_s = reconnect_for_s
+        self._lost_at: float | None = None  # time.monotonic() of the last lost connection
         self.backend = open_backend(target)
         self.location = self.backend.describe()
         self.db_path = self.backend.db_path
@@ -142,12 +143,17 @@ class Database:
             except Exception as exc:
                 if not self.backend.is_transient(exc):
                     raise
+                self._lost_at = time.monotonic()
                 if time.monotonic() >= deadline:
                     raise StoreError(f"the queue database {self.location} is unreachable: {exc}") from exc
                 pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
                 log.warning("queue database connection lost (%s); retrying in %.2fs", type(exc).__name__, pause)
                 time.sleep(pause)
                 attempt += 1
+
+    def lost_connection_within(self, seconds: float) -> bool:
+        """Whether a call of this handle found its connection lost in the last `seconds`."""
+        return self._lost_at is not None and time.monotonic() - self._lost_at < seconds
 
     def _now(self, session: Session) -> datetime:
         """Now, by the database's clock (PostgreSQL's transaction time; SQLite lives on this host)."""

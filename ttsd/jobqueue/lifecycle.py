@@ -11,35 +11,26 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import update
 from sqlmodel import Session, col, select
-from sqlmodel.sql.expression import SelectOfScalar
 
 from ttsd.errors import StoreError
 from ttsd.jobqueue import transitions
 from ttsd.jobqueue.chunks import delete_chunks
 from ttsd.jobqueue.database import transient
-from ttsd.jobqueue.new_rows import ENQUEUE_LOCK, add_jobs, new_job, rejected_row
+from ttsd.jobqueue.leasing import (
+    HOST_SILENT_S,
+    claimed_at,
+    host_of,
+    hosts_alive_since,
+    lease,
+    locked,
+    owned,
+)
+from ttsd.jobqueue.new_rows import ENQUEUE_LOCK, add_jobs, new_job
 from ttsd.jobqueue.queries import LIVE_STATES, JobQueries, leased
-from ttsd.jobqueue.records import AudioInfo, EnqueueResult, Finished, Rejection, RunInfo
+from ttsd.jobqueue.records import AudioInfo, EnqueueResult, Finished, RunInfo
 from ttsd.jobqueue.states import JobState
-from ttsd.jobqueue.tables import DaemonRecord, Job
+from ttsd.jobqueue.tables import Job
 from ttsd.jobspec import JobSpec
-
-
-def claim_query(model: str, now: datetime) -> SelectOfScalar[Job]:
-    """Queued jobs of `model` that may start at `now`, in claim order: highest priority, then oldest."""
-    return (
-        select(Job)
-        .where(
-            Job.model == model,
-            Job.state == JobState.QUEUED,
-            (col(Job.not_before).is_(None)) | (col(Job.not_before) <= now),
-        )
-        .order_by(col(Job.priority).desc(), col(Job.created_at), col(Job.id))
-    )
-
-
-HOST_SILENT_S = 5.0
-"""A host whose daemon has not beaten for this long is taken for dead (its daemon beats each second)."""
 
 
 class JobLifecycle(JobQueries):
@@ -58,18 +49,6 @@ class JobLifecycle(JobQueries):
             results = add_jobs(session, items, self._now(session))
             self._announce(session, {result.job.model for result in results if result.created})
         return results
-
-    @transient
-    def reject_many(self, rejections: Sequence[Rejection]) -> list[Job]:
-        """Record job files (or lines) that cannot become jobs, in one transaction: each is a row,
-        rejected at once, that takes its output name (its status file says why)."""
-        rows = []
-        with self._write() as session:
-            now = self._now(session)
-            for rejection in rejections:
-                rows.append(rejected_row(rejection, now))
-            session.add_all(rows)
-        return rows
 
     @transient
     def restore(
@@ -95,7 +74,6 @@ class JobLifecycle(JobQueries):
             self._announce(session, [job.model] if job.state == JobState.QUEUED else [])
             return EnqueueResult(job, created=True)
 
-    @transient
     def claim(
         self,
         model: str,
@@ -119,26 +97,20 @@ class JobLifecycle(JobQueries):
         on several hosts claim side by side.
         """
         token = token or uuid.uuid4().hex
-        with self._write() as session:
-            now = now or self._now(session)
-            query = claim_query(model, now).with_for_update(skip_locked=True)
-            if min_priority is not None:
-                query = query.where(col(Job.priority) >= min_priority)
-            first = session.exec(query.limit(1)).first()
-            if first is None or (transitions.runs_alone(first) and not alone_ok):
-                return token, []
-            jobs = [first]
-            if not transitions.runs_alone(first) and max_batch > 1:
-                fresh = (
-                    (col(Job.attempts) == col(Job.attempt_base))
-                    | (col(Job.error_code).is_(None))
-                    | (col(Job.error_code) != transitions.INTERRUPTED)
-                )
-                jobs += session.exec(query.where(fresh, col(Job.id) != first.id).limit(max_batch - 1))
-            for job in jobs:
-                transitions.claim(job, token, now)
-                session.add(job)
-        return token, jobs
+        moments: list[datetime] = []
+
+        def take() -> list[Job]:
+            with self._write() as session:
+                moment = now or self._now(session)
+                # Run again after a lost connection: an earlier try may have committed, with only its
+                # answer lost. Its rows carry its moment; they are this call's, not orphans.
+                earlier = claimed_at(session, token, moments) if moments else []
+                if earlier:
+                    return earlier
+                moments.append(moment)
+                return lease(session, model, max_batch, token, moment, alone_ok, min_priority)
+
+        return token, self._retried(take)
 
     @transient
     def heartbeat(self, token: str) -> int:
@@ -213,7 +185,7 @@ class JobLifecycle(JobQueries):
         """At shutdown, with the daemon lock held: every running job (of `owner`'s leases, when
         given: other hosts' jobs are theirs) goes back to the queue, uncounted."""
         with self._write() as session:
-            jobs = list(session.exec(_locked(_owned(select(Job).where(Job.state == JobState.RUNNING), owner))))
+            jobs = list(session.exec(locked(owned(select(Job).where(Job.state == JobState.RUNNING), owner))))
             for job in jobs:
                 transitions.release(job)
                 session.add(job)
@@ -241,21 +213,21 @@ class JobLifecycle(JobQueries):
         leases `owner` minted are looked at (on a queue shared by several hosts, a daemon starting
         again recovers its own).
         """
-        query = _owned(select(Job).where(Job.state == JobState.RUNNING), owner)
+        query = owned(select(Job).where(Job.state == JobState.RUNNING), owner)
         if stale_before is not None:
             query = query.where(col(Job.heartbeat_at) < stale_before)
         if spare:
             query = query.where(col(Job.lease_token).not_in(list(spare)))
         with self._write() as session:
-            jobs = list(session.exec(_locked(query)))
+            jobs = list(session.exec(locked(query)))
             now = self._now(session)
             # A daemon beats once a second: one silent for seconds is gone (a killed host's last
             # beat is about as old as its jobs' last ones, which are over a lease old by now).
             alive: set[str] = set()
             if stale_before is not None:
-                alive = _hosts_alive_since(session, max(stale_before, now - timedelta(seconds=HOST_SILENT_S)))
+                alive = hosts_alive_since(session, max(stale_before, now - timedelta(seconds=HOST_SILENT_S)))
             for job in jobs:
-                if _host_of(job.lease_token) not in alive and job.restarts < free_restarts:
+                if host_of(job.lease_token) not in alive and job.restarts < free_restarts:
                     transitions.resume(job)
                 else:
                     transitions.interrupt(job, max_attempts, now)
@@ -272,7 +244,7 @@ class JobLifecycle(JobQueries):
         if only is not None:
             query = query.where(col(Job.id).in_(list(only)))
         with self._write() as session:
-            jobs = list(session.exec(_locked(query)))
+            jobs = list(session.exec(locked(query)))
             now = self._now(session)
             for job in jobs:
                 transitions.interrupt(job, max_attempts, now)
@@ -286,63 +258,48 @@ class JobLifecycle(JobQueries):
         its jobs go back to the queue, uncounted; their finished chunks are kept."""
         with self._write() as session:
             query = select(Job).where(Job.state == JobState.RUNNING, Job.lease_token == token)
-            jobs = list(session.exec(_locked(query)))
+            jobs = list(session.exec(locked(query)))
             for job in jobs:
                 transitions.release(job)
                 session.add(job)
             self._announce(session, {job.model for job in jobs})
             return [job.id for job in jobs]
 
-    @transient
     def cancel(self, ref: str) -> Job:
         """Cancel a queued or running job (a running job's result will be discarded)."""
         job_id = self.get(ref).id
-        with self._write() as session:
-            current = _still_there(session, job_id)
-            transitions.cancel(current, self._now(session))
-            session.add(current)
-            return current
+        moments: list[datetime] = []
 
-    @transient
+        def move() -> Job:
+            with self._write() as session:
+                current = _still_there(session, job_id)
+                if current.state == JobState.CANCELLED and current.finished_at in moments:
+                    return current  # an earlier try committed; only its answer was lost
+                moments.append(self._now(session))
+                transitions.cancel(current, moments[-1])
+                session.add(current)
+                return current
+
+        return self._retried(move)
+
     def retry(self, ref: str) -> Job:
         """Queue a failed, cancelled or done job again, with a fresh attempt budget."""
         job_id = self.get(ref).id
-        with self._write() as session:
-            current = _still_there(session, job_id)
-            transitions.retry(current, self._now(session))
-            session.add(current)
-            delete_chunks(session, job_id)
-            self._announce(session, [current.model])
-            return current
+        moments: list[datetime] = []
 
+        def move() -> Job:
+            with self._write() as session:
+                current = _still_there(session, job_id)
+                if current.state == JobState.QUEUED and current.named_at in moments:
+                    return current  # an earlier try committed; only its answer was lost
+                moments.append(self._now(session))
+                transitions.retry(current, moments[-1])
+                session.add(current)
+                delete_chunks(session, job_id)
+                self._announce(session, [current.model])
+                return current
 
-def _owned(query: SelectOfScalar[Job], owner: str | None) -> SelectOfScalar[Job]:
-    """Only the jobs leased under tokens `owner` minted (`<owner>.<random>`), when given."""
-    if owner is None:
-        return query
-    return query.where(col(Job.lease_token).startswith(f"{owner}.", autoescape=True))
-
-
-def _host_of(token: str | None) -> str | None:
-    """The host that minted a lease token (`<host>.<model>-<random>`), if it says."""
-    host, dot, _rest = (token or "").partition(".")
-    return host if dot else None
-
-
-def _hosts_alive_since(session: Session, since: datetime) -> set[str]:
-    """Hosts with a running daemon that heartbeat since `since`."""
-    rows = session.exec(
-        select(DaemonRecord.host_id).where(
-            col(DaemonRecord.stopped_at).is_(None), col(DaemonRecord.heartbeat_at) >= since
-        )
-    )
-    return set(rows)
-
-
-def _locked(query: SelectOfScalar[Job]) -> SelectOfScalar[Job]:
-    """The rows locked until the transaction ends, always in one order (two hosts recovering the
-    same rows then queue up instead of deadlocking)."""
-    return query.order_by(col(Job.id)).with_for_update()
+        return self._retried(move)
 
 
 def _once(action: Callable[[], None]) -> Callable[[], None]:

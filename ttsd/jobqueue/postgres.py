@@ -14,10 +14,13 @@ import zlib
 from typing import Final
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
+
+from ttsd.database_url import masked
 
 TRANSIENT_CLASSES: Final = frozenset({"08", "40", "53", "57"})
 """SQLSTATE classes worth a retry: connection exceptions, transaction rollbacks (deadlocks,
@@ -47,27 +50,25 @@ def engine_url(url: str) -> URL:
     return make_url(url).set(drivername="postgresql+psycopg")
 
 
-def masked(url: str) -> str:
-    """The URL with its password hidden, for logs, `ttsd status` and `ttsd doctor`."""
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def without_password(url: str) -> str:
-    """The URL with no password at all (libpq then finds it in `~/.pgpass`), for files others may read."""
-    parts = make_url(url)
-    bare = URL.create(parts.drivername, parts.username, None, parts.host, parts.port, parts.database, parts.query)
-    return bare.render_as_string(hide_password=False)
-
-
-def has_password(url: str) -> bool:
-    """Whether the URL carries a password."""
-    return make_url(url).password is not None
+CONNECTION_OPTIONS: Final[dict[str, str | int]] = {
+    "options": "-c timezone=UTC",
+    "connect_timeout": 10,
+    # A connection whose peer vanished (a cable pulled, a VPN dropped, a NAT that forgot it) fails
+    # within about half a minute instead of the kernel's quarter of an hour, so the retry (or the
+    # listener's reconnection) starts. libpq ignores these on a unix socket.
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+"""libpq options of every connection: UTC, and a dead peer found soon."""
 
 
 def connect_listener(url: str) -> psycopg.Connection[tuple[object, ...]]:
     """A connection of its own (never a pooled one) in autocommit, for LISTEN."""
     plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    return psycopg.connect(plain, autocommit=True, options="-c timezone=UTC", connect_timeout=10)
+    return psycopg.connect(make_conninfo(plain, **CONNECTION_OPTIONS), autocommit=True)
 
 
 class PostgresDatabase:
@@ -82,7 +83,7 @@ class PostgresDatabase:
         engine = create_engine(
             engine_url(url),
             # Every timestamp is UTC: `now()` and the naive TIMESTAMP columns then agree.
-            connect_args={"options": "-c timezone=UTC", "connect_timeout": 10},
+            connect_args=dict(CONNECTION_OPTIONS),
             # No ping before each use (a round trip per transaction): a pooled connection that a server
             # restart broke fails its transaction, the whole pool is discarded, and `transient`
             # runs the transaction again on a new connection.

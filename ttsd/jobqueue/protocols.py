@@ -18,7 +18,6 @@ from ttsd.jobqueue.records import (
     EnqueueResult,
     Finished,
     InboxTake,
-    Rejection,
     RunInfo,
     TakeResult,
 )
@@ -42,8 +41,6 @@ class IntakeQueue(JobLookup, Protocol):
     """The intake thread's queue (ttsd.intake.intake) and the status-file rebuild (ttsd.delivery.publish)."""
 
     def enqueue_many(self, items: Sequence[tuple[JobSpec, str | None]]) -> list[EnqueueResult]: ...
-
-    def reject_many(self, rejections: Sequence[Rejection]) -> list[Job]: ...
 
     def take_files(self, takes: Sequence[InboxTake], taken_by: str) -> list[TakeResult]: ...
 
@@ -179,6 +176,8 @@ class DaemonQueue(Protocol):
         """Where the queue is, for messages (a file, or a URL without its password)."""
 
     def clock(self) -> datetime: ...
+
+    def lost_connection_within(self, seconds: float) -> bool: ...
 
     def register_daemon(
         self, inbox: Path, outbox: Path, version: str, role: str = "run", host_id: str = ""

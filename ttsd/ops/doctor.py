@@ -14,10 +14,11 @@ from typing import Any
 
 from ttsd.catalog import build_registry
 from ttsd.config import LoadedSettings, Settings
+from ttsd.database_url import masked
 from ttsd.errors import FolderUnusable, TtsdError
 from ttsd.fsutil import probe_folder
 from ttsd.intake.access import recorded_inbox_problem
-from ttsd.jobqueue.postgres import connect_listener, masked
+from ttsd.jobqueue.postgres import connect_listener
 from ttsd.jobqueue.sqlite_file import inspect_database
 from ttsd.jobqueue.store import Store
 from ttsd.ops.effective import DaemonSettings, compare, settings_view

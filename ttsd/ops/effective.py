@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ttsd.config import LoadedSettings, Settings
+from ttsd.database_url import masked
 from ttsd.fsutil import atomic_write
-from ttsd.jobqueue.postgres import masked
 from ttsd.ops.lock import running_daemon_pid
 
 log = logging.getLogger(__name__)

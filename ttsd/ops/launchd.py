@@ -23,8 +23,8 @@ from typing import Any, Protocol
 from xml.parsers.expat import ExpatError
 
 from ttsd.config import Settings
+from ttsd.database_url import has_password
 from ttsd.errors import LaunchdError, LaunchdUnsupported
-from ttsd.jobqueue.postgres import has_password
 from ttsd.ops.plist import EXIT_TIMEOUT_MARGIN_S, LABEL, SECRETS, exit_timeout, log_dir, render_plist, write_plist
 from ttsd.privacy import protected_folder_note, protected_place
 

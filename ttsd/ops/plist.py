@@ -19,9 +19,9 @@ from xml.parsers.expat import ExpatError
 from xml.sax.saxutils import escape
 
 from ttsd.config import CONFIG_FILE_NAME, ENV_PREFIX, Settings
+from ttsd.database_url import without_password
 from ttsd.errors import LaunchdError
 from ttsd.fsutil import atomic_write
-from ttsd.jobqueue.postgres import without_password
 
 LABEL = "com.ttsd.daemon"
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "launchd" / f"{LABEL}.plist.template"
