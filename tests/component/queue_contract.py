@@ -513,10 +513,12 @@ class QueueContract:
         assert not store.chunk_done(job.id, token, 1, 1.0, 0.1, cache_hit=False)
         assert not store.chunk_done(job.id, fresh, 7, 1.0, 0.1, cache_hit=False)  # no such chunk
         assert store.chunk_done(job.id, fresh, 1, 0.5, 0.1, cache_hit=True)
+        assert not store.drop_finished_chunks(job.id)  # still running: its chunks are kept
+        assert len(store.chunks(job.id)) == 2
         assert store.finish_done(job.id, fresh, AUDIO, RUN)
         assert store.get(job.id).chunks_done == 2
         assert store.jobs_with_chunks() == {job.id: "done"}
-        store.drop_chunks(job.id)
+        assert store.drop_finished_chunks(job.id)
         assert (store.chunks(job.id), store.jobs_with_chunks()) == ([], {})
 
     def test_retry_starts_a_chunked_job_over(self, store: Queue) -> None:

@@ -80,6 +80,17 @@ class ChunkRecords(Database):
             delete_chunks(session, job_id)
 
     @transient
+    def drop_finished_chunks(self, job_id: str) -> bool:
+        """Forget a job's chunks if it is finished (done, failed, cancelled); whether it was. The
+        job's row is locked meanwhile: a retry by another host cannot slip in between."""
+        with self._write() as session:
+            job = session.get(Job, job_id, with_for_update=True)
+            finished = job is None or job.state.terminal
+            if finished:
+                delete_chunks(session, job_id)
+            return finished
+
+    @transient
     def jobs_with_chunks(self) -> dict[str, JobState]:
         """Job id -> state, for every job that still has chunk rows."""
         with self._read() as session:

@@ -61,7 +61,7 @@ def sweep_finished_chunks(store: ChunkSweep, files: ChunkFiles) -> None:
     states = store.jobs_with_chunks()
     for job_id, state in states.items():
         if state.terminal:
-            store.drop_chunks(job_id)
+            store.drop_finished_chunks(job_id)
     for job_id in files.job_ids():
         if job_id not in states or states[job_id].terminal:
             files.discard(job_id)

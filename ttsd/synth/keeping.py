@@ -156,9 +156,8 @@ class Keeper:
         if reason:
             log.info("job %s: result discarded because %s", job.id, reason, extra=job_extra(job))
             self.publish(job.id)
-        if self.context.store.get(job.id).state.terminal:
+        if self.context.store.drop_finished_chunks(job.id):
             self.context.chunks.discard(job.id)
-            self.context.store.drop_chunks(job.id)
 
     def fail(self, job: Job, error: EngineError) -> None:
         """Record a failed try: a full disk postpones the job uncounted; a transient failure queues
