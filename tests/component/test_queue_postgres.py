@@ -134,7 +134,7 @@ def test_a_database_that_does_not_exist_is_said_at_once(pg_cluster: Cluster) -> 
 
 
 def test_an_unreachable_server_is_said_after_the_wait(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match=r"cannot open the queue database .*No such file"):
+    with pytest.raises(StoreError, match=r"the queue database .* is unreachable: .*No such file"):
         Store(f"postgresql://ttsd@/ttsd?host={tmp_path}&port=5432", reconnect_for_s=0.3)
 
 

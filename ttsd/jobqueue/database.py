@@ -24,16 +24,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
-from sqlalchemy import Engine, func, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from ttsd.database_url import is_postgres_url
 from ttsd.errors import StoreError
 from ttsd.jobqueue.migrations import migrate
-from ttsd.jobqueue.postgres import WORK_CHANNEL, PostgresDatabase, lock_key
+from ttsd.jobqueue.postgres import PostgresDatabase
 from ttsd.jobqueue.sqlite_file import SqliteFile
-from ttsd.jobqueue.tables import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +61,22 @@ class Backend(Protocol):
 
     @property
     def reader(self) -> Engine: ...
+
+    @property
+    def insert(self) -> Any:
+        """The dialect's INSERT construct, which knows ON CONFLICT (upserts)."""
+
+    def now(self, session: Session) -> datetime:
+        """Now, by the database's clock."""
+        ...
+
+    def serialize(self, session: Session, what: str) -> None:
+        """Hold a lock named `what` until the transaction ends."""
+        ...
+
+    def announce(self, session: Session, models: Collection[str]) -> None:
+        """Tell idle hosts, when the transaction commits, that these models' queues got work."""
+        ...
 
     def finish_opening(self) -> None: ...
 
@@ -111,7 +125,15 @@ class Database:
         self.db_path = self.backend.db_path
         self.shared = self.backend.shared
         try:
-            _open_with_retries(self.backend, reconnect_for_s)
+            self._retried(lambda: migrate(self.backend.writer, self.location))
+        except StoreError:
+            self.backend.close()
+            raise
+        except Exception as exc:
+            self.backend.close()
+            if not self.shared:
+                raise
+            raise StoreError(f"cannot open the queue database {self.location}: {_reason(exc)}") from exc
         except BaseException:
             self.backend.close()
             raise
@@ -145,7 +167,7 @@ class Database:
                     raise
                 self._lost_at = time.monotonic()
                 if time.monotonic() >= deadline:
-                    raise StoreError(f"the queue database {self.location} is unreachable: {exc}") from exc
+                    raise StoreError(f"the queue database {self.location} is unreachable: {_reason(exc)}") from exc
                 pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
                 log.warning("queue database connection lost (%s); retrying in %.2fs", type(exc).__name__, pause)
                 time.sleep(pause)
@@ -156,26 +178,20 @@ class Database:
         return self._lost_at is not None and time.monotonic() - self._lost_at < seconds
 
     def _now(self, session: Session) -> datetime:
-        """Now, by the database's clock (PostgreSQL's transaction time; SQLite lives on this host)."""
-        if self.backend.dialect == "sqlite":
-            return utcnow()
-        moment: datetime = session.execute(select(func.now())).scalar_one()
-        return moment
+        """Now, by the database's clock."""
+        return self.backend.now(session)
 
     def _serialize(self, session: Session, what: str) -> None:
-        """Hold a lock named `what` until the transaction ends (SQLite holds its write lock anyway)."""
-        if self.backend.dialect == "postgresql":
-            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(what)})
+        """Hold a lock named `what` until the transaction ends."""
+        self.backend.serialize(session, what)
 
     def _announce(self, session: Session, models: Collection[str]) -> None:
         """Tell idle hosts, when this transaction commits, that these models' queues got work."""
-        if self.backend.dialect == "postgresql":
-            for model in sorted(set(models)):
-                session.execute(text("SELECT pg_notify(:channel, :model)"), {"channel": WORK_CHANNEL, "model": model})
+        self.backend.announce(session, models)
 
     def _insert(self) -> Any:
         """The dialect's INSERT, which knows ON CONFLICT (upserts)."""
-        return postgresql.insert if self.backend.dialect == "postgresql" else sqlite.insert
+        return self.backend.insert
 
     @transient
     def clock(self) -> datetime:
@@ -190,21 +206,7 @@ class Database:
             return self.backend.integrity_check(session)
 
 
-def _open_with_retries(backend: Backend, reconnect_for_s: float) -> None:
-    """Migrate the schema; a PostgreSQL server still starting (or restarting) is waited for."""
-    deadline = time.monotonic() + reconnect_for_s
-    attempt = 0
-    while True:
-        try:
-            migrate(backend.writer, backend.describe())
-            return
-        except StoreError:
-            raise
-        except Exception as exc:
-            if backend.dialect != "postgresql":
-                raise
-            if not backend.is_transient(exc) or time.monotonic() >= deadline:
-                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-                raise StoreError(f"cannot open the queue database {backend.describe()}: {reason}") from exc
-            time.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
-            attempt += 1
+def _reason(error: BaseException) -> str:
+    """What went wrong, in one line: the driver's own words, without SQLAlchemy's wrapping."""
+    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return " ".join(" ".join(lines).split()) or type(error).__name__

@@ -11,11 +11,14 @@ UTC on every connection, so leases and heartbeats mean the same on every host wh
 from __future__ import annotations
 
 import zlib
+from collections.abc import Collection
+from datetime import datetime
 from typing import Final
 
 import psycopg
 from psycopg.conninfo import make_conninfo
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
@@ -65,6 +68,13 @@ CONNECTION_OPTIONS: Final[dict[str, str | int]] = {
 """libpq options of every connection: UTC, and a dead peer found soon."""
 
 
+def server_version(url: str) -> str:
+    """The version the server announces when it accepts a connection (one plain connection, which
+    fails within the connect timeout: opening the queue would retry an unreachable server)."""
+    with connect_listener(url) as connection:
+        return connection.info.parameter_status("server_version") or "unknown"
+
+
 def connect_listener(url: str) -> psycopg.Connection[tuple[object, ...]]:
     """A connection of its own (never a pooled one) in autocommit, for LISTEN."""
     plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -99,6 +109,23 @@ class PostgresDatabase:
     def describe(self) -> str:
         """Where the queue is, for messages (without the password)."""
         return masked(self.url)
+
+    insert = staticmethod(postgresql.insert)
+    """PostgreSQL's INSERT, which knows ON CONFLICT."""
+
+    def now(self, session: Session) -> datetime:
+        """The transaction's time by the server's clock: the same for every host."""
+        moment: datetime = session.execute(select(func.now())).scalar_one()
+        return moment
+
+    def serialize(self, session: Session, what: str) -> None:
+        """A transaction-scoped advisory lock named `what`, held until commit or rollback."""
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(what)})
+
+    def announce(self, session: Session, models: Collection[str]) -> None:
+        """NOTIFY, delivered when the transaction commits (and not at all if it rolls back)."""
+        for model in sorted(set(models)):
+            session.execute(text("SELECT pg_notify(:channel, :model)"), {"channel": WORK_CHANNEL, "model": model})
 
     def integrity_check(self, session: Session) -> str:
         """PostgreSQL keeps its own data sound; "ok" when the server answers."""

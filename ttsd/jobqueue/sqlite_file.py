@@ -14,12 +14,16 @@ import os
 import sqlite3
 import sys
 import time
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import sqlite
 from sqlmodel import Session
+
+from ttsd.jobqueue.tables import utcnow
 
 
 def _make_engine(db_path: Path, immediate: bool) -> Engine:
@@ -101,6 +105,19 @@ class SqliteFile:
     def describe(self) -> str:
         """Where the queue is, for messages."""
         return str(self.db_path)
+
+    insert = staticmethod(sqlite.insert)
+    """SQLite's INSERT, which knows ON CONFLICT."""
+
+    def now(self, session: Session) -> datetime:
+        """Now: the database lives on this host, so its clock is this host's."""
+        return utcnow()
+
+    def serialize(self, session: Session, what: str) -> None:
+        """Nothing to take: every write transaction holds SQLite's one write lock already."""
+
+    def announce(self, session: Session, models: Collection[str]) -> None:
+        """Nothing to send: the one daemon of this queue wakes its own workers."""
 
     def integrity_check(self, session: Session) -> str:
         """SQLite's own verdict on the database file ("ok" when sound)."""

@@ -18,7 +18,7 @@ from ttsd.database_url import masked
 from ttsd.errors import FolderUnusable, TtsdError
 from ttsd.fsutil import probe_folder
 from ttsd.intake.access import recorded_inbox_problem
-from ttsd.jobqueue.postgres import connect_listener
+from ttsd.jobqueue.postgres import server_version
 from ttsd.jobqueue.sqlite_file import inspect_database
 from ttsd.jobqueue.store import Store
 from ttsd.ops.effective import DaemonSettings, compare, settings_view
@@ -111,20 +111,22 @@ def _queue_check(db_path: Path) -> tuple[Check, dict[str, Any]]:
     return Check("queue database", False, f"{db_path} is damaged: {verdict}"), facts
 
 
+DIAGNOSIS_RECONNECT_S = 10.0
+"""How long doctor waits for a shared queue that stops answering after its first connection."""
+
+
 def _shared_queue_check(url: str) -> tuple[Check, dict[str, Any]]:
     """Whether the PostgreSQL queue answers, and which server it is."""
     location = masked(url)
     facts: dict[str, Any] = {"location": location, "shared": True, "readable": False, "server_version": None}
     try:
-        # One plain connection first: it fails within psycopg's connect timeout, where opening the
-        # queue retries an unreachable server for minutes (right for a daemon riding out a server
-        # restart, wrong for a diagnosis). The server announces its version when it accepts.
-        with connect_listener(url) as connection:
-            facts["server_version"] = connection.info.parameter_status("server_version")
+        # One plain connection first: it fails within the connect timeout, where opening the queue
+        # retries an unreachable server (right for a daemon riding out a restart, not for a diagnosis).
+        facts["server_version"] = server_version(url)
     except Exception as exc:  # noqa: BLE001 - whatever stops the connection is the finding itself
         return Check("queue database", False, f"{location} unreachable: {_one_line(exc)}"), facts
     try:
-        store = Store(url)
+        store = Store(url, reconnect_for_s=DIAGNOSIS_RECONNECT_S)
         try:
             verdict = store.integrity_check()
         finally:
