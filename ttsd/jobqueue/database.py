@@ -9,8 +9,9 @@ is a no-op there; PostgreSQL locks rows and keys, and tells idle hosts that work
 A transaction that fails because the connection to PostgreSQL was lost (a server restart, a
 network cut) is run again from the start by `transient`, with backoff, for up to `reconnect_for_s`
 (`RECONNECT_FOR_S` for a daemon). Every public method of the queue is one or a few whole
-transactions, each written so that running it again after a failed commit does what one run would
-have done.
+transactions. A commit can land with its answer lost; the methods whose second run would then do
+harm (a claim, a finish, a cancel, a retry) recognize the try that committed, and the others
+(counters, a take of a file) at worst report a duplicate.
 """
 
 from __future__ import annotations
