@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from ttsd.database_url import is_postgres_url, scheme_of
+from ttsd.database_url import check_url, is_postgres_url, scheme_of
 from ttsd.errors import ConfigError
 from ttsd.templates import DRAIN_PLACEHOLDERS, JOB_PLACEHOLDERS, parse_template
 
@@ -151,6 +151,8 @@ class Settings(BaseModel):
             raise ValueError(
                 f"expected empty (SQLite in the state directory) or a postgresql:// URL, got {scheme_of(url)}"
             )
+        if url:
+            check_url(url)
         return url
 
     @field_validator("cache_folder")

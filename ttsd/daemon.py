@@ -110,9 +110,8 @@ class Daemon:
         """Serve until asked to stop; returns the exit status."""
         with ExitStack() as locks:
             locks.enter_context(daemon_lock(self.settings))
-            if self.role == "run" and not self.settings.shared_queue:
-                # One machine: one daemon per inbox. On a shared queue several hosts take from one
-                # inbox, and the database decides which takes each file.
+            if self.role == "run":
+                # One daemon per inbox, or (shared) any number of one shared queue's daemons.
                 locks.enter_context(inbox_lock(self.settings))
             self.host = host_id(self.settings.state_dir)
             self.on_start()

@@ -24,6 +24,20 @@ def is_postgres_url(url: str) -> bool:
     return "://" in url and url.partition("://")[0].partition("+")[0] in POSTGRES_SCHEMES
 
 
+def check_url(url: str) -> None:
+    """Raise ValueError, without repeating the URL (it may hold a password), unless SQLAlchemy and
+    libpq can read it."""
+    try:
+        parts = make_url(url)
+        _ = parts.port
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            "cannot be read as a URL: percent-encode `@ : / % # ?` in the user name and password (`%40` for `@`)"
+        ) from exc
+    if not parts.database:
+        raise ValueError("names no database: end it with /DATABASE")
+
+
 def scheme_of(url: str) -> str:
     """What names the kind of database (the part before `://`), or all of a short text: safe to show."""
     scheme, found, _rest = url.partition("://")

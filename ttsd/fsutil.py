@@ -226,13 +226,14 @@ class LockHeld(OSError):
 
 
 @contextlib.contextmanager
-def hold_lock(path: Path, holder: str) -> Iterator[IO[str]]:
-    """Hold an exclusive lock on `path` while the block runs, writing `holder` (who we are) into it.
+def hold_lock(path: Path, holder: str, shared: bool = False) -> Iterator[IO[str]]:
+    """Hold an exclusive lock on `path` while the block runs, writing `holder` (who we are) into it;
+    with `shared`, a lock other shared holders may hold too (they all write the same `holder`).
 
     Raises LockHeld, with what the current holder wrote, if another process has it."""
     handle = path.open("a+", encoding="utf-8")
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
         current = handle.read().strip()

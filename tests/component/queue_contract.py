@@ -685,6 +685,13 @@ class QueueContract:
         assert (spared.attempts, spared.restarts, spared.error_code) == (0, 1, None)
         assert spared.state == charged.state == JobState.QUEUED
 
+    def test_a_daemon_starting_marks_its_dead_predecessor_stopped(self, store: Queue, tmp_path: Path) -> None:
+        killed = store.register_daemon(tmp_path / "in", tmp_path / "out", "1.0", host_id="aaaa")
+        other_host = store.register_daemon(tmp_path / "in", tmp_path / "out", "1.0", host_id="bbbb")
+        again = store.register_daemon(tmp_path / "in", tmp_path / "out", "1.0", host_id="aaaa")
+        stopped = {record.id: record.stopped_at is not None for record in store.daemons()}
+        assert stopped == {killed.id: True, other_host.id: False, again.id: False}
+
     def test_the_database_clock_is_utc_now(self, store: Queue) -> None:
         moment = store.clock()
         assert moment.utcoffset() == timedelta(0)

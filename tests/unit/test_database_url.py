@@ -55,3 +55,16 @@ def test_a_wrong_url_is_refused_without_repeating_it(tmp_path: Path) -> None:
         load_settings(environ=environ)
     assert "TTS_DATABASE_URL" in str(refused.value) and "postgress://..." in str(refused.value)
     assert "s3cret" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgresql://studio:S3cr@t:/p%w#d?x@127.0.0.1:5432/q1", "percent-encode"),
+        ("postgresql://ttsd@db.local", "names no database"),
+    ],
+)
+def test_an_unreadable_url_is_a_settings_error(tmp_path: Path, url: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem) as refused:
+        load_settings(environ={"TTS_DATABASE_URL": url, "TTS_STATE_DIR": str(tmp_path)})
+    assert "S3cr" not in str(refused.value)

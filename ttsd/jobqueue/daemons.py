@@ -37,6 +37,14 @@ class DaemonRecords(Database):
                 role=role,
                 host_id=host_id,
             )
+            if host_id:
+                # The caller holds its state directory's lock: an earlier daemon of that directory
+                # still marked running died without saying so.
+                session.execute(
+                    update(DaemonRecord)
+                    .where(col(DaemonRecord.host_id) == host_id, col(DaemonRecord.stopped_at).is_(None))
+                    .values(stopped_at=now)
+                )
             session.add(record)
         return record
 

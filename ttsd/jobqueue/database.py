@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 RECONNECT_FOR_S: Final = 120.0
 """How long a daemon's transaction is retried while the database is unreachable before it fails."""
 _BACKOFF_S: Final = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+LOG_EVERY_TRIES: Final = 10
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -170,7 +171,13 @@ class Database:
                 if time.monotonic() >= deadline:
                     raise StoreError(f"the queue database {self.location} is unreachable: {_reason(exc)}") from exc
                 pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
-                log.warning("queue database connection lost (%s); retrying in %.2fs", type(exc).__name__, pause)
+                if attempt % LOG_EVERY_TRIES == 0:  # the first loss, then now and then: not a line a second
+                    log.warning(
+                        "queue database %s unreachable (%s); retrying for up to %.0fs",
+                        self.location,
+                        _reason(exc)[:200],
+                        deadline - time.monotonic(),
+                    )
                 time.sleep(pause)
                 attempt += 1
 

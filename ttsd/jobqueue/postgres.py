@@ -36,6 +36,11 @@ PERMANENT_CONNECT_FAILURES: Final = (
     "password",
     "no pg_hba.conf entry",
     "permission denied",
+    "invalid",
+    "could not translate host name",
+    "failed to resolve host",
+    "Name or service not known",
+    "nodename nor servname",
 )
 """libpq's words for a connection refused for who or what was asked: no retry brings it in."""
 WORK_CHANNEL: Final = "ttsd_work"

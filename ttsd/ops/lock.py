@@ -3,8 +3,10 @@ the kernel on any exit, kill -9 included) on a file that says who holds it: `<st
 holds the pid, `<inbox>/.ttsd.lock` (hidden, so intake leaves it alone) the pid and state directory.
 
 Two daemons with separate queues on one inbox would both take every file: jobs spoken twice, audio
-overwritten. Daemons that share one queue database (a shared backend, not SQLite) may share an inbox
-on purpose; they would not take the inbox lock."""
+overwritten. Daemons that share one queue database (PostgreSQL) share an inbox on purpose, and the
+database decides who takes each file: they hold the inbox lock shared, so a daemon with a queue of
+its own (SQLite) cannot start on their inbox, nor they on its (as far as the file system passes
+locks between machines: a local disk does; SMB and NFS may not)."""
 
 from __future__ import annotations
 
@@ -56,19 +58,25 @@ def _inbox_holder(settings: Settings) -> str:
     return f"pid {os.getpid()}, state {settings.state_dir}"
 
 
+SHARED_HOLDER = "daemons sharing a queue database (TTS_DATABASE_URL)"
+
+
 @contextlib.contextmanager
 def inbox_lock(settings: Settings) -> Iterator[None]:
-    """Hold the inbox's lock for the daemon's lifetime, or raise DaemonAlreadyRunning naming the
-    daemon (pid and state directory) that serves it."""
+    """Hold the inbox's lock for the daemon's lifetime (shared, on a shared queue), or raise
+    DaemonAlreadyRunning naming the daemon (pid and state directory) that serves it."""
     make_folder(settings.inbox, "inbox")
+    shared = settings.shared_queue
+    holder = SHARED_HOLDER if shared else _inbox_holder(settings)
     try:
-        with hold_lock(settings.inbox / INBOX_LOCK_NAME, _inbox_holder(settings)):
+        with hold_lock(settings.inbox / INBOX_LOCK_NAME, holder, shared=shared):
             yield
     except LockHeld as held:
         raise DaemonAlreadyRunning(
             f"another ttsd daemon ({held.holder or 'holder unknown'}) is already serving the inbox "
-            f"{settings.inbox}; two daemons with their own queues would speak every job twice and "
-            "overwrite each other's audio: stop that one, or give this one its own TTS_INBOX"
+            f"{settings.inbox} with a queue of its own; two daemons with separate queues would speak "
+            "every job twice and overwrite each other's audio: stop that one, point both at one "
+            "TTS_DATABASE_URL, or give this one its own TTS_INBOX"
         ) from None
 
 
