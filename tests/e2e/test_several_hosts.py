@@ -20,6 +20,7 @@ from tests.support.hosts import count_messages, host_id_of, leased_by, log_recor
 from tests.support.postgres import Cluster
 from ttsd.intake.folders import INTAKE_FOLDERS
 from ttsd.jobqueue.store import Store
+from ttsd.ops.lock import INBOX_LOCK_NAME
 
 SEED = 15
 ROLES = ("run", "run", "worker")
@@ -193,7 +194,7 @@ def test_three_hosts_kills_and_a_database_restart_lose_nothing(
     # own folders left behind.
     accepted = shared.inbox / "accepted"
     assert sorted(path.name for path in accepted.iterdir()) == [f"{name}.json" for name in names]
-    assert {path.name for path in shared.inbox.iterdir()} <= INTAKE_FOLDERS
+    assert {path.name for path in shared.inbox.iterdir()} <= INTAKE_FOLDERS | {INBOX_LOCK_NAME}
     rejected = shared.inbox / "rejected"
     assert not rejected.exists() or not any(rejected.iterdir())
 
