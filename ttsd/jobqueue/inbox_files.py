@@ -29,18 +29,27 @@ class InboxFiles(Database):
             now = self._now(session)
             keys = [take.key for take in takes]
             before = {row.key: row for row in session.exec(select(InboxFile).where(col(InboxFile.key).in_(keys)))}
-            results: list[TakeResult] = []
-            models: set[str] = set()
-            for take in takes:
-                earlier = before.get(take.key)
-                if earlier is not None:
-                    age = max(0.0, (now - earlier.taken_at).total_seconds())
-                    results.append(TakeResult(False, earlier.folder, age, earlier.taken_by))
+            fresh: list[int] = []  # positions in `takes` of the files this call takes
+            for position, take in enumerate(takes):
+                if take.key in before:
                     continue
                 row = InboxFile(key=take.key, name=take.name, folder=take.folder, taken_by=taken_by, taken_at=now)
                 before[take.key] = row
                 session.add(row)
-                jobs = tuple(add_jobs(session, take.jobs, now)) if take.jobs else ()
+                fresh.append(position)
+            # The jobs of every file taken now, looked up and created together: one query for the
+            # burst, and the same job in two files is one job, as ever.
+            created = iter(add_jobs(session, [item for position in fresh for item in takes[position].jobs], now))
+            results: list[TakeResult] = []
+            models: set[str] = set()
+            taken_now = set(fresh)
+            for position, take in enumerate(takes):
+                if position not in taken_now:
+                    earlier = before[take.key]
+                    age = max(0.0, (now - earlier.taken_at).total_seconds())
+                    results.append(TakeResult(False, earlier.folder, age, earlier.taken_by))
+                    continue
+                jobs = tuple(next(created) for _ in take.jobs)
                 rejected = tuple(rejected_row(rejection, now) for rejection in take.rejections)
                 session.add_all(rejected)
                 models.update(result.job.model for result in jobs if result.created)
