@@ -267,39 +267,46 @@ class JobLifecycle(JobQueries):
 
     def cancel(self, ref: str) -> Job:
         """Cancel a queued or running job (a running job's result will be discarded)."""
-        job_id = self.get(ref).id
-        moments: list[datetime] = []
 
-        def move() -> Job:
-            with self._write() as session:
-                current = _still_there(session, job_id)
-                if current.state == JobState.CANCELLED and current.finished_at in moments:
-                    return current  # an earlier try committed; only its answer was lost
-                moments.append(self._now(session))
-                transitions.cancel(current, moments[-1])
-                session.add(current)
-                return current
+        def cancel(_session: Session, job: Job, now: datetime) -> None:
+            transitions.cancel(job, now)
 
-        return self._retried(move)
+        return self._move_by_hand(ref, lambda job: job.finished_at if job.state == JobState.CANCELLED else None, cancel)
 
     def retry(self, ref: str) -> Job:
         """Queue a failed, cancelled or done job again, with a fresh attempt budget."""
+
+        def retry(session: Session, job: Job, now: datetime) -> None:
+            transitions.retry(job, now)
+            delete_chunks(session, job.id)
+            self._announce(session, [job.model])
+
+        return self._move_by_hand(ref, lambda job: job.named_at if job.state == JobState.QUEUED else None, retry)
+
+    def _move_by_hand(
+        self,
+        ref: str,
+        stamped: Callable[[Job], datetime | None],
+        move: Callable[[Session, Job, datetime], None],
+    ) -> Job:
+        """Apply `move` to the job `ref` names, in a transaction run again after a lost connection.
+        A try whose commit landed, with only its answer lost, is recognized by the moment it
+        stamped on the job (`stamped` reads it back, None when the job is not in the move's target
+        state): it is not moved twice, which would refuse (cancelled already) or repeat it."""
         job_id = self.get(ref).id
         moments: list[datetime] = []
 
-        def move() -> Job:
+        def attempt() -> Job:
             with self._write() as session:
                 current = _still_there(session, job_id)
-                if current.state == JobState.QUEUED and current.named_at in moments:
-                    return current  # an earlier try committed; only its answer was lost
+                if stamped(current) in moments:
+                    return current
                 moments.append(self._now(session))
-                transitions.retry(current, moments[-1])
+                move(session, current, moments[-1])
                 session.add(current)
-                delete_chunks(session, job_id)
-                self._announce(session, [current.model])
                 return current
 
-        return self._retried(move)
+        return self._retried(attempt)
 
 
 def _once(action: Callable[[], None]) -> Callable[[], None]:
