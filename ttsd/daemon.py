@@ -256,8 +256,7 @@ class Daemon:
             parts.workers.poll()
             if time.monotonic() >= self._next_poll:
                 self._next_poll = time.monotonic() + self.settings.queue_poll_s
-                for model in store.models_with_queued_jobs():
-                    parts.workers.ensure(model)
+                _wake(store, parts.workers, None)
             if time.monotonic() >= self._next_forget:
                 self._next_forget = time.monotonic() + FORGET_EVERY_S
                 store.forget_taken_files()
@@ -329,9 +328,9 @@ def refuse_a_twin(store: Queue, host: str, settings: Settings) -> None:
     recover and release the other's running jobs as its own."""
     now = store.clock()
     for record in store.daemons():
-        silent_s = (now - record.heartbeat_at).total_seconds()
         if record.host_id != host or record.hostname == os.uname().nodename or record.stopped_at is not None:
             continue
+        silent_s = (now - record.heartbeat_at).total_seconds()
         if silent_s < TWIN_SILENT_S:
             store.close()
             raise DaemonAlreadyRunning(

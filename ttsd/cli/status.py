@@ -16,7 +16,6 @@ from ttsd.cli.views import (
     host_lines,
     hosts_view,
     job_row,
-    queue_location,
     this_hosts_daemon,
     worker_line,
 )
@@ -99,7 +98,7 @@ def status(ctx: Context) -> None:
     problem = recorded_inbox_problem(ctx.settings.state_dir) if daemon["running"] else None
     data = {
         "daemon": daemon,
-        "queue_location": queue_location(ctx.settings),
+        "queue_location": ctx.store.location,
         "shared_queue": ctx.settings.shared_queue,
         "hosts": hosts,
         "queue": counts,

@@ -12,7 +12,6 @@ from typing import Any
 import click
 
 from ttsd.config import Settings
-from ttsd.database_url import masked
 from ttsd.delivery.status import iso
 from ttsd.jobqueue.protocols import PeopleQueue
 from ttsd.jobqueue.records import CacheStats
@@ -103,11 +102,6 @@ def worker_line(worker: dict[str, Any]) -> str:
     if worker.get("batch"):
         line += f", batch {worker['batch']} ({worker.get('batch_reason')})"
     return line
-
-
-def queue_location(settings: Settings) -> str:
-    """Where the queue is: the SQLite file, or the PostgreSQL URL with its password hidden."""
-    return masked(settings.database_url) if settings.shared_queue else str(settings.db_path)
 
 
 def this_hosts_daemon(store: PeopleQueue, settings: Settings, records: Sequence[DaemonRecord]) -> DaemonRecord | None:

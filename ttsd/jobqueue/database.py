@@ -135,7 +135,7 @@ class Database:
             self.backend.close()
             if not self.shared:
                 raise
-            raise StoreError(f"cannot open the queue database {self.location}: {_reason(exc)}") from exc
+            raise StoreError(f"cannot open the queue database {self.location}: {failure_reason(exc)}") from exc
         except BaseException:
             self.backend.close()
             raise
@@ -169,13 +169,15 @@ class Database:
                     raise
                 self._lost_at = time.monotonic()
                 if time.monotonic() >= deadline:
-                    raise StoreError(f"the queue database {self.location} is unreachable: {_reason(exc)}") from exc
+                    raise StoreError(
+                        f"the queue database {self.location} is unreachable: {failure_reason(exc)}"
+                    ) from exc
                 pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
                 if attempt % LOG_EVERY_TRIES == 0:  # the first loss, then now and then: not a line a second
                     log.warning(
                         "queue database %s unreachable (%s); retrying for up to %.0fs",
                         self.location,
-                        _reason(exc)[:200],
+                        failure_reason(exc)[:200],
                         deadline - time.monotonic(),
                     )
                 time.sleep(pause)
@@ -214,7 +216,7 @@ class Database:
             return self.backend.integrity_check(session)
 
 
-def _reason(error: BaseException) -> str:
+def failure_reason(error: BaseException) -> str:
     """What went wrong, in one line: the driver's own words, without SQLAlchemy's wrapping."""
     lines = str(getattr(error, "orig", None) or error).strip().splitlines()
     return " ".join(" ".join(lines).split()) or type(error).__name__

@@ -18,6 +18,7 @@ from ttsd.database_url import masked
 from ttsd.errors import FolderUnusable, TtsdError
 from ttsd.fsutil import probe_folder
 from ttsd.intake.access import recorded_inbox_problem
+from ttsd.jobqueue.database import failure_reason
 from ttsd.jobqueue.postgres import server_version
 from ttsd.jobqueue.sqlite_file import inspect_database
 from ttsd.jobqueue.store import Store
@@ -124,7 +125,7 @@ def _shared_queue_check(url: str) -> tuple[Check, dict[str, Any]]:
         # retries an unreachable server (right for a daemon riding out a restart, not for a diagnosis).
         facts["server_version"] = server_version(url)
     except Exception as exc:  # noqa: BLE001 - whatever stops the connection is the finding itself
-        return Check("queue database", False, f"{location} unreachable: {_one_line(exc)}"), facts
+        return Check("queue database", False, f"{location} unreachable: {failure_reason(exc)[:300]}"), facts
     try:
         store = Store(url, reconnect_for_s=DIAGNOSIS_RECONNECT_S)
         try:
@@ -137,11 +138,6 @@ def _shared_queue_check(url: str) -> tuple[Check, dict[str, Any]]:
         return Check("queue database", False, f"{location}: {verdict}"), facts
     facts["readable"] = True
     return Check("queue database", True, f"{location} (PostgreSQL {facts['server_version']}, reachable)"), facts
-
-
-def _one_line(exc: BaseException) -> str:
-    # psycopg's messages run over several lines (with hints); a check's detail is one line.
-    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 def _shared_cache_check(settings: Settings) -> Check:
