@@ -2,11 +2,10 @@
 
 `QueueContract` holds the behaviour tests (dedup, batch claims, leases, guarded finishes, recovery,
 retry and cancel, queries, chunks, the cache index, daemon rows). A backend's test module subclasses
-it and provides two fixtures (huey's `StorageTests` pattern):
-
-- `open_queue`: opens another handle on one fresh, empty queue each time it is called (as another
-  process would), and closes whatever is still open when the test ends;
-- `store`: one handle from `open_queue`.
+it and provides one fixture (huey's `StorageTests` pattern), `open_queue`: it opens another handle
+on one fresh, empty queue each time it is called (as another process would), and closes whatever
+is still open when the test ends (`tests.support.stores.store_opener` does both). The `store`
+fixture, one handle from it, is the contract's own.
 
 Everything here goes through the `Queue` protocol; nothing may depend on how a backend is built.
 """
@@ -58,7 +57,12 @@ def _claim_later(store: Queue) -> tuple[str, Job]:
 
 
 class QueueContract:
-    """Subclass with `open_queue` and `store` fixtures to hold a backend to the queue's behaviour."""
+    """Subclass with an `open_queue` fixture to hold a backend to the queue's behaviour."""
+
+    @pytest.fixture
+    def store(self, open_queue: OpenQueue) -> Queue:
+        """One handle on the queue under test."""
+        return open_queue()
 
     # -- enqueue and dedup ---------------------------------------------------------------------------
 

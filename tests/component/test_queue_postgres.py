@@ -17,6 +17,7 @@ from sqlmodel import Session
 from tests.component.queue_contract import AUDIO, RUN, QueueContract, enqueue
 from tests.support.fakes import FAKE_MODEL, OTHER_MODEL, make_spec
 from tests.support.postgres import Cluster
+from tests.support.stores import store_opener
 from ttsd.errors import StoreError
 from ttsd.jobqueue.records import EnqueueResult
 from ttsd.jobqueue.states import JobState
@@ -29,19 +30,7 @@ class TestPostgresQueue(QueueContract):
 
     @pytest.fixture
     def open_queue(self, pg_url: str) -> Iterator[Callable[[], Store]]:
-        opened: list[Store] = []
-
-        def open_store() -> Store:
-            opened.append(Store(pg_url))
-            return opened[-1]
-
-        yield open_store
-        for store in opened:
-            store.close()
-
-    @pytest.fixture
-    def store(self, open_queue: Callable[[], Store]) -> Store:
-        return open_queue()
+        yield from store_opener(pg_url)
 
 
 def test_a_server_restart_between_calls_goes_unnoticed(pg_cluster: Cluster, pg_url: str) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.dialects import sqlite
 
 from tests.component.queue_contract import QueueContract, enqueue
 from tests.support.fakes import FAKE_MODEL, scratch_dir
+from tests.support.stores import store_opener
 from ttsd.jobqueue.leasing import claim_query
 from ttsd.jobqueue.store import Store
 from ttsd.jobqueue.tables import utcnow
@@ -29,19 +30,7 @@ class TestSQLiteQueue(QueueContract):
 
     @pytest.fixture
     def open_queue(self, db_path: Path) -> Iterator[Callable[[], Store]]:
-        opened: list[Store] = []
-
-        def open_store() -> Store:
-            opened.append(Store(db_path))
-            return opened[-1]
-
-        yield open_store
-        for store in opened:
-            store.close()
-
-    @pytest.fixture
-    def store(self, open_queue: Callable[[], Store]) -> Store:
-        return open_queue()
+        yield from store_opener(db_path)
 
     def test_database_file_is_private_durable_and_sound(self, store: Store) -> None:
         enqueue(store, "something")
